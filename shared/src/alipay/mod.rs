@@ -1,0 +1,1 @@
+//! alipay protocol (being written).

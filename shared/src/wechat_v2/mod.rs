@@ -1,0 +1,1 @@
+//! wechat_v2 protocol (being written).

@@ -1,0 +1,1 @@
+//! wechat_v3 protocol (being written).

@@ -1,0 +1,1 @@
+//! payhook worker.
