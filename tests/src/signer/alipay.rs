@@ -1,0 +1,1 @@
+//! alipay signer (being written).

@@ -1,0 +1,1 @@
+//! wechat_v2 signer (being written).

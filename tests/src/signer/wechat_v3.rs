@@ -1,0 +1,1 @@
+//! wechat_v3 signer (being written).
