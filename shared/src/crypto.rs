@@ -62,7 +62,9 @@ pub fn parse_public_key(text: &str) -> Result<PublicKey, KeyError> {
             "RSA PUBLIC KEY" => PublicKey::from_pkcs1_der(block.contents())
                 .map_err(|e| KeyError::PublicKey(e.to_string())),
             "CERTIFICATE" => public_key_of_certificate(&parse_certificate_der(block.contents())?),
-            other => Err(KeyError::PublicKey(format!("unexpected PEM label {other:?}"))),
+            other => Err(KeyError::PublicKey(format!(
+                "unexpected PEM label {other:?}"
+            ))),
         };
     }
     let compact: String = text.split_whitespace().collect();
@@ -87,7 +89,9 @@ pub fn parse_private_key(text: &str) -> Result<rsa::PrivateKey, KeyError> {
             "RSA PRIVATE KEY" => {
                 rsa::PrivateKey::from_pkcs1_der(block.contents()).map_err(|e| err(&e))
             }
-            other => Err(KeyError::PrivateKey(format!("unexpected PEM label {other:?}"))),
+            other => Err(KeyError::PrivateKey(format!(
+                "unexpected PEM label {other:?}"
+            ))),
         };
     }
     let compact: String = text.split_whitespace().collect();
@@ -120,7 +124,9 @@ pub fn parse_certificate_der(der: &[u8]) -> Result<Certificate, KeyError> {
 /// The RSA public key of a certificate (error if the certificate is not RSA).
 pub fn public_key_of_certificate(cert: &Certificate) -> Result<PublicKey, KeyError> {
     let spki = cert.tbs_certificate().subject_public_key_info();
-    let der = spki.to_der().map_err(|e| KeyError::Certificate(e.to_string()))?;
+    let der = spki
+        .to_der()
+        .map_err(|e| KeyError::Certificate(e.to_string()))?;
     PublicKey::from_public_key_der(&der)
         .map_err(|e| KeyError::Certificate(format!("not an RSA key: {e}")))
 }
@@ -149,7 +155,10 @@ mod tests {
             verify_rsa(&pk, RsaHash::Sha256, b"x", "WECHATPAY/SIGNTEST/abc"),
             Err(VerifyError::SignatureEncoding)
         );
-        assert_eq!(verify_rsa(&pk, RsaHash::Sha256, b"x", "AAAA"), Err(VerifyError::BadSignature));
+        assert_eq!(
+            verify_rsa(&pk, RsaHash::Sha256, b"x", "AAAA"),
+            Err(VerifyError::BadSignature)
+        );
     }
 
     #[test]

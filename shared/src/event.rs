@@ -163,7 +163,11 @@ impl RawNotification {
     pub(crate) fn new(body: &[u8], headers: Vec<(String, String)>) -> Self {
         use base64::Engine as _;
         match std::str::from_utf8(body) {
-            Ok(text) => Self { body: Some(text.to_owned()), body_base64: None, headers },
+            Ok(text) => Self {
+                body: Some(text.to_owned()),
+                body_base64: None,
+                headers,
+            },
             Err(_) => Self {
                 body: None,
                 body_base64: Some(base64::engine::general_purpose::STANDARD.encode(body)),
@@ -196,7 +200,14 @@ impl VerifiedNotification {
         fields: Normalized,
         raw: RawNotification,
     ) -> Self {
-        Self { provider, notification_id, kind, status, fields, raw }
+        Self {
+            provider,
+            notification_id,
+            kind,
+            status,
+            fields,
+            raw,
+        }
     }
 
     pub fn provider(&self) -> Provider {
@@ -252,8 +263,14 @@ impl Envelope {
         received_at: OffsetDateTime,
         request_id: String,
     ) -> Self {
-        let VerifiedNotification { provider, notification_id, kind, status, fields, raw } =
-            verified;
+        let VerifiedNotification {
+            provider,
+            notification_id,
+            kind,
+            status,
+            fields,
+            raw,
+        } = verified;
         Self {
             schema_version: SCHEMA_VERSION,
             event_id: format!("{provider}:{merchant}:{notification_id}"),
@@ -301,7 +318,10 @@ pub fn transition_key(
     );
     let subject = if is_refund {
         // Alipay full refunds may come without out_biz_no: the trade itself is the refund.
-        fields.out_refund_no.as_deref().or(fields.out_trade_no.as_deref())?
+        fields
+            .out_refund_no
+            .as_deref()
+            .or(fields.out_trade_no.as_deref())?
     } else {
         fields.out_trade_no.as_deref()?
     };
@@ -335,7 +355,10 @@ mod tests {
         let at = OffsetDateTime::UNIX_EPOCH;
         let env = Envelope::from_verified(paid("o1"), "shop", Source::Notify, at, "r".into());
         assert_eq!(env.event_id, "alipay:shop:n1");
-        assert_eq!(env.transition_key.as_deref(), Some("alipay:shop:payment:o1:PAID"));
+        assert_eq!(
+            env.transition_key.as_deref(),
+            Some("alipay:shop:payment:o1:PAID")
+        );
         assert_eq!(env.routing_key(), "alipay.payment");
     }
 

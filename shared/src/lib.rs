@@ -21,6 +21,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod event;
+pub mod merchants;
 pub mod money;
 pub mod telemetry;
 pub mod topology;

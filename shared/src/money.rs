@@ -28,7 +28,9 @@ pub fn parse_yuan(text: &str) -> Result<i64, AmountError> {
         let d = i64::from(b - b'0');
         fen += if i == 0 { d * 10 } else { d };
     }
-    yuan.checked_mul(100).and_then(|v| v.checked_add(fen)).ok_or_else(err)
+    yuan.checked_mul(100)
+        .and_then(|v| v.checked_add(fen))
+        .ok_or_else(err)
 }
 
 /// Formats fen as a decimal yuan string with two fraction digits ("88.88").
@@ -54,7 +56,20 @@ mod tests {
 
     #[test]
     fn refuses_anything_but_plain_decimals() {
-        for bad in ["", ".", "1.", ".5", "-1.00", "+1", "1.001", "1e3", "1,00", " 1", "NaN", "99999999999999999999"] {
+        for bad in [
+            "",
+            ".",
+            "1.",
+            ".5",
+            "-1.00",
+            "+1",
+            "1.001",
+            "1e3",
+            "1,00",
+            " 1",
+            "NaN",
+            "99999999999999999999",
+        ] {
             assert!(parse_yuan(bad).is_err(), "{bad:?} should be refused");
         }
     }

@@ -1,1 +1,179 @@
-//! topology (being written).
+//! RabbitMQ names and their idempotent declaration (DESIGN.md, "RabbitMQ topology").
+//!
+//! Every name carries a configurable prefix so tests and tenants share one broker.
+//! Declarations are idempotent: the receiver and the worker both declare what they
+//! use at start-up, with the *same* arguments (a mismatch would be a
+//! `PRECONDITION_FAILED` channel error), which is why all arguments are built here.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, ExchangeKind};
+
+/// The names of every exchange and queue, derived from one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    pub prefix: String,
+    /// Topic exchange the receiver publishes verified notifications to.
+    pub notifications: String,
+    /// Quorum queue the worker consumes.
+    pub work: String,
+    /// Quorum queue where unprocessable messages wait for a person.
+    pub parked: String,
+    /// Topic exchange for downstream subscribers.
+    pub events: String,
+}
+
+impl Names {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            notifications: format!("{prefix}.notifications"),
+            work: format!("{prefix}.work"),
+            parked: format!("{prefix}.parked"),
+            events: format!("{prefix}.events"),
+        }
+    }
+
+    /// The retry tier queue `index` (0-based).
+    pub fn retry(&self, index: usize) -> String {
+        format!("{}.retry.{}", self.prefix, index + 1)
+    }
+}
+
+/// Broker-side policy knobs shared by everyone who declares the work queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuePolicy {
+    /// Quorum-queue `x-delivery-limit`: a message redelivered more often than this
+    /// (crash loops) is dead-lettered to the parking queue instead of looping forever.
+    pub delivery_limit: u32,
+}
+
+impl Default for QueuePolicy {
+    fn default() -> Self {
+        Self { delivery_limit: 20 }
+    }
+}
+
+fn long(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+fn args(pairs: Vec<(&str, AMQPValue)>) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (k, v) in pairs {
+        table.insert(ShortString::from(k), v);
+    }
+    table
+}
+
+fn durable_queue() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+async fn declare_topic(channel: &Channel, name: &str) -> lapin::Result<()> {
+    channel
+        .exchange_declare(
+            name.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
+async fn declare_parked(channel: &Channel, names: &Names) -> lapin::Result<()> {
+    channel
+        .queue_declare(
+            names.parked.as_str().into(),
+            durable_queue(),
+            args(vec![("x-queue-type", long("quorum"))]),
+        )
+        .await
+        .map(drop)
+}
+
+/// Declares what the receiver needs: the notifications exchange, the work queue bound
+/// to it (so a publish is routable and confirmed only once a queue holds it) and the
+/// parking queue the work queue dead-letters to.
+pub async fn declare_ingress(
+    channel: &Channel,
+    names: &Names,
+    policy: &QueuePolicy,
+) -> lapin::Result<()> {
+    declare_topic(channel, &names.notifications).await?;
+    declare_parked(channel, names).await?;
+    let work_args = args(vec![
+        // Replicated, durable, fsynced before the publisher confirm.
+        ("x-queue-type", long("quorum")),
+        (
+            "x-delivery-limit",
+            AMQPValue::LongUInt(policy.delivery_limit),
+        ),
+        // Messages over the delivery limit go to the parking queue…
+        ("x-dead-letter-exchange", long("")),
+        ("x-dead-letter-routing-key", long(&names.parked)),
+        // …with at-least-once dead-lettering (RabbitMQ ≥ 3.10), which requires
+        // reject-publish overflow: nothing is dropped on the way to parking.
+        ("x-dead-letter-strategy", long("at-least-once")),
+        ("x-overflow", long("reject-publish")),
+    ]);
+    channel
+        .queue_declare(names.work.as_str().into(), durable_queue(), work_args)
+        .await?;
+    channel
+        .queue_bind(
+            names.work.as_str().into(),
+            names.notifications.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// Declares the full topology: ingress, retry tiers (TTL queues dead-lettering back to
+/// the work queue) and the events exchange. Used by the worker.
+pub async fn declare_all(
+    channel: &Channel,
+    names: &Names,
+    policy: &QueuePolicy,
+    retry_delays_ms: &[u32],
+) -> lapin::Result<()> {
+    declare_ingress(channel, names, policy).await?;
+    declare_topic(channel, &names.events).await?;
+    for (i, delay) in retry_delays_ms.iter().enumerate() {
+        let retry_args = args(vec![
+            ("x-queue-type", long("quorum")),
+            ("x-message-ttl", AMQPValue::LongUInt(*delay)),
+            ("x-dead-letter-exchange", long("")),
+            ("x-dead-letter-routing-key", long(&names.work)),
+            ("x-dead-letter-strategy", long("at-least-once")),
+            ("x-overflow", long("reject-publish")),
+        ]);
+        channel
+            .queue_declare(names.retry(i).as_str().into(), durable_queue(), retry_args)
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_share_the_prefix() {
+        let n = Names::new("t1");
+        assert_eq!(n.notifications, "t1.notifications");
+        assert_eq!(n.work, "t1.work");
+        assert_eq!(n.parked, "t1.parked");
+        assert_eq!(n.events, "t1.events");
+        assert_eq!(n.retry(0), "t1.retry.1");
+    }
+}

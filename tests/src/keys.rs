@@ -7,8 +7,12 @@ use rsa::PrivateKey;
 /// Number of distinct cached test keys.
 pub const SLOTS: usize = 4;
 
-static KEYS: [OnceLock<PrivateKey>; SLOTS] =
-    [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
+static KEYS: [OnceLock<PrivateKey>; SLOTS] = [
+    OnceLock::new(),
+    OnceLock::new(),
+    OnceLock::new(),
+    OnceLock::new(),
+];
 
 /// A 2048-bit RSA key generated once per process for `slot` (0..SLOTS). Different
 /// slots give different keys, e.g. the "provider" key and a "wrong" key.

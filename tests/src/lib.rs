@@ -5,6 +5,11 @@
 //! - [`keys`]: RSA keys generated at test time (never committed), cached per process.
 //! - [`signer`]: the provider side — builds notifications signed and encrypted exactly
 //!   as Alipay and WeChat Pay do, so that tests exercise the real verification path.
+//! - [`harness`]: starts the receiver as production does, on port 0 with a fresh
+//!   broker name prefix per test, and inspects the broker.
+//! - [`proxy`]: a TCP proxy that can cut and restore the path to the broker.
 
+pub mod harness;
 pub mod keys;
+pub mod proxy;
 pub mod signer;

@@ -1,0 +1,252 @@
+//! The receiver's Prometheus metrics. One registry per [`crate::Application`] (not a
+//! global), so tests running several receivers in one process see their own figures.
+//!
+//! Labels are low-cardinality by construction: provider, outcome and reason come from
+//! fixed lists; merchant names from URLs never become labels.
+
+use std::sync::Arc;
+
+use payhook_shared::error::VerifyError;
+use payhook_shared::event::Provider;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// What happened to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Published, confirmed, success answered.
+    Acked,
+    /// Failed verification (see `payhook_verify_failures_total`).
+    Rejected,
+    /// The route names a merchant that is not configured.
+    UnknownMerchant,
+    /// The source address is not in the provider's allowlist.
+    Forbidden,
+    /// Body over `receiver.max_body_bytes`.
+    TooLarge,
+    /// Wrong content type.
+    UnsupportedMediaType,
+    /// The body did not arrive within `receiver.request_timeout_ms`.
+    BodyTimeout,
+    /// Shed: too many requests in flight.
+    Shed,
+    /// The broker is not connected.
+    BrokerUnavailable,
+    /// Published but not confirmed: returned (unroutable), nacked, or no confirm in time.
+    PublishFailed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 10] = [
+        Self::Acked,
+        Self::Rejected,
+        Self::UnknownMerchant,
+        Self::Forbidden,
+        Self::TooLarge,
+        Self::UnsupportedMediaType,
+        Self::BodyTimeout,
+        Self::Shed,
+        Self::BrokerUnavailable,
+        Self::PublishFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Acked => "acked",
+            Self::Rejected => "rejected",
+            Self::UnknownMerchant => "unknown_merchant",
+            Self::Forbidden => "forbidden",
+            Self::TooLarge => "too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::BodyTimeout => "body_timeout",
+            Self::Shed => "shed",
+            Self::BrokerUnavailable => "broker_unavailable",
+            Self::PublishFailed => "publish_failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderOutcome {
+    provider: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderReason {
+    provider: String,
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabel {
+    provider: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PublishResult {
+    result: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms … ~4 s: the ack deadline is 3 s, the interesting part is < 10 ms.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
+}
+
+/// All receiver metrics, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    notifications: Family<ProviderOutcome, Counter>,
+    verify_failures: Family<ProviderReason, Counter>,
+    ack_latency: Family<ProviderLabel, Histogram, fn() -> Histogram>,
+    confirm_latency: Family<PublishResult, Histogram, fn() -> Histogram>,
+    broker_up: Gauge,
+    in_flight: Gauge,
+    broker_reconnects: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("payhook");
+        let notifications = Family::<ProviderOutcome, Counter>::default();
+        let verify_failures = Family::<ProviderReason, Counter>::default();
+        let ack_latency: Family<ProviderLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        let confirm_latency: Family<PublishResult, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        let broker_up = Gauge::default();
+        let in_flight = Gauge::default();
+        let broker_reconnects = Counter::default();
+        registry.register(
+            "notifications",
+            "Notifications received, by provider and outcome",
+            notifications.clone(),
+        );
+        registry.register(
+            "verify_failures",
+            "Notifications refused by verification, by provider and reason",
+            verify_failures.clone(),
+        );
+        registry.register(
+            "ack_latency_seconds",
+            "Time from request start to the provider's success answer",
+            ack_latency.clone(),
+        );
+        registry.register(
+            "confirm_latency_seconds",
+            "Time from publish to the broker's publisher confirm, by result",
+            confirm_latency.clone(),
+        );
+        registry.register(
+            "broker_up",
+            "1 when the receiver holds a live broker connection",
+            broker_up.clone(),
+        );
+        registry.register(
+            "receiver_in_flight",
+            "Requests being handled",
+            in_flight.clone(),
+        );
+        registry.register(
+            "broker_connects",
+            "Broker connections established (first connect and every reconnect)",
+            broker_reconnects.clone(),
+        );
+        let metrics = Self {
+            registry: Arc::new(registry),
+            notifications,
+            verify_failures,
+            ack_latency,
+            confirm_latency,
+            broker_up,
+            in_flight,
+            broker_reconnects,
+        };
+        metrics.pre_register();
+        metrics
+    }
+
+    /// Creates every label combination at zero so that dashboards and alert rules see
+    /// the series before the first event (rate() over a missing series is empty).
+    fn pre_register(&self) {
+        for provider in Provider::ALL {
+            for outcome in Outcome::ALL {
+                let _ = self.notifications.get_or_create(&ProviderOutcome {
+                    provider: provider.as_str().into(),
+                    outcome: outcome.as_str().into(),
+                });
+            }
+            for reason in VerifyError::REASONS {
+                let _ = self.verify_failures.get_or_create(&ProviderReason {
+                    provider: provider.as_str().into(),
+                    reason: (*reason).into(),
+                });
+            }
+        }
+    }
+
+    pub fn notification(&self, provider: Provider, outcome: Outcome) {
+        self.notifications
+            .get_or_create(&ProviderOutcome {
+                provider: provider.as_str().into(),
+                outcome: outcome.as_str().into(),
+            })
+            .inc();
+    }
+
+    pub fn verify_failure(&self, provider: Provider, reason: &'static str) {
+        self.verify_failures
+            .get_or_create(&ProviderReason {
+                provider: provider.as_str().into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn ack_latency(&self, provider: Provider, seconds: f64) {
+        self.ack_latency
+            .get_or_create(&ProviderLabel {
+                provider: provider.as_str().into(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn confirm_latency(&self, result: &'static str, seconds: f64) {
+        self.confirm_latency
+            .get_or_create(&PublishResult {
+                result: result.into(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn set_broker_up(&self, up: bool) {
+        self.broker_up.set(i64::from(up));
+    }
+
+    pub fn broker_connected(&self) {
+        self.broker_reconnects.inc();
+    }
+
+    pub fn in_flight(&self) -> &Gauge {
+        &self.in_flight
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

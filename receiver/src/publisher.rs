@@ -1,0 +1,349 @@
+//! Publishing verified notifications to RabbitMQ with publisher confirms.
+//!
+//! A supervisor task owns the connection: it connects, declares the ingress topology,
+//! opens `amqp.publisher_channels` confirm-mode channels and hands them out as one
+//! [`Link`]. When the connection fails (error event, closed channel, failed publish)
+//! the link is withdrawn at once — publishes fail fast with
+//! [`PublishError::Unavailable`] so the provider gets its failure answer and resends —
+//! and the supervisor reconnects with exponential back-off.
+//!
+//! Many publishes are in flight at once: each awaits only its own confirm, there is no
+//! lock around a publish. The only shared state on the hot path is a read of the
+//! current link.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event};
+use payhook_shared::event::Envelope;
+use payhook_shared::topology::{self, Names, QueuePolicy};
+use secrecy::{ExposeSecret as _, SecretString};
+use thiserror::Error;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics::Metrics;
+
+/// Why a notification could not be durably handed to the broker.
+#[derive(Debug, Error)]
+pub enum PublishError {
+    #[error("broker not connected")]
+    Unavailable,
+    #[error("message returned by the broker: no queue bound for its routing key")]
+    Returned,
+    #[error("message nacked by the broker")]
+    Nacked,
+    #[error("no publisher confirm before the ack deadline")]
+    Timeout,
+    #[error("channel error: {0}")]
+    Channel(#[from] lapin::Error),
+    #[error("envelope serialization: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+impl PublishError {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Returned => "returned",
+            Self::Nacked => "nacked",
+            Self::Timeout => "timeout",
+            Self::Channel(_) => "channel_error",
+            Self::Serialize(_) => "serialize",
+        }
+    }
+}
+
+/// Connection settings of the publisher.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    pub url: SecretString,
+    pub names: Names,
+    pub policy: QueuePolicy,
+    pub channels: usize,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+/// One live connection and its confirm-mode channels.
+#[derive(Debug)]
+struct Link {
+    connection: Connection,
+    channels: Vec<Channel>,
+    /// Set by the broker's `connection.blocked` (resource alarm): publishes would hang.
+    blocked: AtomicBool,
+}
+
+impl Link {
+    fn healthy(&self) -> bool {
+        self.connection.status().connected() && self.channels.iter().all(|c| c.status().connected())
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: PublisherConfig,
+    link: RwLock<Option<Arc<Link>>>,
+    /// Wakes the supervisor when a publish saw the link fail.
+    wake: tokio::sync::Notify,
+    next_channel: AtomicUsize,
+    metrics: Metrics,
+}
+
+/// Cheap to clone; all clones share the connection.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
+impl Publisher {
+    /// Starts the connection supervisor on `tracker`; it stops when `cancel` fires.
+    pub fn start(
+        config: PublisherConfig,
+        metrics: Metrics,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Self {
+        let inner = Arc::new(Inner {
+            config,
+            link: RwLock::new(None),
+            wake: tokio::sync::Notify::new(),
+            next_channel: AtomicUsize::new(0),
+            metrics,
+        });
+        tracker.spawn(supervise(inner.clone(), cancel));
+        Self { inner }
+    }
+
+    /// Whether a publish would be attempted now (for `/readyz`).
+    pub fn is_ready(&self) -> bool {
+        self.current()
+            .is_some_and(|l| l.healthy() && !l.blocked.load(Ordering::Relaxed))
+    }
+
+    /// Waits until the publisher is ready or `timeout` passes.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.is_ready() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.is_ready()
+    }
+
+    fn current(&self) -> Option<Arc<Link>> {
+        self.inner.link.read().ok().and_then(|guard| guard.clone())
+    }
+
+    /// Publishes `envelope` persistent and mandatory and waits for the broker's confirm
+    /// until `deadline`. `Ok` means a durable queue holds the message.
+    pub async fn publish(
+        &self,
+        envelope: &Envelope,
+        deadline: Instant,
+    ) -> Result<(), PublishError> {
+        let started = Instant::now();
+        let result = self.publish_inner(envelope, deadline).await;
+        let label = match &result {
+            Ok(()) => "ack",
+            Err(e) => e.label(),
+        };
+        self.inner
+            .metrics
+            .confirm_latency(label, started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn publish_inner(
+        &self,
+        envelope: &Envelope,
+        deadline: Instant,
+    ) -> Result<(), PublishError> {
+        let link = self.current().ok_or(PublishError::Unavailable)?;
+        if link.blocked.load(Ordering::Relaxed) {
+            return Err(PublishError::Unavailable);
+        }
+        let index = self.inner.next_channel.fetch_add(1, Ordering::Relaxed) % link.channels.len();
+        let channel = &link.channels[index];
+        let payload = serde_json::to_vec(envelope)?;
+        let properties = properties(envelope);
+        let exchange = ShortString::from(self.inner.config.names.notifications.as_str());
+        let publish = async {
+            channel
+                .basic_publish(
+                    exchange,
+                    envelope.routing_key().into(),
+                    // mandatory: an unroutable message comes back instead of vanishing.
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &payload,
+                    properties,
+                )
+                .await?
+                .await
+        };
+        match tokio::time::timeout_at(deadline, publish).await {
+            Err(_elapsed) => Err(PublishError::Timeout),
+            Ok(Err(error)) => {
+                // The channel or connection is broken: let the supervisor replace it.
+                self.inner.wake.notify_one();
+                Err(PublishError::Channel(error))
+            }
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(_returned)))) => Err(PublishError::Returned),
+            Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
+            // Confirm mode is selected on every channel; treat anything else as unsafe.
+            Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::Nacked),
+        }
+    }
+}
+
+fn properties(envelope: &Envelope) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    let mut put = |k: &str, v: &str| {
+        headers.insert(
+            ShortString::from(k),
+            AMQPValue::LongString(LongString::from(v)),
+        );
+    };
+    put("request_id", &envelope.request_id);
+    put("provider", envelope.provider.as_str());
+    put("merchant", &envelope.merchant);
+    put("kind", envelope.kind.as_str());
+    headers.insert(
+        ShortString::from("schema_version"),
+        AMQPValue::LongUInt(envelope.schema_version),
+    );
+    BasicProperties::default()
+        .with_delivery_mode(2) // persistent
+        .with_content_type("application/json".into())
+        .with_message_id(envelope.event_id.as_str().into())
+        .with_correlation_id(envelope.request_id.as_str().into())
+        .with_timestamp(u64::try_from(envelope.received_at.unix_timestamp()).unwrap_or(0))
+        .with_app_id("payhook-receiver".into())
+        .with_type(envelope.kind.as_str().into())
+        .with_headers(headers)
+}
+
+async fn connect(config: &PublisherConfig) -> lapin::Result<Link> {
+    let properties =
+        ConnectionProperties::default().with_connection_name("payhook-receiver".into());
+    let connection = Connection::connect(config.url.expose_secret(), properties).await?;
+    let mut channels = Vec::with_capacity(config.channels);
+    for i in 0..config.channels {
+        let channel = connection.create_channel().await?;
+        if i == 0 {
+            topology::declare_ingress(&channel, &config.names, &config.policy).await?;
+        }
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        channels.push(channel);
+    }
+    Ok(Link {
+        connection,
+        channels,
+        blocked: AtomicBool::new(false),
+    })
+}
+
+async fn supervise(inner: Arc<Inner>, cancel: CancellationToken) {
+    let config = &inner.config;
+    let mut backoff = config.reconnect_min;
+    loop {
+        let attempt = tokio::select! {
+            () = cancel.cancelled() => break,
+            attempt = tokio::time::timeout(Duration::from_secs(10), connect(config)) => attempt,
+        };
+        match attempt {
+            Ok(Ok(link)) => {
+                backoff = config.reconnect_min;
+                let link = Arc::new(link);
+                let events = link.connection.events_listener();
+                set_link(&inner, Some(link.clone()));
+                inner.metrics.broker_connected();
+                tracing::info!(channels = link.channels.len(), "broker connected");
+                let stopping = watch_link(&inner, &link, events, &cancel).await;
+                set_link(&inner, None);
+                // Best effort: the connection may already be gone.
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    link.connection
+                        .close(200, "payhook receiver closing".into()),
+                )
+                .await;
+                if stopping {
+                    tracing::info!("broker connection closed");
+                    return;
+                }
+                tracing::warn!("broker connection lost; reconnecting");
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "broker connect failed"),
+            Err(_elapsed) => tracing::warn!("broker connect timed out"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(config.reconnect_max);
+    }
+    set_link(&inner, None);
+}
+
+/// Waits until the link breaks (returns `false`) or shutdown is asked (returns `true`).
+async fn watch_link(
+    inner: &Inner,
+    link: &Link,
+    events: impl futures::Stream<Item = Event> + Send,
+    cancel: &CancellationToken,
+) -> bool {
+    let mut events = std::pin::pin!(events);
+    // A periodic check catches failures that raise no event (a channel closed by the
+    // broker, a silently dead socket once heartbeats notice).
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return true,
+            () = inner.wake.notified() => {}
+            _ = tick.tick() => {}
+            event = events.next() => match event {
+                Some(Event::Error(error)) => {
+                    tracing::warn!(%error, "broker connection error");
+                    return false;
+                }
+                Some(Event::ConnectionBlocked(reason)) => {
+                    tracing::warn!(%reason, "broker blocked publishing");
+                    link.blocked.store(true, Ordering::Relaxed);
+                    inner.metrics.set_broker_up(false);
+                }
+                Some(Event::ConnectionUnblocked) => {
+                    tracing::info!("broker unblocked publishing");
+                    link.blocked.store(false, Ordering::Relaxed);
+                    inner.metrics.set_broker_up(true);
+                }
+                Some(_) => {}
+                None => return false,
+            },
+        }
+        if !link.healthy() {
+            return false;
+        }
+    }
+}
+
+fn set_link(inner: &Inner, link: Option<Arc<Link>>) {
+    let up = link.is_some();
+    if let Ok(mut guard) = inner.link.write() {
+        *guard = link;
+    }
+    inner.metrics.set_broker_up(up);
+}

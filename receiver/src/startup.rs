@@ -1,0 +1,153 @@
+//! Building and running the receiver. Production (`main.rs`) and tests start it the
+//! same way: [`Application::build`] binds the listener (port 0 in tests) and starts
+//! the broker supervisor; [`Application::run_until_stopped`] serves until the injected
+//! shutdown token fires, then drains.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use payhook_shared::clock::Clock;
+use payhook_shared::config::Settings;
+use payhook_shared::merchants::Merchants;
+use payhook_shared::topology::{Names, QueuePolicy};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::edge::Edge;
+use crate::metrics::Metrics;
+use crate::publisher::{Publisher, PublisherConfig};
+use crate::routes::{self, AppState, Limits};
+
+/// How long in-flight requests get to finish after shutdown is asked.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// A bound, not yet running receiver.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Binds `settings.receiver.listen`, parses every merchant key and starts the
+    /// broker connection supervisor. Fails with a message naming the bad setting.
+    pub fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let merchants = Merchants::build(settings)?;
+        let metrics = Metrics::new();
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let amqp = &settings.amqp;
+        let publisher = Publisher::start(
+            PublisherConfig {
+                url: amqp
+                    .url
+                    .load()
+                    .map_err(|e| anyhow::anyhow!("amqp.url: {e}"))?,
+                names: Names::new(&amqp.prefix),
+                policy: QueuePolicy {
+                    delivery_limit: amqp.delivery_limit,
+                },
+                channels: amqp.publisher_channels,
+                reconnect_min: Duration::from_millis(amqp.reconnect_min_ms),
+                reconnect_max: Duration::from_millis(amqp.reconnect_max_ms),
+            },
+            metrics.clone(),
+            cancel.clone(),
+            &tracker,
+        );
+        let r = &settings.receiver;
+        let state = web::Data::new(AppState {
+            merchants,
+            publisher,
+            metrics,
+            clock,
+            edge: Edge::new(r.trusted_proxies.clone(), r.allowlist.clone()),
+            limits: Limits {
+                max_body_bytes: r.max_body_bytes,
+                ack_deadline: Duration::from_millis(r.ack_deadline_ms),
+                body_timeout: Duration::from_millis(r.request_timeout_ms),
+            },
+            in_flight: Semaphore::new(r.max_in_flight),
+        });
+
+        let listener = TcpListener::bind(r.listen)
+            .with_context(|| format!("receiver.listen: cannot bind {}", r.listen))?;
+        let port = listener.local_addr()?.port();
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .configure(routes::configure)
+        })
+        // Signals are handled by the caller, which owns the shutdown token.
+        .disable_signals()
+        .shutdown_timeout(DRAIN.as_secs())
+        // Time to receive the request head; the body has its own timeout in the handler.
+        .client_request_timeout(Duration::from_millis(r.request_timeout_ms))
+        .client_disconnect_timeout(Duration::from_secs(1))
+        .backlog(2048);
+        if r.workers > 0 {
+            server = server.workers(r.workers);
+        }
+        let server = match &r.tls {
+            Some(tls) => server.listen_rustls_0_23(listener, crate::tls::server_config(tls)?)?,
+            None => server.listen(listener)?,
+        }
+        .run();
+        Ok(Self {
+            port,
+            server,
+            state,
+            cancel,
+            tracker,
+        })
+    }
+
+    /// The bound port (useful with `listen = "127.0.0.1:0"`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The broker publisher (tests wait for readiness through it).
+    pub fn publisher(&self) -> &Publisher {
+        &self.state.publisher
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.state.metrics
+    }
+
+    /// Serves until `shutdown` fires, then stops accepting, lets in-flight requests
+    /// finish (bounded), and closes the broker connection.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let stopper = tokio::spawn(async move {
+            shutdown.cancelled().await;
+            tracing::info!("shutdown requested: draining");
+            handle.stop(true).await;
+        });
+        let result = self.server.await;
+        stopper.abort();
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        tracing::info!("receiver stopped");
+        result
+    }
+}

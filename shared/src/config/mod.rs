@@ -1,0 +1,376 @@
+//! The settings tree: embedded defaults → TOML file (`PAYHOOK_CONFIG`) → environment
+//! (`PAYHOOK__SECTION__KEY`), validated at load with messages that name the field.
+//!
+//! This module only reads and checks settings; turning merchant key material into
+//! verifiers is [`crate::merchants`]' job.
+
+mod material;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use ipnet::IpNet;
+use serde::Deserialize;
+use thiserror::Error;
+
+pub use material::{Material, Secret};
+
+use crate::telemetry::LogFormat;
+
+/// The defaults, embedded so that payhook runs without a file; also the reference
+/// documentation of every setting.
+pub const DEFAULTS_TOML: &str = include_str!("defaults.toml");
+
+/// The environment variable naming the configuration file.
+pub const CONFIG_PATH_ENV: &str = "PAYHOOK_CONFIG";
+
+/// An invalid configuration; `field` is the dotted path of the offending setting.
+#[derive(Debug, Error)]
+#[error("invalid configuration at `{field}`: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything payhook reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub receiver: ReceiverSettings,
+    pub amqp: AmqpSettings,
+    pub log: LogSettings,
+    #[serde(default)]
+    pub alipay: BTreeMap<String, AlipaySettings>,
+    #[serde(default)]
+    pub wechat_v2: BTreeMap<String, WechatV2Settings>,
+    #[serde(default)]
+    pub wechat_v3: BTreeMap<String, WechatV3Settings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverSettings {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub ack_deadline_ms: u64,
+    pub request_timeout_ms: u64,
+    pub max_in_flight: usize,
+    pub workers: usize,
+    pub trusted_proxies: Vec<IpNet>,
+    pub allowlist: Allowlist,
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
+}
+
+/// Source-IP allowlists per provider; empty means any source.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allowlist {
+    pub alipay: Vec<IpNet>,
+    pub wechat_v2: Vec<IpNet>,
+    pub wechat_v3: Vec<IpNet>,
+}
+
+/// Serve HTTPS directly (for deployments without a TLS-terminating proxy).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain.
+    pub cert: Material,
+    /// PEM private key.
+    pub key: Secret,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSettings {
+    pub url: Secret,
+    pub prefix: String,
+    pub delivery_limit: u32,
+    pub publisher_channels: usize,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+/// An Alipay application (`/notify/alipay/{name}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlipaySettings {
+    pub app_id: String,
+    /// Public-key mode: the Alipay public key (bare Base64 SPKI or PEM).
+    #[serde(default)]
+    pub alipay_public_key: Option<Material>,
+    /// Certificate mode: `alipayCertPublicKey_RSA2.crt`.
+    #[serde(default)]
+    pub alipay_cert: Option<Material>,
+    /// Certificate mode: `alipayRootCert.crt` (for query requests).
+    #[serde(default)]
+    pub alipay_root_cert: Option<Material>,
+    /// Certificate mode: `appCertPublicKey.crt` (for query requests).
+    #[serde(default)]
+    pub app_cert: Option<Material>,
+    /// The app private key (for query requests).
+    #[serde(default)]
+    pub app_private_key: Option<Secret>,
+    /// The expected payee (`seller_id`), checked by the worker.
+    #[serde(default)]
+    pub seller_id: Option<String>,
+}
+
+/// A WeChat Pay APIv2 merchant (`/notify/wechat/v2/{name}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WechatV2Settings {
+    pub mch_id: String,
+    #[serde(default)]
+    pub appid: Option<String>,
+    /// The APIv2 key (signatures; its MD5 decrypts refund notifications).
+    pub api_key: Secret,
+}
+
+/// A WeChat Pay APIv3 merchant (`/notify/wechat/v3/{name}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WechatV3Settings {
+    pub mch_id: String,
+    #[serde(default)]
+    pub appid: Option<String>,
+    /// The APIv3 key: exactly 32 bytes (AES-256-GCM).
+    pub api_v3_key: Secret,
+    /// Platform certificates (PEM), several at once during rotation.
+    #[serde(default)]
+    pub platform_certs: Vec<Material>,
+    /// WeChat Pay public-key mode: the key id (`PUB_KEY_ID_…`) and the key.
+    #[serde(default)]
+    pub public_key_id: Option<String>,
+    #[serde(default)]
+    pub public_key: Option<Material>,
+    /// Merchant API private key and certificate serial (for query requests).
+    #[serde(default)]
+    pub merchant_private_key: Option<Secret>,
+    #[serde(default)]
+    pub merchant_serial: Option<String>,
+}
+
+impl Settings {
+    /// Loads defaults, then the file named by `PAYHOOK_CONFIG` (if set), then the
+    /// environment, and validates the result.
+    pub fn load() -> Result<Self, ConfigError> {
+        let path = std::env::var_os(CONFIG_PATH_ENV).map(PathBuf::from);
+        Self::load_from(path.as_deref())
+    }
+
+    /// Like [`Settings::load`] with an explicit file.
+    pub fn load_from(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS_TOML));
+        if let Some(path) = path {
+            if !path.is_file() {
+                return Err(ConfigError::new(
+                    CONFIG_PATH_ENV,
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        Self::from_figment(figment.merge(Env::prefixed("PAYHOOK__").split("__")))
+    }
+
+    /// Defaults overlaid with a TOML string (tests, tools), without the environment.
+    pub fn from_toml(overlay: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(DEFAULTS_TOML)).merge(Toml::string(overlay)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let settings: Settings = figment.extract().map_err(|e| {
+            let field = e.path.join(".");
+            ConfigError::new(
+                if field.is_empty() {
+                    "<root>".into()
+                } else {
+                    field
+                },
+                e.kind.to_string(),
+            )
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot: ranges, names, one-of choices.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let r = &self.receiver;
+        positive("receiver.max_body_bytes", r.max_body_bytes as u64)?;
+        positive("receiver.ack_deadline_ms", r.ack_deadline_ms)?;
+        positive("receiver.request_timeout_ms", r.request_timeout_ms)?;
+        positive("receiver.max_in_flight", r.max_in_flight as u64)?;
+        if r.ack_deadline_ms >= 5000 {
+            return Err(ConfigError::new(
+                "receiver.ack_deadline_ms",
+                "must be below 5000: WeChat Pay abandons a request after 5 s",
+            ));
+        }
+        let a = &self.amqp;
+        if a.prefix.is_empty()
+            || !a
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(ConfigError::new(
+                "amqp.prefix",
+                "use letters, digits, '.', '_' or '-'",
+            ));
+        }
+        positive("amqp.publisher_channels", a.publisher_channels as u64)?;
+        positive("amqp.delivery_limit", u64::from(a.delivery_limit))?;
+        if a.reconnect_min_ms == 0 || a.reconnect_min_ms > a.reconnect_max_ms {
+            return Err(ConfigError::new(
+                "amqp.reconnect_min_ms",
+                "must be positive and not above amqp.reconnect_max_ms",
+            ));
+        }
+        for (name, app) in &self.alipay {
+            merchant_name("alipay", name)?;
+            let field = |f: &str| format!("alipay.{name}.{f}");
+            non_empty(&field("app_id"), &app.app_id)?;
+            match (&app.alipay_public_key, &app.alipay_cert) {
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => {
+                    return Err(ConfigError::new(
+                        field("alipay_public_key"),
+                        "set exactly one of alipay_public_key (public-key mode) or alipay_cert (certificate mode)",
+                    ));
+                }
+            }
+        }
+        for (name, m) in &self.wechat_v2 {
+            merchant_name("wechat_v2", name)?;
+            non_empty(&format!("wechat_v2.{name}.mch_id"), &m.mch_id)?;
+        }
+        for (name, m) in &self.wechat_v3 {
+            merchant_name("wechat_v3", name)?;
+            non_empty(&format!("wechat_v3.{name}.mch_id"), &m.mch_id)?;
+            if m.platform_certs.is_empty() && m.public_key.is_none() {
+                return Err(ConfigError::new(
+                    format!("wechat_v3.{name}.platform_certs"),
+                    "set platform_certs and/or public_key_id + public_key",
+                ));
+            }
+            if m.public_key.is_some() != m.public_key_id.is_some() {
+                return Err(ConfigError::new(
+                    format!("wechat_v3.{name}.public_key_id"),
+                    "public_key_id and public_key go together",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn positive(field: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        Err(ConfigError::new(field, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}
+
+fn non_empty(field: &str, value: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        Err(ConfigError::new(field, "must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Merchant names appear in URLs, AMQP identities and metric labels: keep them tame.
+fn merchant_name(provider: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            format!("{provider}.{name}"),
+            "merchant names use letters, digits, '_' or '-' (at most 64)",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_alone_are_valid() {
+        let s = Settings::from_toml("").expect("defaults load");
+        assert_eq!(s.amqp.prefix, "payhook");
+        assert_eq!(s.receiver.ack_deadline_ms, 3000);
+        assert!(s.alipay.is_empty());
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = Settings::from_toml("[receiver]\nlisten_addr = \"x\"").expect_err("typo refused");
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_the_field() {
+        let err = Settings::from_toml("[receiver]\nmax_body_bytes = 0").expect_err("zero refused");
+        assert_eq!(err.field, "receiver.max_body_bytes");
+        let err = Settings::from_toml("[amqp]\nprefix = \"a b\"").expect_err("space refused");
+        assert_eq!(err.field, "amqp.prefix");
+        let err = Settings::from_toml("[receiver]\nack_deadline_ms = 6000").expect_err("too long");
+        assert_eq!(err.field, "receiver.ack_deadline_ms");
+    }
+
+    #[test]
+    fn alipay_needs_exactly_one_key_mode() {
+        let err = Settings::from_toml("[alipay.shop]\napp_id = \"1\"").expect_err("no key");
+        assert_eq!(err.field, "alipay.shop.alipay_public_key");
+        let ok = Settings::from_toml(
+            "[alipay.shop]\napp_id = \"1\"\nalipay_public_key = { env = \"ALIPAY_PK\" }",
+        )
+        .expect("env material accepted");
+        assert!(matches!(
+            ok.alipay["shop"].alipay_public_key,
+            Some(Material::Env { .. })
+        ));
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let s =
+            Settings::from_toml("[wechat_v2.m]\nmch_id = \"1\"\napi_key = \"super-secret-value\"")
+                .expect("valid");
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("super-secret-value"), "{printed}");
+        assert!(
+            !printed.contains("guest:guest"),
+            "broker password leaked: {printed}"
+        );
+    }
+}

@@ -1,0 +1,345 @@
+//! Starting payhook the way production does, against the real services, isolated per
+//! test: a fresh name prefix on the shared broker, port 0, cleanup on drop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{
+    BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use payhook_receiver::Application;
+use payhook_shared::clock::Clock;
+use payhook_shared::config::{Secret, Settings};
+use payhook_shared::event::Envelope;
+use payhook_shared::topology::Names;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The broker tests use (`PAYHOOK_TEST_AMQP_URL`, default the local guest account).
+pub fn amqp_url() -> String {
+    std::env::var("PAYHOOK_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A name prefix no other test (or test run) uses.
+pub fn unique_prefix() -> String {
+    format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Settings for a test receiver: defaults, port 0, one HTTP worker, a fresh prefix on
+/// the test broker, quick reconnects. Tests add merchants and tweak before spawning.
+pub fn test_settings() -> Settings {
+    let mut settings = Settings::from_toml("").expect("embedded defaults are valid");
+    settings.receiver.listen = "127.0.0.1:0".parse().expect("literal address");
+    settings.receiver.workers = 1;
+    settings.amqp.url = Secret::inline(amqp_url());
+    settings.amqp.prefix = unique_prefix();
+    settings.amqp.reconnect_min_ms = 50;
+    settings.amqp.reconnect_max_ms = 500;
+    settings
+}
+
+/// A receiver running in this process.
+#[derive(Debug)]
+pub struct TestReceiver {
+    pub base_url: String,
+    pub names: Names,
+    pub shutdown: CancellationToken,
+    pub metrics: payhook_receiver::metrics::Metrics,
+    pub publisher: payhook_receiver::publisher::Publisher,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+    _cleanup: TopologyCleanup,
+}
+
+impl TestReceiver {
+    /// Builds and starts the receiver, then waits (bounded) for its broker link.
+    pub async fn spawn(settings: Settings, clock: Arc<dyn Clock>) -> Self {
+        Self::spawn_inner(settings, clock, true).await
+    }
+
+    /// Like [`TestReceiver::spawn`] without waiting for the broker (outage tests).
+    pub async fn spawn_without_broker(settings: Settings, clock: Arc<dyn Clock>) -> Self {
+        Self::spawn_inner(settings, clock, false).await
+    }
+
+    async fn spawn_inner(settings: Settings, clock: Arc<dyn Clock>, wait: bool) -> Self {
+        let app = Application::build(&settings, clock).expect("receiver builds");
+        let base_url = format!("http://127.0.0.1:{}", app.port());
+        let names = Names::new(&settings.amqp.prefix);
+        let metrics = app.metrics().clone();
+        let publisher = app.publisher().clone();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        if wait {
+            assert!(
+                publisher.wait_ready(Duration::from_secs(10)).await,
+                "receiver did not connect to the broker within 10 s"
+            );
+        }
+        Self {
+            base_url,
+            _cleanup: TopologyCleanup(names.clone()),
+            names,
+            shutdown,
+            metrics,
+            publisher,
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// Stops the receiver gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+    }
+
+    /// The value of one metric sample, e.g.
+    /// `payhook_notifications_total{provider="alipay",outcome="acked"}`.
+    pub fn metric(&self, sample: &str) -> f64 {
+        metric_value(&self.metrics.render(), sample)
+    }
+}
+
+impl Drop for TestReceiver {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Reads one sample from a Prometheus text exposition (0 when absent).
+pub fn metric_value(exposition: &str, sample: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(sample)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Deletes a test's queues and exchanges when dropped — also when the test panicked.
+#[derive(Debug)]
+pub struct TopologyCleanup(pub Names);
+
+impl Drop for TopologyCleanup {
+    fn drop(&mut self) {
+        let names = self.0.clone();
+        // Drop cannot await; run the deletion on a private runtime in a thread.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(Ok(conn)) = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    Connection::connect(&amqp_url(), ConnectionProperties::default()),
+                )
+                .await
+                else {
+                    return;
+                };
+                if let Ok(ch) = conn.create_channel().await {
+                    let mut queues = vec![names.work.clone(), names.parked.clone()];
+                    queues.extend((0..8).map(|i| names.retry(i)));
+                    for q in queues {
+                        let _ = ch
+                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                    for x in [&names.notifications, &names.events] {
+                        let _ = ch
+                            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                            .await;
+                    }
+                }
+                let _ = conn.close(200, "cleanup".into()).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// A direct view of the broker for assertions.
+#[derive(Debug)]
+pub struct TestBroker {
+    connection: Connection,
+    channel: lapin::Channel,
+}
+
+/// One message taken from a queue.
+#[derive(Debug)]
+pub struct Taken {
+    pub envelope: Envelope,
+    pub properties: lapin::BasicProperties,
+}
+
+impl TestBroker {
+    pub async fn connect() -> Self {
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("test broker connection");
+        let channel = connection.create_channel().await.expect("test channel");
+        Self {
+            connection,
+            channel,
+        }
+    }
+
+    /// Messages currently ready in `queue`.
+    pub async fn depth(&self, queue: &str) -> u32 {
+        self.channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue exists")
+            .message_count()
+    }
+
+    /// Takes (and acks) every message in `queue` now.
+    pub async fn drain(&self, queue: &str) -> Vec<Taken> {
+        let mut out = Vec::new();
+        loop {
+            let got = self
+                .channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get");
+            let Some(message) = got else { break };
+            let envelope =
+                serde_json::from_slice(&message.delivery.data).expect("work queue holds envelopes");
+            out.push(Taken {
+                envelope,
+                properties: message.delivery.properties.clone(),
+            });
+        }
+        out
+    }
+
+    pub async fn close(self) {
+        let _ = self.connection.close(200, "done".into()).await;
+    }
+}
+
+/// One merchant of each provider, signed by the test signers, registered under the
+/// name [`Providers::MERCHANT`] in the receiver's settings.
+#[derive(Debug)]
+pub struct Providers {
+    pub alipay: crate::signer::alipay::AlipaySigner,
+    pub wechat_v2: crate::signer::wechat_v2::V2Signer,
+    pub wechat_v3: crate::signer::wechat_v3::V3Signer,
+}
+
+impl Default for Providers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Providers {
+    pub const MERCHANT: &'static str = "m1";
+
+    pub fn new() -> Self {
+        Self {
+            alipay: crate::signer::alipay::AlipaySigner::new(
+                "2021000117600001",
+                "2088102177000001",
+            ),
+            wechat_v2: crate::signer::wechat_v2::V2Signer::new("1900000109"),
+            wechat_v3: crate::signer::wechat_v3::V3Signer::new("1900000110"),
+        }
+    }
+
+    /// Adds the three merchants to `settings` the way an operator would configure them.
+    pub fn register(&self, settings: &mut Settings) {
+        use payhook_shared::config::{
+            AlipaySettings, Material, WechatV2Settings, WechatV3Settings,
+        };
+        settings.alipay.insert(
+            Self::MERCHANT.into(),
+            AlipaySettings {
+                app_id: self.alipay.app_id.clone(),
+                alipay_public_key: Some(Material::Inline(self.alipay.public_key_b64())),
+                alipay_cert: None,
+                alipay_root_cert: None,
+                app_cert: None,
+                app_private_key: None,
+                seller_id: Some(self.alipay.seller_id.clone()),
+            },
+        );
+        settings.wechat_v2.insert(
+            Self::MERCHANT.into(),
+            WechatV2Settings {
+                mch_id: self.wechat_v2.mch_id.clone(),
+                appid: Some(self.wechat_v2.appid.clone()),
+                api_key: Secret::inline(self.wechat_v2.api_key.clone()),
+            },
+        );
+        settings.wechat_v3.insert(
+            Self::MERCHANT.into(),
+            WechatV3Settings {
+                mch_id: self.wechat_v3.mch_id.clone(),
+                appid: Some(self.wechat_v3.appid.clone()),
+                api_v3_key: Secret::inline(self.wechat_v3.api_v3_key.clone()),
+                platform_certs: vec![],
+                public_key_id: Some(self.wechat_v3.serial.clone()),
+                public_key: Some(Material::Inline(self.wechat_v3.public_key_pem())),
+                merchant_private_key: None,
+                merchant_serial: None,
+            },
+        );
+    }
+}
+
+/// What the receiver answered.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub request_id: Option<String>,
+}
+
+/// Posts a notification the way a provider does.
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    content_type: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> Answer {
+    let mut request = client
+        .post(url)
+        .header("Content-Type", content_type)
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let response = request.send().await.expect("receiver answers");
+    let status = response.status().as_u16();
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Answer {
+        status,
+        body: response.text().await.expect("answer body"),
+        request_id,
+    }
+}
