@@ -14,7 +14,7 @@ pub fn success(provider: Provider) -> HttpResponse {
         // Exactly these 7 bytes; anything else makes Alipay resend.
         Provider::Alipay => HttpResponse::Ok()
             .content_type(ContentType::plaintext())
-            .body("success"),
+            .body(alipay::SUCCESS_ANSWER),
         Provider::WechatV2 => HttpResponse::Ok()
             .content_type(ContentType::xml())
             .body(wechat_v2::SUCCESS_ANSWER),
