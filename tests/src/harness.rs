@@ -343,3 +343,47 @@ pub async fn post(
         request_id,
     }
 }
+
+/// The broker's `host:port`, from [`amqp_url`] (for proxies in front of it).
+pub fn broker_addr() -> std::net::SocketAddr {
+    let url = amqp_url();
+    let after_scheme = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+    let host_port = after_scheme
+        .rsplit_once('@')
+        .map_or(after_scheme, |(_, rest)| rest);
+    let host_port = host_port.split('/').next().unwrap_or("127.0.0.1:5672");
+    let host_port = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:5672")
+    };
+    std::net::ToSocketAddrs::to_socket_addrs(&host_port)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .unwrap_or_else(|| "127.0.0.1:5672".parse().expect("literal address"))
+}
+
+/// Awaits `condition` until `within` passes; returns whether it became true. Tests use
+/// this instead of sleeping for an effect.
+pub async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if condition() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+impl TestBroker {
+    /// Deletes a queue (to make publishes unroutable).
+    pub async fn delete_queue(&self, queue: &str) {
+        self.channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await
+            .expect("queue.delete");
+    }
+}

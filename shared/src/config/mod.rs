@@ -362,6 +362,26 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/payhook.example.toml");
+        let s = Settings::load_from(Some(&path)).expect("example config is valid");
+        assert!(s.alipay.contains_key("shop"));
+        assert!(s.wechat_v2.contains_key("legacy"));
+        assert!(s.wechat_v3.contains_key("main"));
+        assert!(
+            matches!(s.amqp.url.0, Material::Env { .. }),
+            "no password in the example"
+        );
+    }
+
+    #[test]
+    fn missing_config_file_is_named() {
+        let err = Settings::load_from(Some(Path::new("/nonexistent/payhook.toml")))
+            .expect_err("missing file refused");
+        assert_eq!(err.field, CONFIG_PATH_ENV);
+    }
+
+    #[test]
     fn secrets_are_redacted_in_debug() {
         let s =
             Settings::from_toml("[wechat_v2.m]\nmch_id = \"1\"\napi_key = \"super-secret-value\"")
