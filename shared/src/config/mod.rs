@@ -50,6 +50,9 @@ impl ConfigError {
 pub struct Settings {
     pub receiver: ReceiverSettings,
     pub amqp: AmqpSettings,
+    pub worker: WorkerSettings,
+    pub postgres: PostgresSettings,
+    pub redis: RedisSettings,
     pub log: LogSettings,
     #[serde(default)]
     pub alipay: BTreeMap<String, AlipaySettings>,
@@ -102,6 +105,37 @@ pub struct AmqpSettings {
     pub publisher_channels: usize,
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
+}
+
+/// The worker: consumption, retries, dedup and outbox relay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub admin_listen: SocketAddr,
+    pub prefetch: u16,
+    pub concurrency: usize,
+    pub retry_delays_ms: Vec<u32>,
+    pub claim_ttl_ms: u64,
+    pub done_ttl_secs: u64,
+    pub outbox_batch: u32,
+    pub outbox_poll_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSettings {
+    pub url: Secret,
+    pub schema: String,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: Secret,
+    pub prefix: String,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -248,6 +282,46 @@ impl Settings {
                 "must be positive and not above amqp.reconnect_max_ms",
             ));
         }
+        let w = &self.worker;
+        positive("worker.prefetch", u64::from(w.prefetch))?;
+        positive("worker.concurrency", w.concurrency as u64)?;
+        positive("worker.claim_ttl_ms", w.claim_ttl_ms)?;
+        positive("worker.outbox_batch", u64::from(w.outbox_batch))?;
+        positive("worker.outbox_poll_ms", w.outbox_poll_ms)?;
+        if w.retry_delays_ms.is_empty() || w.retry_delays_ms.contains(&0) {
+            return Err(ConfigError::new(
+                "worker.retry_delays_ms",
+                "give at least one tier, each delay greater than 0",
+            ));
+        }
+        if w.done_ttl_secs < 48 * 3600 {
+            return Err(ConfigError::new(
+                "worker.done_ttl_secs",
+                "must cover the providers' resend horizon: at least 172800 (48 h)",
+            ));
+        }
+        let schema_ok = !self.postgres.schema.is_empty()
+            && self.postgres.schema.len() <= 63
+            && self
+                .postgres
+                .schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !schema_ok {
+            return Err(ConfigError::new(
+                "postgres.schema",
+                "use lower-case letters, digits or '_'",
+            ));
+        }
+        positive(
+            "postgres.max_connections",
+            u64::from(self.postgres.max_connections),
+        )?;
+        positive(
+            "postgres.acquire_timeout_ms",
+            self.postgres.acquire_timeout_ms,
+        )?;
+        positive("redis.timeout_ms", self.redis.timeout_ms)?;
         for (name, app) in &self.alipay {
             merchant_name("alipay", name)?;
             let field = |f: &str| format!("alipay.{name}.{f}");

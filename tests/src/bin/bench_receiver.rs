@@ -1,1 +1,1257 @@
-fn main() {}
+//! `bench-receiver`: the committed, reproducible load test of the payhook receiver.
+//!
+//! It starts a receiver exactly as production does ([`payhook_receiver::Application`]
+//! through the test harness: real HTTP listener on `127.0.0.1:0`, real RabbitMQ with
+//! publisher confirms to the quorum queue `<prefix>.work`, a fresh name prefix, the
+//! three test merchants), pre-signs a pool of distinct notifications per provider
+//! kind, and drives the receiver over HTTP/1.1 keep-alive connections:
+//!
+//! - **fixed** — open loop at `--rate` requests/s; each request has a scheduled send
+//!   time and its latency is measured from that time (no coordinated omission: a
+//!   stalled receiver is charged for every request that should have been sent);
+//! - **saturation** — closed loop, `--concurrency` connections each sending the next
+//!   request as soon as the previous answer arrived.
+//!
+//! A request counts as a success only when the answer is the provider's success
+//! answer (Alipay `200 success`, WeChat APIv2 `200 <xml>…SUCCESS…`, APIv3 `204`);
+//! anything else is an error and reported by kind. A background consumer drains the
+//! work queue with auto-ack (what the worker does in production) so the broker's queue
+//! does not grow without bound. The topology is deleted at the end.
+//!
+//! ```sh
+//! cargo run --release -p payhook-tests --bin bench-receiver -- --help
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use hdrhistogram::Histogram;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use payhook_shared::clock::SystemClock;
+use payhook_shared::event::Provider;
+use payhook_shared::wechat_v2::SignType as V2SignType;
+use payhook_shared::{alipay, wechat_v2};
+use payhook_tests::harness::{self, Providers, TestReceiver};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+const USAGE: &str = "\
+bench-receiver: load test of the payhook receiver against the real RabbitMQ
+
+USAGE:
+    cargo run --release -p payhook-tests --bin bench-receiver -- [OPTIONS]
+
+OPTIONS:
+    --phase <fixed|saturation|both>   phases to run                      [both]
+    --rate <N>                        fixed phase: requests/s, open loop [1000]
+    --duration-secs <N>               measured seconds per phase         [20]
+    --warmup-secs <N>                 unmeasured seconds before each phase [3]
+    --concurrency <N>                 saturation: closed-loop connections [64]
+    --connections <N>                 fixed: max connections (in flight) [64]
+    --providers <LIST>                all | alipay | wechat_v2 | wechat_v3, or a
+                                      comma list                         [all]
+    --workers <N>                     receiver.workers (0 = all cores)   [0]
+    --channels <N>                    amqp.publisher_channels            [4]
+    --pool <N>                        distinct pre-signed bodies per kind [1000]
+    --client-threads <N>              load generator runtime threads     [cores]
+    --log                             install the production JSON logger (info) on
+                                      stdout, as the deployed receiver does
+    --report <FILE>                   also write the markdown report to FILE
+    -h, --help                        this text
+
+The broker is PAYHOOK_TEST_AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f).
+";
+
+// ---------------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PhaseSel {
+    Fixed,
+    Saturation,
+    Both,
+}
+
+#[derive(Debug, Clone)]
+struct Options {
+    phase: PhaseSel,
+    rate: u64,
+    duration: u64,
+    warmup: u64,
+    concurrency: usize,
+    connections: usize,
+    providers: Vec<Provider>,
+    providers_label: String,
+    workers: usize,
+    channels: usize,
+    pool: usize,
+    client_threads: usize,
+    log: bool,
+    report: Option<PathBuf>,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut o = Options {
+        phase: PhaseSel::Both,
+        rate: 1000,
+        duration: 20,
+        warmup: 3,
+        concurrency: 64,
+        connections: 64,
+        providers: vec![Provider::Alipay, Provider::WechatV2, Provider::WechatV3],
+        providers_label: "all".into(),
+        workers: 0,
+        channels: 4,
+        pool: 1000,
+        client_threads: cores(),
+        log: false,
+        report: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+            None => (arg.clone(), None),
+        };
+        let flag = |name: &str| -> Result<(), String> {
+            if inline.is_some() {
+                Err(format!("{name} takes no value"))
+            } else {
+                Ok(())
+            }
+        };
+        match name.as_str() {
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--log" => {
+                flag("--log")?;
+                o.log = true;
+                continue;
+            }
+            _ => {}
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => args.next().ok_or_else(|| format!("{name} needs a value"))?,
+        };
+        let number = |v: &str| -> Result<u64, String> {
+            v.parse::<u64>()
+                .map_err(|_| format!("{name}: not a number: {v:?}"))
+        };
+        match name.as_str() {
+            "--phase" => {
+                o.phase = match value.as_str() {
+                    "fixed" => PhaseSel::Fixed,
+                    "saturation" => PhaseSel::Saturation,
+                    "both" => PhaseSel::Both,
+                    other => return Err(format!("--phase: unknown phase {other:?}")),
+                }
+            }
+            "--rate" => o.rate = number(&value)?.max(1),
+            "--duration-secs" => o.duration = number(&value)?.max(1),
+            "--warmup-secs" => o.warmup = number(&value)?,
+            "--concurrency" => o.concurrency = usize::try_from(number(&value)?.max(1)).unwrap_or(1),
+            "--connections" => o.connections = usize::try_from(number(&value)?.max(1)).unwrap_or(1),
+            "--workers" => o.workers = usize::try_from(number(&value)?).unwrap_or(0),
+            "--channels" => o.channels = usize::try_from(number(&value)?.max(1)).unwrap_or(1),
+            "--pool" => o.pool = usize::try_from(number(&value)?.max(1)).unwrap_or(1),
+            "--client-threads" => {
+                o.client_threads = usize::try_from(number(&value)?.max(1)).unwrap_or(1);
+            }
+            "--report" => o.report = Some(PathBuf::from(value)),
+            "--providers" => {
+                let mut list = Vec::new();
+                for part in value.split(',').map(str::trim) {
+                    match part {
+                        "all" => {
+                            list.extend([Provider::Alipay, Provider::WechatV2, Provider::WechatV3])
+                        }
+                        "alipay" => list.push(Provider::Alipay),
+                        "wechat_v2" => list.push(Provider::WechatV2),
+                        "wechat_v3" => list.push(Provider::WechatV3),
+                        other => return Err(format!("--providers: unknown provider {other:?}")),
+                    }
+                }
+                list.dedup();
+                if list.is_empty() {
+                    return Err("--providers: empty".into());
+                }
+                o.providers = list;
+                o.providers_label = value;
+            }
+            other => return Err(format!("unknown option {other:?} (see --help)")),
+        }
+    }
+    if o.providers.contains(&Provider::WechatV3) && o.warmup + o.duration > 270 {
+        return Err(
+            "APIv3 notifications are signed before each phase and must stay within the \
+             ±300 s window: keep --warmup-secs + --duration-secs ≤ 270"
+                .into(),
+        );
+    }
+    Ok(o)
+}
+
+// ---------------------------------------------------------------------------------
+// Notification kinds and the pre-signed pool
+// ---------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    AlipayPayment,
+    AlipayRefund,
+    V2Payment,
+    V2Refund,
+    V3Transaction,
+    V3Refund,
+}
+
+const KINDS: [Kind; 6] = [
+    Kind::AlipayPayment,
+    Kind::AlipayRefund,
+    Kind::V2Payment,
+    Kind::V2Refund,
+    Kind::V3Transaction,
+    Kind::V3Refund,
+];
+
+impl Kind {
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn provider(self) -> Provider {
+        match self {
+            Self::AlipayPayment | Self::AlipayRefund => Provider::Alipay,
+            Self::V2Payment | Self::V2Refund => Provider::WechatV2,
+            Self::V3Transaction | Self::V3Refund => Provider::WechatV3,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::AlipayPayment => "alipay payment (RSA2)",
+            Self::AlipayRefund => "alipay refund (RSA2)",
+            Self::V2Payment => "wechat v2 payment (MD5)",
+            Self::V2Refund => "wechat v2 refund (AES-ECB req_info)",
+            Self::V3Transaction => "wechat v3 transaction (RSA + AES-GCM)",
+            Self::V3Refund => "wechat v3 refund (RSA + AES-GCM)",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self.provider() {
+            Provider::Alipay => "/notify/alipay/m1",
+            Provider::WechatV2 => "/notify/wechat/v2/m1",
+            Provider::WechatV3 => "/notify/wechat/v3/m1",
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self.provider() {
+            Provider::Alipay => "application/x-www-form-urlencoded; charset=utf-8",
+            Provider::WechatV2 => "text/xml",
+            Provider::WechatV3 => "application/json",
+        }
+    }
+}
+
+/// One ready-to-send request.
+struct Entry {
+    url: reqwest::Url,
+    headers: HeaderMap,
+    body: &'static [u8],
+}
+
+/// Pre-signed requests: `entries[kind index]` holds `pool` distinct bodies.
+struct Pool {
+    kinds: Vec<Kind>,
+    entries: Vec<Vec<Entry>>,
+    v3_signed_at: Instant,
+}
+
+impl Pool {
+    /// The `i`-th request of a run: round-robin over the kinds, cycling the bodies.
+    fn pick(&self, i: u64) -> (Kind, &Entry) {
+        let k = self.kinds.len() as u64;
+        let kind = self.kinds[(i % k) as usize];
+        let list = &self.entries[kind.index()];
+        let entry = &list[((i / k) % list.len() as u64) as usize];
+        (kind, entry)
+    }
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn headers_for(kind: Kind, extra: &[(String, String)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(kind.content_type()));
+    for (name, value) in extra {
+        headers.insert(
+            HeaderName::from_bytes(name.as_bytes()).expect("signer header name"),
+            HeaderValue::from_str(value).expect("signer header value"),
+        );
+    }
+    headers
+}
+
+/// A body for `kind` number `i`, with ids unique to this run.
+fn make_body(p: &Providers, run: &str, kind: Kind, i: usize) -> Vec<u8> {
+    let order = format!("bench-{run}-{}-{i}", kind.index());
+    let id = format!("n-{run}-{}-{i}", kind.index());
+    match kind {
+        Kind::AlipayPayment => p.alipay.payment(&order, 8_888, &id),
+        Kind::AlipayRefund => {
+            p.alipay
+                .refund(&order, 10_000, 3_000, &format!("r-{run}-{i}"), &id, false)
+        }
+        Kind::V2Payment => {
+            p.wechat_v2
+                .payment(&order, 8_888, &format!("4200{run}{i:010}"), V2SignType::Md5)
+        }
+        Kind::V2Refund => {
+            p.wechat_v2
+                .refund(&order, &format!("r-{run}-{i}"), 10_000, 3_000, "SUCCESS")
+        }
+        Kind::V3Transaction => p.wechat_v3.transaction(&id, &order, 8_888, "SUCCESS"),
+        Kind::V3Refund => p.wechat_v3.refund(
+            &id,
+            &order,
+            &format!("r-{run}-{i}"),
+            10_000,
+            3_000,
+            "SUCCESS",
+        ),
+    }
+}
+
+/// Builds the pool on every core (RSA signing is slow), before any measurement.
+fn build_pool(p: &Providers, kinds: &[Kind], size: usize, base: &str) -> Pool {
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let jobs: Vec<(Kind, usize)> = kinds
+        .iter()
+        .flat_map(|&k| (0..size).map(move |i| (k, i)))
+        .collect();
+    let threads = cores();
+    let ts = unix_now();
+    let mut made: Vec<(Kind, usize, Vec<u8>, HeaderMap)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let jobs = &jobs;
+                s.spawn(move || {
+                    jobs.iter()
+                        .skip(t)
+                        .step_by(threads)
+                        .map(|&(kind, i)| {
+                            let body = make_body(p, run, kind, i);
+                            let extra = if kind.provider() == Provider::WechatV3 {
+                                p.wechat_v3.headers(ts, &body)
+                            } else {
+                                Vec::new()
+                            };
+                            let headers = headers_for(kind, &extra);
+                            (kind, i, body, headers)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("pool thread"))
+            .collect()
+    });
+    made.sort_by_key(|(k, i, _, _)| (k.index(), *i));
+    let mut entries: Vec<Vec<Entry>> = (0..KINDS.len()).map(|_| Vec::new()).collect();
+    for (kind, _, body, headers) in made {
+        let url = reqwest::Url::parse(&format!("{base}{}", kind.path())).expect("receiver URL");
+        entries[kind.index()].push(Entry {
+            url,
+            headers,
+            // The pool lives for the whole run; leaking it makes every send a zero-copy
+            // `Body::from(&'static [u8])`.
+            body: Vec::leak(body),
+        });
+    }
+    Pool {
+        kinds: kinds.to_vec(),
+        entries,
+        v3_signed_at: Instant::now(),
+    }
+}
+
+/// Re-signs the APIv3 headers with the current time (each phase must fit in ±300 s).
+fn resign_v3(p: &Providers, pool: &mut Pool) {
+    let ts = unix_now();
+    let threads = cores();
+    for kind in [Kind::V3Transaction, Kind::V3Refund] {
+        let list = &mut pool.entries[kind.index()];
+        if list.is_empty() {
+            continue;
+        }
+        let chunk = list.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            for part in list.chunks_mut(chunk) {
+                s.spawn(move || {
+                    for entry in part {
+                        entry.headers = headers_for(kind, &p.wechat_v3.headers(ts, entry.body));
+                    }
+                });
+            }
+        });
+    }
+    pool.v3_signed_at = Instant::now();
+}
+
+// ---------------------------------------------------------------------------------
+// Sending and recording
+// ---------------------------------------------------------------------------------
+
+fn transport_error(e: &reqwest::Error) -> String {
+    let class = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "request"
+    };
+    format!("transport error ({class})")
+}
+
+/// Sends one notification; `Ok` only for the provider's success answer.
+async fn send(client: &reqwest::Client, kind: Kind, entry: &Entry) -> Result<(), String> {
+    let response = client
+        .post(entry.url.clone())
+        .headers(entry.headers.clone())
+        .body(entry.body)
+        .send()
+        .await
+        .map_err(|e| transport_error(&e))?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.map_err(|e| transport_error(&e))?;
+    let ok = match kind.provider() {
+        Provider::Alipay => status == 200 && body == alipay::SUCCESS_ANSWER.as_bytes(),
+        Provider::WechatV2 => status == 200 && body == wechat_v2::SUCCESS_ANSWER.as_bytes(),
+        Provider::WechatV3 => status == 204,
+    };
+    if ok {
+        Ok(())
+    } else {
+        let text = String::from_utf8_lossy(&body[..body.len().min(100)]).into_owned();
+        Err(format!("HTTP {status} {text}"))
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // Microseconds, 1 µs .. 120 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Measured outcomes of one phase (or one closed-loop connection).
+struct Stats {
+    /// Latency per kind (µs): from the scheduled send time (fixed) or the send (saturation).
+    latency: Vec<Histogram<u64>>,
+    /// Fixed phase only: from the actual send, i.e. without the queueing at the client.
+    service: Histogram<u64>,
+    ok: Vec<u64>,
+    errors: Vec<u64>,
+    error_kinds: BTreeMap<String, u64>,
+}
+
+impl Stats {
+    fn new() -> Self {
+        Self {
+            latency: KINDS.iter().map(|_| histogram()).collect(),
+            service: histogram(),
+            ok: vec![0; KINDS.len()],
+            errors: vec![0; KINDS.len()],
+            error_kinds: BTreeMap::new(),
+        }
+    }
+
+    fn record(&mut self, kind: Kind, latency: Duration, service: Duration, r: Result<(), String>) {
+        let k = kind.index();
+        self.latency[k].saturating_record(micros(latency));
+        self.service.saturating_record(micros(service));
+        match r {
+            Ok(()) => self.ok[k] += 1,
+            Err(e) => {
+                self.errors[k] += 1;
+                *self
+                    .error_kinds
+                    .entry(format!("{}: {e}", kind.label()))
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+
+    fn merge(&mut self, other: &Self) {
+        for k in 0..KINDS.len() {
+            self.latency[k]
+                .add(&other.latency[k])
+                .expect("same histogram bounds");
+            self.ok[k] += other.ok[k];
+            self.errors[k] += other.errors[k];
+        }
+        self.service.add(&other.service).expect("same bounds");
+        for (e, n) in &other.error_kinds {
+            *self.error_kinds.entry(e.clone()).or_insert(0) += n;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// CPU accounting (Linux /proc): where the two cores went during the measured window
+// ---------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Default)]
+struct CpuSnapshot {
+    /// Nanoseconds of CPU per thread group of this process.
+    groups: BTreeMap<&'static str, u64>,
+    /// Nanoseconds of CPU of the RabbitMQ node (all its threads), if readable.
+    broker: Option<u64>,
+    /// Jiffies of the whole machine: (busy, total).
+    system: Option<(u64, u64)>,
+}
+
+/// Thread ids of the receiver's own lapin I/O thread (the drain consumer has another).
+#[derive(Debug, Default, Clone)]
+struct ThreadRoles {
+    receiver_lapin: HashSet<u32>,
+}
+
+fn read(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+fn schedstat_ns(path: &str) -> Option<u64> {
+    read(path)?.split_whitespace().next()?.parse().ok()
+}
+
+fn threads_of(pid: &str) -> Vec<(u32, String, u64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let tid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = read(&format!("/proc/{pid}/task/{tid}/comm"))?
+            .trim()
+            .to_owned();
+        let ns = schedstat_ns(&format!("/proc/{pid}/task/{tid}/schedstat"))?;
+        Some((tid, comm, ns))
+    })
+    .collect()
+}
+
+fn broker_pid() -> Option<String> {
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let e = e.ok()?;
+        let name = e.file_name().to_str()?.to_owned();
+        name.parse::<u32>().ok()?;
+        (read(&format!("/proc/{name}/comm"))?.trim() == "beam.smp").then_some(name)
+    })
+}
+
+fn group_of(comm: &str, tid: u32, roles: &ThreadRoles) -> &'static str {
+    if comm.starts_with("actix-server") {
+        "receiver: actix HTTP workers"
+    } else if comm.starts_with("receiver-rt") {
+        "receiver: tokio runtime (publisher)"
+    } else if comm.starts_with("lapin-io-loop") {
+        if roles.receiver_lapin.contains(&tid) {
+            "receiver: lapin I/O thread"
+        } else {
+            "drain consumer"
+        }
+    } else if comm.starts_with("loadgen") || comm.starts_with("pacer") {
+        "load generator"
+    } else if comm.starts_with("drain") {
+        "drain consumer"
+    } else {
+        "other (bench main, setup)"
+    }
+}
+
+fn cpu_snapshot(roles: &ThreadRoles, broker: Option<&str>) -> CpuSnapshot {
+    let mut groups = BTreeMap::new();
+    for (tid, comm, ns) in threads_of("self") {
+        *groups.entry(group_of(&comm, tid, roles)).or_insert(0) += ns;
+    }
+    let broker = broker.and_then(|pid| {
+        let threads = threads_of(pid);
+        (!threads.is_empty()).then(|| threads.iter().map(|t| t.2).sum())
+    });
+    let system = read("/proc/stat").and_then(|s| {
+        let line = s.lines().next()?;
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let total: u64 = v.iter().take(8).sum();
+        let idle = v.get(3)? + v.get(4)?;
+        Some((total - idle, total))
+    });
+    CpuSnapshot {
+        groups,
+        broker,
+        system,
+    }
+}
+
+fn lapin_threads() -> HashSet<u32> {
+    threads_of("self")
+        .into_iter()
+        .filter(|(_, comm, _)| comm.starts_with("lapin-io-loop"))
+        .map(|(tid, _, _)| tid)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------
+// The receiver's own view (its /metrics), to split client and server latency
+// ---------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ServerSnapshot {
+    acked: f64,
+    confirm_sum: f64,
+    confirm_count: f64,
+    ack_sum: f64,
+    ack_count: f64,
+}
+
+fn server_snapshot(receiver: &TestReceiver) -> ServerSnapshot {
+    let text = receiver.metrics.render();
+    let m = |s: &str| harness::metric_value(&text, s);
+    let mut s = ServerSnapshot {
+        confirm_sum: m("payhook_confirm_latency_seconds_sum{result=\"ack\"}"),
+        confirm_count: m("payhook_confirm_latency_seconds_count{result=\"ack\"}"),
+        ..ServerSnapshot::default()
+    };
+    for p in ["alipay", "wechat_v2", "wechat_v3"] {
+        s.acked += m(&format!(
+            "payhook_notifications_total{{provider=\"{p}\",outcome=\"acked\"}}"
+        ));
+        s.ack_sum += m(&format!(
+            "payhook_ack_latency_seconds_sum{{provider=\"{p}\"}}"
+        ));
+        s.ack_count += m(&format!(
+            "payhook_ack_latency_seconds_count{{provider=\"{p}\"}}"
+        ));
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------
+// Phases
+// ---------------------------------------------------------------------------------
+
+struct PhaseResult {
+    title: String,
+    window: Duration,
+    stats: Stats,
+    cpu: (CpuSnapshot, CpuSnapshot),
+    server: (ServerSnapshot, ServerSnapshot),
+    drained: (u64, u64),
+    open_loop: bool,
+    kinds: Vec<Kind>,
+}
+
+struct Ctx<'a> {
+    client_rt: &'a tokio::runtime::Runtime,
+    receiver: &'a TestReceiver,
+    roles: &'a ThreadRoles,
+    broker_pid: Option<&'a str>,
+    drained: &'a AtomicU64,
+}
+
+impl Ctx<'_> {
+    /// Sleeps until `measure_start`, snapshots, sleeps until `measure_end`, snapshots.
+    fn observe(
+        &self,
+        measure_start: Instant,
+        measure_end: Instant,
+    ) -> (
+        (CpuSnapshot, CpuSnapshot),
+        (ServerSnapshot, ServerSnapshot),
+        (u64, u64),
+    ) {
+        sleep_until(measure_start);
+        let c0 = cpu_snapshot(self.roles, self.broker_pid);
+        let s0 = server_snapshot(self.receiver);
+        let d0 = self.drained.load(Ordering::Relaxed);
+        sleep_until(measure_end);
+        let c1 = cpu_snapshot(self.roles, self.broker_pid);
+        let s1 = server_snapshot(self.receiver);
+        let d1 = self.drained.load(Ordering::Relaxed);
+        ((c0, c1), (s0, s1), (d0, d1))
+    }
+}
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+fn client(max_idle: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(max_idle)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client")
+}
+
+/// Open loop: request `i` is due at `start + i / rate`; a dedicated pacer thread
+/// submits it at that time whatever happened to earlier requests, and its latency is
+/// counted from the due time. At most `connections` requests are in flight (one per
+/// keep-alive connection); a request waiting for a free connection is still charged
+/// from its due time.
+fn run_fixed(ctx: &Ctx<'_>, pool: &Arc<Pool>, o: &Options) -> PhaseResult {
+    let client = client(o.connections);
+    let stats = Arc::new(Mutex::new(Stats::new()));
+    let slots = Arc::new(Semaphore::new(o.connections));
+    let tracker = TaskTracker::new();
+    let start = Instant::now() + Duration::from_millis(100);
+    let measure_start = start + Duration::from_secs(o.warmup);
+    let measure_end = measure_start + Duration::from_secs(o.duration);
+    let total = o.rate * (o.warmup + o.duration);
+    let period_ns = 1e9 / o.rate as f64;
+    let handle = ctx.client_rt.handle().clone();
+
+    let pacer = {
+        let (pool, stats, slots, tracker, client) = (
+            pool.clone(),
+            stats.clone(),
+            slots.clone(),
+            tracker.clone(),
+            client.clone(),
+        );
+        std::thread::Builder::new()
+            .name("pacer".into())
+            .spawn(move || {
+                for i in 0..total {
+                    let due = start + Duration::from_nanos((i as f64 * period_ns) as u64);
+                    sleep_until(due);
+                    let measured = due >= measure_start;
+                    let (pool, stats, slots, client) =
+                        (pool.clone(), stats.clone(), slots.clone(), client.clone());
+                    tracker.spawn_on(
+                        async move {
+                            let (kind, entry) = pool.pick(i);
+                            let Ok(_slot) = slots.acquire().await else {
+                                return;
+                            };
+                            let sent = Instant::now();
+                            let r = send(&client, kind, entry).await;
+                            let done = Instant::now();
+                            if measured {
+                                stats.lock().expect("stats lock").record(
+                                    kind,
+                                    done - due,
+                                    done - sent,
+                                    r,
+                                );
+                            }
+                        },
+                        &handle,
+                    );
+                }
+            })
+            .expect("pacer thread")
+    };
+    let (cpu, server, drained) = ctx.observe(measure_start, measure_end);
+    pacer.join().expect("pacer");
+    tracker.close();
+    ctx.client_rt.block_on(tracker.wait());
+    let stats = Arc::try_unwrap(stats)
+        .ok()
+        .expect("all requests finished")
+        .into_inner()
+        .expect("stats lock");
+    PhaseResult {
+        title: format!(
+            "fixed rate {} req/s, open loop, {} s measured after {} s warm-up, ≤ {} connections",
+            o.rate, o.duration, o.warmup, o.connections
+        ),
+        window: measure_end - measure_start,
+        stats,
+        cpu,
+        server,
+        drained,
+        open_loop: true,
+        kinds: pool.kinds.clone(),
+    }
+}
+
+/// Closed loop: `concurrency` connections (one client each, so exactly one keep-alive
+/// connection per loop), each sending its next request when the previous one was
+/// answered. Requests sent inside the measured window are recorded.
+fn run_saturation(ctx: &Ctx<'_>, pool: &Arc<Pool>, o: &Options) -> PhaseResult {
+    let start = Instant::now() + Duration::from_millis(100);
+    let measure_start = start + Duration::from_secs(o.warmup);
+    let measure_end = measure_start + Duration::from_secs(o.duration);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut loops = Vec::new();
+    for _ in 0..o.concurrency {
+        let (pool, next) = (pool.clone(), next.clone());
+        let client = client(1);
+        loops.push(ctx.client_rt.spawn(async move {
+            let mut stats = Stats::new();
+            tokio::time::sleep_until(start.into()).await;
+            loop {
+                let sent = Instant::now();
+                if sent >= measure_end {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let (kind, entry) = pool.pick(i);
+                let r = send(&client, kind, entry).await;
+                let done = Instant::now();
+                if sent >= measure_start {
+                    stats.record(kind, done - sent, done - sent, r);
+                }
+            }
+            stats
+        }));
+    }
+    let (cpu, server, drained) = ctx.observe(measure_start, measure_end);
+    let mut stats = Stats::new();
+    for l in loops {
+        let s = ctx.client_rt.block_on(l).expect("closed loop task");
+        stats.merge(&s);
+    }
+    PhaseResult {
+        title: format!(
+            "saturation, closed loop, {} connections, {} s measured after {} s warm-up",
+            o.concurrency, o.duration, o.warmup
+        ),
+        window: measure_end - measure_start,
+        stats,
+        cpu,
+        server,
+        drained,
+        open_loop: false,
+        kinds: pool.kinds.clone(),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------------
+
+fn ms(us: u64) -> String {
+    format!("{:.3}", us as f64 / 1000.0)
+}
+
+fn row(out: &mut String, label: &str, h: &Histogram<u64>, ok: u64, err: u64, secs: f64) {
+    let n = ok + err;
+    let q = |x: f64| {
+        if h.is_empty() {
+            "-".to_owned()
+        } else {
+            ms(h.value_at_quantile(x))
+        }
+    };
+    let _ = writeln!(
+        out,
+        "| {label} | {n} | {ok} | {err} | {:.1} | {} | {} | {} | {} | {} |",
+        ok as f64 / secs,
+        q(0.50),
+        q(0.90),
+        q(0.99),
+        q(0.999),
+        if h.is_empty() {
+            "-".into()
+        } else {
+            ms(h.max())
+        },
+    );
+}
+
+fn render_phase(out: &mut String, r: &PhaseResult) {
+    let secs = r.window.as_secs_f64();
+    let s = &r.stats;
+    let _ = writeln!(out, "\n## {}\n", r.title);
+    let basis = if r.open_loop {
+        "latency = answer time − scheduled send time (includes any wait for a connection)"
+    } else {
+        "latency = answer time − send time"
+    };
+    let _ = writeln!(
+        out,
+        "{basis}; ok/s = provider success answers per second of the measured window.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| kind | requests | ok | errors | ok/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut all = histogram();
+    let (mut ok, mut err) = (0, 0);
+    for &kind in &r.kinds {
+        let k = kind.index();
+        all.add(&s.latency[k]).expect("same bounds");
+        ok += s.ok[k];
+        err += s.errors[k];
+    }
+    row(out, "**all**", &all, ok, err, secs);
+    for &kind in &r.kinds {
+        let k = kind.index();
+        row(out, kind.label(), &s.latency[k], s.ok[k], s.errors[k], secs);
+    }
+    if r.open_loop && !s.service.is_empty() {
+        let h = &s.service;
+        let _ = writeln!(
+            out,
+            "\nService time (answer − actual send, excludes client-side scheduling): \
+             p50 {} / p90 {} / p99 {} / p99.9 {} / max {} ms.",
+            ms(h.value_at_quantile(0.5)),
+            ms(h.value_at_quantile(0.9)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.value_at_quantile(0.999)),
+            ms(h.max()),
+        );
+    }
+    if s.error_kinds.is_empty() {
+        let _ = writeln!(out, "\nErrors: none.");
+    } else {
+        let _ = writeln!(out, "\nErrors:");
+        for (e, n) in &s.error_kinds {
+            let _ = writeln!(out, "- {n} × {e}");
+        }
+    }
+    let (s0, s1) = r.server;
+    let acked = s1.acked - s0.acked;
+    let confirm_n = s1.confirm_count - s0.confirm_count;
+    let ack_n = s1.ack_count - s0.ack_count;
+    let _ = writeln!(
+        out,
+        "\nReceiver's own metrics over the window: {acked} acked; mean publish→confirm \
+         {:.3} ms; mean request start→success answer {:.3} ms.",
+        if confirm_n > 0.0 {
+            (s1.confirm_sum - s0.confirm_sum) / confirm_n * 1000.0
+        } else {
+            f64::NAN
+        },
+        if ack_n > 0.0 {
+            (s1.ack_sum - s0.ack_sum) / ack_n * 1000.0
+        } else {
+            f64::NAN
+        },
+    );
+    let drained = r.drained.1 - r.drained.0;
+    let _ = writeln!(
+        out,
+        "Drain consumer took {drained} messages off `<prefix>.work` in the window \
+         ({:.1}/s).",
+        drained as f64 / secs
+    );
+    let (c0, c1) = &r.cpu;
+    let _ = writeln!(
+        out,
+        "\nCPU during the window (100 % = one core; {} cores):\n",
+        cores()
+    );
+    let _ = writeln!(out, "| consumer | CPU % |");
+    let _ = writeln!(out, "|---|---:|");
+    let pct = |ns: u64| ns as f64 / r.window.as_nanos() as f64 * 100.0;
+    let mut ours = 0;
+    for (g, ns1) in &c1.groups {
+        let ns = ns1.saturating_sub(c0.groups.get(g).copied().unwrap_or(0));
+        ours += ns;
+        let _ = writeln!(out, "| {g} | {:.1} |", pct(ns));
+    }
+    let _ = writeln!(out, "| *bench process total* | {:.1} |", pct(ours));
+    let mut accounted = ours;
+    if let (Some(b0), Some(b1)) = (c0.broker, c1.broker) {
+        accounted += b1.saturating_sub(b0);
+        let _ = writeln!(
+            out,
+            "| RabbitMQ (beam.smp, all threads) | {:.1} |",
+            pct(b1.saturating_sub(b0))
+        );
+    }
+    if let (Some((b0, t0)), Some((b1, t1))) = (c0.system, c1.system) {
+        let busy = (b1 - b0) as f64 / (t1 - t0).max(1) as f64 * 100.0 * cores() as f64;
+        let _ = writeln!(out, "| *whole machine busy* | {busy:.1} |");
+        let rest = busy - pct(accounted);
+        let _ = writeln!(
+            out,
+            "| *rest (kernel softirq, other processes)* | {rest:.1} |"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Drain consumer
+// ---------------------------------------------------------------------------------
+
+fn start_drain(queue: String, count: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+    std::thread::Builder::new()
+        .name("drain".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("drain runtime");
+            rt.block_on(async move {
+                let conn = Connection::connect(
+                    &harness::amqp_url(),
+                    ConnectionProperties::default().with_connection_name("bench-drain".into()),
+                )
+                .await
+                .expect("drain connection");
+                let ch = conn.create_channel().await.expect("drain channel");
+                // Ignored by the broker for a no-ack consumer; kept for a manual-ack swap.
+                ch.basic_qos(1000, BasicQosOptions::default())
+                    .await
+                    .expect("basic.qos");
+                let mut consumer = ch
+                    .basic_consume(
+                        queue.as_str().into(),
+                        "bench-drain".into(),
+                        BasicConsumeOptions {
+                            no_ack: true,
+                            ..BasicConsumeOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .expect("basic.consume");
+                while !stop.load(Ordering::Relaxed) {
+                    match tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
+                        Ok(Some(Ok(_delivery))) => {
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Some(Err(e))) => {
+                            eprintln!("drain consumer error: {e}");
+                            break;
+                        }
+                        Ok(None) => break,
+                        Err(_idle) => {}
+                    }
+                }
+                let _ = conn.close(200, "bench done".into()).await;
+            });
+        })
+        .expect("drain thread");
+}
+
+// ---------------------------------------------------------------------------------
+// main
+// ---------------------------------------------------------------------------------
+
+fn cpu_model() -> String {
+    read("/proc/cpuinfo")
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn main() {
+    let o = match parse_options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    if o.log {
+        payhook_shared::telemetry::init(payhook_shared::telemetry::LogFormat::Json, "info");
+    }
+    let receiver_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores())
+        .thread_name("receiver-rt")
+        .enable_all()
+        .build()
+        .expect("receiver runtime");
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(o.client_threads)
+        .thread_name("loadgen")
+        .enable_all()
+        .build()
+        .expect("load generator runtime");
+
+    let providers = Providers::new();
+    let mut settings = harness::test_settings();
+    settings.receiver.workers = o.workers;
+    settings.amqp.publisher_channels = o.channels;
+    providers.register(&mut settings);
+    let prefix = settings.amqp.prefix.clone();
+    let (workers, max_in_flight, ack_deadline) = (
+        if o.workers == 0 { cores() } else { o.workers },
+        settings.receiver.max_in_flight,
+        settings.receiver.ack_deadline_ms,
+    );
+
+    let lapin_before = lapin_threads();
+    let receiver = receiver_rt.block_on(TestReceiver::spawn(settings, Arc::new(SystemClock)));
+    let roles = ThreadRoles {
+        receiver_lapin: lapin_threads().difference(&lapin_before).copied().collect(),
+    };
+    let drained = Arc::new(AtomicU64::new(0));
+    let stop_drain = Arc::new(AtomicBool::new(false));
+    start_drain(
+        receiver.names.work.clone(),
+        drained.clone(),
+        stop_drain.clone(),
+    );
+
+    let kinds: Vec<Kind> = KINDS
+        .into_iter()
+        .filter(|k| o.providers.contains(&k.provider()))
+        .collect();
+    eprintln!(
+        "pre-signing {} bodies × {} kinds on {} threads …",
+        o.pool,
+        kinds.len(),
+        cores()
+    );
+    let signing = Instant::now();
+    let mut pool = build_pool(&providers, &kinds, o.pool, &receiver.base_url);
+    let signing = signing.elapsed();
+    eprintln!("pool ready in {:.1} s", signing.as_secs_f64());
+
+    let broker_pid = broker_pid();
+    let ctx = Ctx {
+        client_rt: &client_rt,
+        receiver: &receiver,
+        roles: &roles,
+        broker_pid: broker_pid.as_deref(),
+        drained: &drained,
+    };
+    let mut results = Vec::new();
+    let phases: &[bool] = match o.phase {
+        PhaseSel::Fixed => &[true],
+        PhaseSel::Saturation => &[false],
+        PhaseSel::Both => &[true, false],
+    };
+    for &fixed in phases {
+        // Re-sign the APIv3 headers so the whole phase is inside the ±300 s window.
+        if kinds.iter().any(|k| k.provider() == Provider::WechatV3)
+            && pool.v3_signed_at.elapsed() > Duration::from_secs(20)
+        {
+            resign_v3(&providers, &mut pool);
+        }
+        let shared = Arc::new(pool);
+        eprintln!(
+            "running {} phase …",
+            if fixed { "fixed-rate" } else { "saturation" }
+        );
+        let r = if fixed {
+            run_fixed(&ctx, &shared, &o)
+        } else {
+            run_saturation(&ctx, &shared, &o)
+        };
+        results.push(r);
+        pool = Arc::try_unwrap(shared)
+            .ok()
+            .expect("every request of the phase has finished");
+        // Let the drain consumer catch up between phases.
+        let acked = server_snapshot(&receiver).acked as u64;
+        let wait_until = Instant::now() + Duration::from_secs(30);
+        while drained.load(Ordering::Relaxed) < acked && Instant::now() < wait_until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
+    let final_acked = server_snapshot(&receiver).acked as u64;
+    let final_drained = drained.load(Ordering::Relaxed);
+
+    let mut out = String::new();
+    let _ = writeln!(out, "# payhook receiver benchmark\n");
+    let _ = writeln!(
+        out,
+        "- machine: {} cores, {}; the load generator, the receiver and RabbitMQ all \
+         run on this machine",
+        cores(),
+        cpu_model()
+    );
+    let _ = writeln!(
+        out,
+        "- receiver: payhook_receiver::Application (production start-up), workers = {} \
+         (actix HTTP threads), publisher runtime {} threads, amqp.publisher_channels = {}, \
+         max_in_flight = {max_in_flight}, ack_deadline_ms = {ack_deadline}, logging {}",
+        workers,
+        cores(),
+        o.channels,
+        if o.log {
+            "JSON info (production)"
+        } else {
+            "off"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "- broker: {} — persistent mandatory publishes with publisher confirms to the \
+         quorum queue `{prefix}.work`",
+        harness::amqp_url().split('@').next_back().unwrap_or("?")
+    );
+    let _ = writeln!(
+        out,
+        "- work queue drained during the run by a separate no-ack consumer (as the \
+         worker would consume it in production): {final_drained} of {final_acked} \
+         acked messages consumed by the end"
+    );
+    let _ = writeln!(
+        out,
+        "- load: HTTP/1.1 keep-alive (reqwest), {} client runtime threads; providers = {}; \
+         round-robin over {} kinds; {} distinct pre-signed bodies per kind (signed in \
+         {:.1} s before measuring; APIv3 headers re-signed before each phase)",
+        o.client_threads,
+        o.providers_label,
+        kinds.len(),
+        o.pool,
+        signing.as_secs_f64()
+    );
+    for r in &results {
+        render_phase(&mut out, r);
+    }
+    print!("{out}");
+    if let Some(path) = &o.report {
+        if let Err(e) = std::fs::write(path, &out) {
+            eprintln!("cannot write {}: {e}", path.display());
+        }
+    }
+
+    stop_drain.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(300));
+    // Stops the receiver and deletes the topology (TopologyCleanup on drop).
+    receiver_rt.block_on(receiver.stop());
+    drop(client_rt);
+    drop(receiver_rt);
+}

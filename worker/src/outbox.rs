@@ -1,0 +1,1 @@
+//! Outbox relay (being written).
