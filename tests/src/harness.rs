@@ -387,3 +387,147 @@ impl TestBroker {
             .expect("queue.delete");
     }
 }
+
+/// Like [`eventually`] for conditions that need to await (database, broker).
+pub async fn eventually_async<F, Fut>(within: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A queue bound to the events exchange with `#`: what a downstream subscriber sees.
+#[derive(Debug)]
+pub struct EventsTap {
+    broker: TestBroker,
+    queue: String,
+}
+
+/// One downstream event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub routing_key: String,
+    pub cloud_event: serde_json::Value,
+}
+
+impl EventsTap {
+    pub async fn bind(names: &Names) -> Self {
+        let broker = TestBroker::connect().await;
+        broker
+            .channel
+            .exchange_declare(
+                names.events.as_str().into(),
+                lapin::ExchangeKind::Topic,
+                lapin::options::ExchangeDeclareOptions { durable: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .expect("events exchange");
+        let queue = format!("{}.tap", names.prefix);
+        broker
+            .channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() },
+                FieldTable::default(),
+            )
+            .await
+            .expect("tap queue");
+        broker
+            .channel
+            .queue_bind(
+                queue.as_str().into(),
+                names.events.as_str().into(),
+                "#".into(),
+                lapin::options::QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("tap binding");
+        Self { broker, queue }
+    }
+
+    /// Takes every event delivered so far.
+    pub async fn take(&self) -> Vec<Event> {
+        let mut out = Vec::new();
+        loop {
+            let got = self
+                .broker
+                .channel
+                .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get");
+            let Some(message) = got else { break };
+            out.push(Event {
+                routing_key: message.delivery.routing_key.as_str().to_owned(),
+                cloud_event: serde_json::from_slice(&message.delivery.data).expect("CloudEvents JSON"),
+            });
+        }
+        out
+    }
+
+    /// Events until at least `count` arrived or `within` passed.
+    pub async fn wait_for(&self, count: usize, within: Duration) -> Vec<Event> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut all = Vec::new();
+        while all.len() < count && tokio::time::Instant::now() < deadline {
+            all.extend(self.take().await);
+            if all.len() < count {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        all
+    }
+
+    pub async fn close(self) {
+        let _ = self
+            .broker
+            .channel
+            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+        self.broker.close().await;
+    }
+}
+
+impl TestBroker {
+    /// Publishes raw bytes to a queue through the default exchange (confirm not needed:
+    /// tests then await the effect).
+    pub async fn publish_raw(&self, queue: &str, data: &[u8], properties: lapin::BasicProperties) {
+        self.channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                lapin::options::BasicPublishOptions::default(),
+                data,
+                properties.with_delivery_mode(2),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+    }
+
+    /// Takes every message of a queue with its properties (raw bytes).
+    pub async fn drain_raw(&self, queue: &str) -> Vec<(Vec<u8>, lapin::BasicProperties)> {
+        let mut out = Vec::new();
+        while let Some(message) = self
+            .channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+        {
+            out.push((message.delivery.data.clone(), message.delivery.properties.clone()));
+        }
+        out
+    }
+}

@@ -13,3 +13,4 @@ pub mod harness;
 pub mod keys;
 pub mod proxy;
 pub mod signer;
+// LEAD-WIP pub mod worker;

@@ -2,12 +2,25 @@
 //!
 //! # Layout
 //!
+//! - [`startup`]: [`Worker`] — build (PostgreSQL + migrations, Redis, admin listener)
+//!   and run (broker supervision: consumer + outbox relay) until the shutdown signal.
+//! - [`consumer`]: consumes the work queue: dedup claim → one transaction → ack.
 //! - [`db`]: PostgreSQL — migrations, the one apply path (payment state machine,
 //!   transition ledger, refunds, raw notification audit, outbox), order registration.
 //! - [`dedup`]: the Redis two-phase claim (fast path; the database is the truth).
 //! - [`outbox`]: relays committed outbox rows to the events exchange as CloudEvents.
-//! - [`consumer`]: consumes the work queue, retries through the tiers, parks.
+//! - [`retry`]: retry tiers and parking; [`replay`]: parked messages back to work.
+//! - [`admin`]: health, readiness, metrics, order registration, history, replay.
+//! - [`metrics`]: the Prometheus registry.
 
 pub mod db;
 pub mod dedup;
+pub mod metrics;
 pub mod outbox;
+pub mod retry;
+// LEAD-WIP: enabled once db/dedup/outbox land.
+// pub mod admin;
+// pub mod consumer;
+// pub mod replay;
+// pub mod startup;
+// pub use startup::Worker;

@@ -1,0 +1,84 @@
+//! Starting the worker as production does, isolated per test: its own database
+//! schema, Redis key prefix and (shared with the test's receiver) broker prefix.
+
+use std::time::Duration;
+
+use payhook_shared::config::{Secret, Settings};
+use payhook_worker::Worker;
+use payhook_worker::startup::Shared;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::eventually;
+
+/// The Redis tests use (`PAYHOOK_TEST_REDIS_URL`, default the local server).
+pub fn redis_url() -> String {
+    std::env::var("PAYHOOK_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Worker settings next to a test receiver's: same broker prefix and merchants, the
+/// given database settings, a fresh Redis prefix, short retry tiers, port 0.
+pub fn worker_settings(receiver: &Settings, postgres: payhook_shared::config::PostgresSettings) -> Settings {
+    let mut settings = receiver.clone();
+    settings.worker.admin_listen = "127.0.0.1:0".parse().expect("literal address");
+    settings.worker.retry_delays_ms = vec![200, 400, 800];
+    settings.worker.concurrency = 4;
+    settings.worker.prefetch = 16;
+    settings.worker.outbox_poll_ms = 100;
+    settings.postgres = postgres;
+    settings.redis.url = Secret::inline(redis_url());
+    settings.redis.prefix = crate::harness::unique_prefix();
+    settings
+}
+
+/// A worker running in this process.
+#[derive(Debug)]
+pub struct TestWorker {
+    pub admin_url: String,
+    pub shared: actix_web::web::Data<Shared>,
+    pub shutdown: CancellationToken,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestWorker {
+    /// Builds and starts the worker, then waits (bounded) until it consumes.
+    pub async fn spawn(settings: &Settings) -> Self {
+        let worker = Worker::build(settings).await.expect("worker builds");
+        let admin_url = format!("http://127.0.0.1:{}", worker.admin_port());
+        let shared = worker.shared_handle();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(worker.run_until_stopped(shutdown.clone()));
+        let probe = shared.clone();
+        assert!(
+            eventually(Duration::from_secs(10), || probe.broker_up()).await,
+            "worker did not connect to the broker within 10 s"
+        );
+        Self { admin_url, shared, shutdown, task: Some(task) }
+    }
+
+    /// Stops gracefully and waits.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(40), task).await;
+        }
+    }
+
+    /// Kills the worker's task where it stands (no graceful drain): what a crash does
+    /// to in-flight messages, as far as one process can tell.
+    pub fn abort(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    pub fn metric(&self, sample: &str) -> f64 {
+        crate::harness::metric_value(&self.shared.metrics.render(), sample)
+    }
+}
+
+impl Drop for TestWorker {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,102 @@
+//! The worker's admin listener: health, readiness, metrics, order registration,
+//! payment history and parked-message replay. Internal: never expose it publicly.
+
+use actix_web::{HttpResponse, web};
+use payhook_shared::event::Provider;
+use serde_json::json;
+
+use crate::db::orders::{self, NewOrder, Registered};
+use crate::replay::ReplayFilter;
+use crate::startup::Shared;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
+        .route("/orders", web::post().to(register_order))
+        .route("/payments/{provider}/{merchant}/{out_trade_no}", web::get().to(history))
+        .route("/parked/replay", web::post().to(replay));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Ready when the broker link and PostgreSQL are up. Redis is reported but does not
+/// make the worker unready: without it the worker runs on the database's guarantees.
+async fn readyz(shared: web::Data<Shared>) -> HttpResponse {
+    let broker = shared.broker_up();
+    let postgres = shared.postgres_up().await;
+    let redis = if shared.dedup.ping().await { "up" } else { "degraded" };
+    let body = json!({
+        "status": if broker && postgres { "ready" } else { "not_ready" },
+        "broker": if broker { "up" } else { "down" },
+        "postgres": if postgres { "up" } else { "down" },
+        "redis": redis,
+    });
+    if broker && postgres {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn metrics(shared: web::Data<Shared>) -> HttpResponse {
+    shared.refresh_gauges().await;
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(shared.metrics.render())
+}
+
+async fn register_order(shared: web::Data<Shared>, order: web::Json<NewOrder>) -> HttpResponse {
+    if order.amount <= 0 || order.out_trade_no.trim().is_empty() || order.merchant.trim().is_empty() {
+        return HttpResponse::BadRequest()
+            .json(json!({"error": "amount must be > 0 fen; merchant and out_trade_no must be set"}));
+    }
+    match orders::register(&shared.pool, &order).await {
+        Ok(Registered::Created) => HttpResponse::Created().json(json!({"status": "created"})),
+        Ok(Registered::AlreadyRegistered) => {
+            HttpResponse::Ok().json(json!({"status": "already_registered"}))
+        }
+        Ok(Registered::Conflict(reason)) => {
+            HttpResponse::Conflict().json(json!({"status": "conflict", "reason": reason}))
+        }
+        Err(error) => {
+            tracing::error!(%error, "order registration failed");
+            HttpResponse::ServiceUnavailable().json(json!({"error": "database unavailable"}))
+        }
+    }
+}
+
+fn parse_provider(text: &str) -> Option<Provider> {
+    Provider::ALL.into_iter().find(|p| p.as_str() == text)
+}
+
+async fn history(
+    shared: web::Data<Shared>,
+    path: web::Path<(String, String, String)>,
+) -> HttpResponse {
+    let (provider, merchant, out_trade_no) = path.into_inner();
+    let Some(provider) = parse_provider(&provider) else {
+        return HttpResponse::NotFound().json(json!({"error": "unknown provider"}));
+    };
+    match crate::db::history::payment_history(&shared.pool, provider, &merchant, &out_trade_no).await
+    {
+        Ok(Some(history)) => HttpResponse::Ok().json(history),
+        Ok(None) => HttpResponse::NotFound().json(json!({"error": "no such payment"})),
+        Err(error) => {
+            tracing::error!(%error, "history query failed");
+            HttpResponse::ServiceUnavailable().json(json!({"error": "database unavailable"}))
+        }
+    }
+}
+
+async fn replay(shared: web::Data<Shared>, filter: web::Query<ReplayFilter>) -> HttpResponse {
+    match shared.replay_parked(&filter).await {
+        Ok(report) => HttpResponse::Ok().json(report),
+        Err(error) => {
+            tracing::error!(%error, "replay failed");
+            HttpResponse::ServiceUnavailable().json(json!({"error": error.to_string()}))
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The worker's Prometheus metrics (one registry per [`crate::Worker`]).
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// What happened to one message of the work queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// A new transition was applied.
+    Applied,
+    /// This notification was already processed (Redis or database said so).
+    Duplicate,
+    /// A new notification of a transition already applied.
+    DuplicateTransition,
+    /// A mismatch with the registered order or merchant: recorded, not applied.
+    Quarantined,
+    /// Recorded for audit, no transition (pending, other).
+    Recorded,
+    /// A transient failure: sent to a retry tier.
+    Retried,
+    /// Parked for a person.
+    Parked,
+}
+
+impl EventOutcome {
+    pub const ALL: [EventOutcome; 7] = [
+        Self::Applied,
+        Self::Duplicate,
+        Self::DuplicateTransition,
+        Self::Quarantined,
+        Self::Recorded,
+        Self::Retried,
+        Self::Parked,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Duplicate => "duplicate",
+            Self::DuplicateTransition => "duplicate_transition",
+            Self::Quarantined => "quarantined",
+            Self::Recorded => "recorded",
+            Self::Retried => "retried",
+            Self::Parked => "parked",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabel {
+    provider: String,
+}
+
+/// All worker metrics, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    events: Family<OutcomeLabel, Counter>,
+    notify_to_applied: Family<ProviderLabel, Histogram, fn() -> Histogram>,
+    pub outbox_pending: Gauge,
+    pub outbox_oldest_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub outbox_published: Counter,
+    pub redis_fallback_active: Gauge,
+    pub broker_up: Gauge,
+    pub in_flight: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms … ~65 s: notify → applied includes retries and broker queueing.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("payhook");
+        let events = Family::<OutcomeLabel, Counter>::default();
+        let notify_to_applied: Family<ProviderLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        let outbox_pending = Gauge::default();
+        let outbox_oldest_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let outbox_published = Counter::default();
+        let redis_fallback_active = Gauge::default();
+        let broker_up = Gauge::default();
+        let in_flight = Gauge::default();
+        registry.register(
+            "worker_events",
+            "Work-queue messages processed, by outcome",
+            events.clone(),
+        );
+        registry.register(
+            "notify_to_applied_seconds",
+            "Time from the receiver accepting a notification to its commit",
+            notify_to_applied.clone(),
+        );
+        registry.register(
+            "outbox_pending",
+            "Outbox rows not yet published",
+            outbox_pending.clone(),
+        );
+        registry.register(
+            "outbox_oldest_pending_seconds",
+            "Age of the oldest unpublished outbox row (outbox lag)",
+            outbox_oldest_seconds.clone(),
+        );
+        registry.register(
+            "outbox_published",
+            "Downstream events published to the events exchange",
+            outbox_published.clone(),
+        );
+        registry.register(
+            "redis_fallback_active",
+            "1 while Redis is unreachable and dedup relies on the database alone",
+            redis_fallback_active.clone(),
+        );
+        registry.register(
+            "worker_broker_up",
+            "1 when the worker holds a live broker connection",
+            broker_up.clone(),
+        );
+        registry.register(
+            "worker_in_flight",
+            "Messages being processed",
+            in_flight.clone(),
+        );
+        let metrics = Self {
+            registry: Arc::new(registry),
+            events,
+            notify_to_applied,
+            outbox_pending,
+            outbox_oldest_seconds,
+            outbox_published,
+            redis_fallback_active,
+            broker_up,
+            in_flight,
+        };
+        for outcome in EventOutcome::ALL {
+            let _ = metrics.events.get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str().into(),
+            });
+        }
+        metrics
+    }
+
+    pub fn event(&self, outcome: EventOutcome) {
+        self.events
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str().into(),
+            })
+            .inc();
+    }
+
+    pub fn notify_to_applied(&self, provider: &str, seconds: f64) {
+        self.notify_to_applied
+            .get_or_create(&ProviderLabel {
+                provider: provider.into(),
+            })
+            .observe(seconds);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,319 @@
+//! Building and running the worker, the same way in production and in tests:
+//! [`Worker::build`] connects PostgreSQL (and migrates), Redis (degraded if away) and
+//! binds the admin listener; [`Worker::run_until_stopped`] supervises the broker
+//! connection — consumer and outbox relay on it — until the shutdown token fires.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Connection, ConnectionProperties};
+use payhook_shared::config::Settings;
+use payhook_shared::event::Provider;
+use payhook_shared::topology::{self, Names, QueuePolicy};
+use secrecy::{ExposeSecret as _, SecretString};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::{self, ConsumeConfig, Processor};
+use crate::db::apply::Expectations;
+use crate::dedup::Dedup;
+use crate::metrics::Metrics;
+use crate::outbox::{OutboxRelay, RelayConfig};
+use crate::replay::{self, ReplayFilter, ReplayReport};
+
+/// State shared by the admin handlers and the supervisor.
+#[derive(Debug)]
+pub struct Shared {
+    pub pool: PgPool,
+    pub dedup: Dedup,
+    pub metrics: Metrics,
+    pub names: Names,
+    amqp_url: SecretString,
+    broker_up: AtomicBool,
+}
+
+impl Shared {
+    pub fn broker_up(&self) -> bool {
+        self.broker_up.load(Ordering::Relaxed)
+    }
+
+    fn set_broker_up(&self, up: bool) {
+        self.broker_up.store(up, Ordering::Relaxed);
+        self.metrics.broker_up.set(i64::from(up));
+    }
+
+    pub async fn postgres_up(&self) -> bool {
+        let probe = sqlx::query("SELECT 1").execute(&self.pool);
+        matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Ok(_)))
+    }
+
+    /// Updates the gauges that are read from the database (outbox lag).
+    pub async fn refresh_gauges(&self) {
+        if let Ok(Ok((pending, oldest))) =
+            tokio::time::timeout(Duration::from_secs(1), OutboxRelay::lag(&self.pool)).await
+        {
+            self.metrics.outbox_pending.set(pending);
+            self.metrics.outbox_oldest_seconds.set(oldest.unwrap_or(0.0));
+        }
+        self.metrics.redis_fallback_active.set(i64::from(self.dedup.is_degraded()));
+    }
+
+    /// Replays parked messages over a short-lived connection of its own.
+    pub async fn replay_parked(&self, filter: &ReplayFilter) -> anyhow::Result<ReplayReport> {
+        let connection = Connection::connect(
+            self.amqp_url.expose_secret(),
+            ConnectionProperties::default().with_connection_name("payhook-replay".into()),
+        )
+        .await?;
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        let report = replay::replay_parked(&channel, &self.names, filter).await;
+        let _ = connection.close(200, "replay done".into()).await;
+        Ok(report?)
+    }
+}
+
+/// A built, not yet running worker.
+pub struct Worker {
+    admin_port: u16,
+    shared: web::Data<Shared>,
+    server: Server,
+    processor: Arc<Processor>,
+    relay: OutboxRelay,
+    consume: ConsumeConfig,
+    policy: QueuePolicy,
+    retry_delays_ms: Vec<u32>,
+    reconnect: (Duration, Duration),
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("admin_port", &self.admin_port).finish_non_exhaustive()
+    }
+}
+
+/// The configured identity of every merchant, for the quarantine checks.
+fn expectations(settings: &Settings) -> HashMap<(Provider, String), Expectations> {
+    let mut map = HashMap::new();
+    for name in settings.alipay.keys() {
+        let key = (Provider::Alipay, name.clone());
+        map.insert(key, Expectations::from_settings(settings, Provider::Alipay, name));
+    }
+    for name in settings.wechat_v2.keys() {
+        let key = (Provider::WechatV2, name.clone());
+        map.insert(key, Expectations::from_settings(settings, Provider::WechatV2, name));
+    }
+    for name in settings.wechat_v3.keys() {
+        let key = (Provider::WechatV3, name.clone());
+        map.insert(key, Expectations::from_settings(settings, Provider::WechatV3, name));
+    }
+    map
+}
+
+impl Worker {
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let pool = crate::db::connect(&settings.postgres).await.context("postgres")?;
+        let w = &settings.worker;
+        let r = &settings.redis;
+        let redis_url = r.url.load().map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+        let dedup = Dedup::connect(
+            &redis_url,
+            &r.prefix,
+            Duration::from_millis(w.claim_ttl_ms),
+            Duration::from_secs(w.done_ttl_secs),
+            Duration::from_millis(r.timeout_ms),
+        )
+        .await;
+        let metrics = Metrics::new();
+        let names = Names::new(&settings.amqp.prefix);
+        let relay = OutboxRelay::new(
+            pool.clone(),
+            RelayConfig {
+                exchange: names.events.clone(),
+                batch: w.outbox_batch,
+                poll: Duration::from_millis(w.outbox_poll_ms),
+            },
+        );
+        let processor = Arc::new(Processor {
+            pool: pool.clone(),
+            dedup: dedup.clone(),
+            expectations: expectations(settings),
+            names: names.clone(),
+            retry_delays_ms: w.retry_delays_ms.clone(),
+            metrics: metrics.clone(),
+            outbox_notify: relay.notifier(),
+        });
+        let shared = web::Data::new(Shared {
+            pool,
+            dedup,
+            metrics,
+            names,
+            amqp_url: settings.amqp.url.load().map_err(|e| anyhow::anyhow!("amqp.url: {e}"))?,
+            broker_up: AtomicBool::new(false),
+        });
+        let listener = TcpListener::bind(w.admin_listen)
+            .with_context(|| format!("worker.admin_listen: cannot bind {}", w.admin_listen))?;
+        let admin_port = listener.local_addr()?.port();
+        let data = shared.clone();
+        let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(crate::admin::configure))
+            .disable_signals()
+            .workers(1)
+            .shutdown_timeout(5)
+            .listen(listener)?
+            .run();
+        Ok(Self {
+            admin_port,
+            shared,
+            server,
+            processor,
+            relay,
+            consume: ConsumeConfig {
+                prefetch: w.prefetch,
+                concurrency: w.concurrency,
+                consumer_tag: format!("payhook-worker-{}", uuid::Uuid::new_v4().simple()),
+            },
+            policy: QueuePolicy { delivery_limit: settings.amqp.delivery_limit },
+            retry_delays_ms: w.retry_delays_ms.clone(),
+            reconnect: (
+                Duration::from_millis(settings.amqp.reconnect_min_ms),
+                Duration::from_millis(settings.amqp.reconnect_max_ms),
+            ),
+        })
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    pub fn shared_handle(&self) -> web::Data<Shared> {
+        self.shared.clone()
+    }
+
+    /// Runs until `shutdown` fires: stops consuming, finishes in-flight messages, stops
+    /// the relay, closes the broker connection, then the admin listener.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let server = tokio::spawn(self.server);
+        supervise(
+            self.shared.clone(),
+            self.processor,
+            self.relay,
+            self.consume,
+            self.policy,
+            self.retry_delays_ms,
+            self.reconnect,
+            shutdown,
+        )
+        .await;
+        handle.stop(true).await;
+        match server.await {
+            Ok(result) => result,
+            Err(join) => Err(std::io::Error::other(join)),
+        }
+    }
+}
+
+#[expect(clippy::too_many_arguments, reason = "one call site: the worker's own run loop")]
+async fn supervise(
+    shared: web::Data<Shared>,
+    processor: Arc<Processor>,
+    relay: OutboxRelay,
+    consume: ConsumeConfig,
+    policy: QueuePolicy,
+    retry_delays_ms: Vec<u32>,
+    (reconnect_min, reconnect_max): (Duration, Duration),
+    shutdown: CancellationToken,
+) {
+    let mut backoff = reconnect_min;
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let connected = tokio::time::timeout(
+            Duration::from_secs(10),
+            Connection::connect(
+                shared.amqp_url.expose_secret(),
+                ConnectionProperties::default().with_connection_name("payhook-worker".into()),
+            ),
+        )
+        .await;
+        match connected {
+            Ok(Ok(connection)) => {
+                backoff = reconnect_min;
+                let outcome = session(&connection, &shared, &processor, &relay, &consume, &policy, &retry_delays_ms, &shutdown).await;
+                shared.set_broker_up(false);
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    connection.close(200, "payhook worker closing".into()),
+                )
+                .await;
+                match outcome {
+                    Ok(()) if shutdown.is_cancelled() => break,
+                    Ok(()) => tracing::warn!("broker session ended; reconnecting"),
+                    Err(error) => tracing::warn!(%error, "broker session failed; reconnecting"),
+                }
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "broker connect failed"),
+            Err(_) => tracing::warn!("broker connect timed out"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(reconnect_max);
+    }
+    tracing::info!("worker stopped consuming");
+}
+
+/// One broker connection's life: topology, consumer and relay until one of them stops.
+#[expect(clippy::too_many_arguments, reason = "internal helper of supervise")]
+async fn session(
+    connection: &Connection,
+    shared: &Shared,
+    processor: &Arc<Processor>,
+    relay: &OutboxRelay,
+    consume: &ConsumeConfig,
+    policy: &QueuePolicy,
+    retry_delays_ms: &[u32],
+    shutdown: &CancellationToken,
+) -> Result<(), lapin::Error> {
+    let setup = connection.create_channel().await?;
+    topology::declare_all(&setup, &shared.names, policy, retry_delays_ms).await?;
+    let consume_channel = connection.create_channel().await?;
+    let publish_channel = connection.create_channel().await?;
+    publish_channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    let relay_channel = connection.create_channel().await?;
+    relay_channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    shared.set_broker_up(true);
+    tracing::info!("broker connected; consuming");
+
+    let session = shutdown.child_token();
+    let consumer = consumer::consume(processor.clone(), consume_channel, publish_channel, consume, session.clone());
+    let relaying = relay.run(relay_channel, session.clone());
+    tokio::pin!(consumer, relaying);
+    tokio::select! {
+        result = &mut consumer => {
+            session.cancel();
+            let _ = relaying.await;
+            result
+        }
+        result = &mut relaying => {
+            if let Err(error) = &result {
+                tracing::warn!(%error, "outbox relay stopped");
+            }
+            session.cancel();
+            consumer.await
+        }
+    }
+}
