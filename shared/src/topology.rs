@@ -21,6 +21,8 @@ pub struct Names {
     pub parked: String,
     /// Topic exchange for downstream subscribers.
     pub events: String,
+    /// Alternate exchange and queue of `events`: what no subscriber's binding matched.
+    pub events_unrouted: String,
 }
 
 impl Names {
@@ -31,6 +33,7 @@ impl Names {
             work: format!("{prefix}.work"),
             parked: format!("{prefix}.parked"),
             events: format!("{prefix}.events"),
+            events_unrouted: format!("{prefix}.events.unrouted"),
         }
     }
 
@@ -98,6 +101,51 @@ async fn declare_parked(channel: &Channel, names: &Names) -> lapin::Result<()> {
         .map(drop)
 }
 
+/// The events exchange, with an alternate exchange so that an event no subscriber's
+/// binding matches is kept (in `<prefix>.events.unrouted`) instead of being returned:
+/// the outbox relay publishes with `mandatory`, and a returned event would stay
+/// unpublished forever.
+pub async fn declare_events(channel: &Channel, names: &Names) -> lapin::Result<()> {
+    channel
+        .exchange_declare(
+            names.events_unrouted.as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_declare(
+            names.events_unrouted.as_str().into(),
+            durable_queue(),
+            args(vec![("x-queue-type", long("quorum"))]),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            names.events_unrouted.as_str().into(),
+            names.events_unrouted.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .exchange_declare(
+            names.events.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            args(vec![("alternate-exchange", long(&names.events_unrouted))]),
+        )
+        .await
+}
+
 /// Declares what the receiver needs: the notifications exchange, the work queue bound
 /// to it (so a publish is routable and confirmed only once a queue holds it) and the
 /// parking queue the work queue dead-letters to.
@@ -146,7 +194,7 @@ pub async fn declare_all(
     retry_delays_ms: &[u32],
 ) -> lapin::Result<()> {
     declare_ingress(channel, names, policy).await?;
-    declare_topic(channel, &names.events).await?;
+    declare_events(channel, names).await?;
     for (i, delay) in retry_delays_ms.iter().enumerate() {
         let retry_args = args(vec![
             ("x-queue-type", long("quorum")),

@@ -150,14 +150,19 @@ impl Drop for TopologyCleanup {
                     return;
                 };
                 if let Ok(ch) = conn.create_channel().await {
-                    let mut queues = vec![names.work.clone(), names.parked.clone()];
+                    let mut queues = vec![
+                        names.work.clone(),
+                        names.parked.clone(),
+                        names.events_unrouted.clone(),
+                        format!("{}.tap", names.prefix),
+                    ];
                     queues.extend((0..8).map(|i| names.retry(i)));
                     for q in queues {
                         let _ = ch
                             .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                             .await;
                     }
-                    for x in [&names.notifications, &names.events] {
+                    for x in [&names.notifications, &names.events, &names.events_unrouted] {
                         let _ = ch
                             .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
                             .await;
@@ -423,14 +428,7 @@ pub struct Event {
 impl EventsTap {
     pub async fn bind(names: &Names) -> Self {
         let broker = TestBroker::connect().await;
-        broker
-            .channel
-            .exchange_declare(
-                names.events.as_str().into(),
-                lapin::ExchangeKind::Topic,
-                lapin::options::ExchangeDeclareOptions { durable: true, ..Default::default() },
-                FieldTable::default(),
-            )
+        payhook_shared::topology::declare_events(&broker.channel, names)
             .await
             .expect("events exchange");
         let queue = format!("{}.tap", names.prefix);
@@ -438,7 +436,10 @@ impl EventsTap {
             .channel
             .queue_declare(
                 queue.as_str().into(),
-                QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() },
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
                 FieldTable::default(),
             )
             .await
@@ -470,7 +471,8 @@ impl EventsTap {
             let Some(message) = got else { break };
             out.push(Event {
                 routing_key: message.delivery.routing_key.as_str().to_owned(),
-                cloud_event: serde_json::from_slice(&message.delivery.data).expect("CloudEvents JSON"),
+                cloud_event: serde_json::from_slice(&message.delivery.data)
+                    .expect("CloudEvents JSON"),
             });
         }
         out
@@ -526,7 +528,10 @@ impl TestBroker {
             .await
             .expect("basic.get")
         {
-            out.push((message.delivery.data.clone(), message.delivery.properties.clone()));
+            out.push((
+                message.delivery.data.clone(),
+                message.delivery.properties.clone(),
+            ));
         }
         out
     }

@@ -9,8 +9,9 @@
 //!   broker name prefix per test, and inspects the broker.
 //! - [`proxy`]: a TCP proxy that can cut and restore the path to the broker.
 
+pub mod db;
 pub mod harness;
 pub mod keys;
 pub mod proxy;
 pub mod signer;
-// LEAD-WIP pub mod worker;
+pub mod worker;

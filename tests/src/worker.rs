@@ -18,7 +18,10 @@ pub fn redis_url() -> String {
 
 /// Worker settings next to a test receiver's: same broker prefix and merchants, the
 /// given database settings, a fresh Redis prefix, short retry tiers, port 0.
-pub fn worker_settings(receiver: &Settings, postgres: payhook_shared::config::PostgresSettings) -> Settings {
+pub fn worker_settings(
+    receiver: &Settings,
+    postgres: payhook_shared::config::PostgresSettings,
+) -> Settings {
     let mut settings = receiver.clone();
     settings.worker.admin_listen = "127.0.0.1:0".parse().expect("literal address");
     settings.worker.retry_delays_ms = vec![200, 400, 800];
@@ -53,7 +56,12 @@ impl TestWorker {
             eventually(Duration::from_secs(10), || probe.broker_up()).await,
             "worker did not connect to the broker within 10 s"
         );
-        Self { admin_url, shared, shutdown, task: Some(task) }
+        Self {
+            admin_url,
+            shared,
+            shutdown,
+            task: Some(task),
+        }
     }
 
     /// Stops gracefully and waits.

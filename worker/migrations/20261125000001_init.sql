@@ -9,7 +9,7 @@ CREATE TABLE payments (
     provider           TEXT        NOT NULL,
     merchant           TEXT        NOT NULL,
     out_trade_no       TEXT        NOT NULL,
-    -- PENDING | PAID | PARTIALLY_REFUNDED | REFUNDED | CLOSED (monotonic, see apply.rs)
+    -- PENDING | PAID | PARTIALLY_REFUNDED | REFUNDED | CLOSED (monotonic, see db/state.rs)
     state              TEXT        NOT NULL DEFAULT 'PENDING',
     registered         BOOLEAN     NOT NULL DEFAULT FALSE,
     expected_amount    BIGINT,                 -- fen, from registration
@@ -83,16 +83,20 @@ CREATE TABLE notifications (
     -- applied | duplicate_transition | quarantined | recorded
     outcome         TEXT        NOT NULL,
     envelope        JSONB       NOT NULL,
-    recorded_at     TIMESTAMPTZ NOT NULL DEFAULT now()
+    recorded_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+    CHECK (outcome IN ('applied', 'duplicate_transition', 'quarantined', 'recorded'))
 );
 CREATE INDEX notifications_order_idx ON notifications (provider, merchant, out_trade_no);
 
 -- Downstream events, written in the same transaction as the transition they announce,
 -- relayed to the events exchange by outbox.rs. `id` orders the relay; `event_id` is
--- the CloudEvents id consumers deduplicate on.
+-- the CloudEvents id consumers deduplicate on. `transition_id` ties an event to the
+-- transition it announces; UNIQUE makes "one event per transition" a database fact
+-- (nullable so that the relay's own tests can insert bare rows).
 CREATE TABLE outbox (
     id            BIGSERIAL   PRIMARY KEY,
     event_id      UUID        NOT NULL UNIQUE,
+    transition_id BIGINT      UNIQUE REFERENCES transitions (id),
     routing_key   TEXT        NOT NULL,     -- <kind>.<state>.<provider>
     payload       JSONB       NOT NULL,     -- the CloudEvents 1.0 JSON document
     created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),

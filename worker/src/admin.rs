@@ -14,7 +14,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
         .route("/orders", web::post().to(register_order))
-        .route("/payments/{provider}/{merchant}/{out_trade_no}", web::get().to(history))
+        .route(
+            "/payments/{provider}/{merchant}/{out_trade_no}",
+            web::get().to(history),
+        )
         .route("/parked/replay", web::post().to(replay));
 }
 
@@ -27,7 +30,11 @@ async fn healthz() -> HttpResponse {
 async fn readyz(shared: web::Data<Shared>) -> HttpResponse {
     let broker = shared.broker_up();
     let postgres = shared.postgres_up().await;
-    let redis = if shared.dedup.ping().await { "up" } else { "degraded" };
+    let redis = if shared.dedup.ping().await {
+        "up"
+    } else {
+        "degraded"
+    };
     let body = json!({
         "status": if broker && postgres { "ready" } else { "not_ready" },
         "broker": if broker { "up" } else { "down" },
@@ -49,10 +56,6 @@ async fn metrics(shared: web::Data<Shared>) -> HttpResponse {
 }
 
 async fn register_order(shared: web::Data<Shared>, order: web::Json<NewOrder>) -> HttpResponse {
-    if order.amount <= 0 || order.out_trade_no.trim().is_empty() || order.merchant.trim().is_empty() {
-        return HttpResponse::BadRequest()
-            .json(json!({"error": "amount must be > 0 fen; merchant and out_trade_no must be set"}));
-    }
     match orders::register(&shared.pool, &order).await {
         Ok(Registered::Created) => HttpResponse::Created().json(json!({"status": "created"})),
         Ok(Registered::AlreadyRegistered) => {
@@ -60,6 +63,9 @@ async fn register_order(shared: web::Data<Shared>, order: web::Json<NewOrder>) -
         }
         Ok(Registered::Conflict(reason)) => {
             HttpResponse::Conflict().json(json!({"status": "conflict", "reason": reason}))
+        }
+        Ok(Registered::Invalid(reason)) => {
+            HttpResponse::BadRequest().json(json!({"status": "invalid", "reason": reason}))
         }
         Err(error) => {
             tracing::error!(%error, "order registration failed");
@@ -80,7 +86,8 @@ async fn history(
     let Some(provider) = parse_provider(&provider) else {
         return HttpResponse::NotFound().json(json!({"error": "unknown provider"}));
     };
-    match crate::db::history::payment_history(&shared.pool, provider, &merchant, &out_trade_no).await
+    match crate::db::history::payment_history(&shared.pool, provider, &merchant, &out_trade_no)
+        .await
     {
         Ok(Some(history)) => HttpResponse::Ok().json(history),
         Ok(None) => HttpResponse::NotFound().json(json!({"error": "no such payment"})),

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions};
 use lapin::types::FieldTable;
-use lapin::Channel;
 use payhook_shared::event::{Envelope, Provider, SCHEMA_VERSION};
 use payhook_shared::topology::Names;
 use sqlx::PgPool;
@@ -53,11 +53,33 @@ enum Disposition {
 impl Processor {
     /// Processes one delivery and returns what to tell the broker.
     async fn process(&self, delivery: &Delivery, publish: &Channel) -> Disposition {
+        // The version first: a future version may not have this version's shape.
+        #[derive(serde::Deserialize)]
+        struct Versioned {
+            schema_version: u32,
+        }
+        match serde_json::from_slice::<Versioned>(&delivery.data) {
+            Ok(v) if v.schema_version == SCHEMA_VERSION => {}
+            Ok(v) => {
+                let detail = format!("schema_version {}", v.schema_version);
+                return self
+                    .park(delivery, publish, ParkReason::UnknownSchemaVersion, &detail)
+                    .await;
+            }
+            Err(error) => {
+                let detail = format!("not an envelope: {error}");
+                return self
+                    .park(delivery, publish, ParkReason::BadEnvelope, &detail)
+                    .await;
+            }
+        }
         let envelope: Envelope = match serde_json::from_slice(&delivery.data) {
             Ok(envelope) => envelope,
             Err(error) => {
                 let detail = format!("not an envelope: {error}");
-                return self.park(delivery, publish, ParkReason::BadEnvelope, &detail).await;
+                return self
+                    .park(delivery, publish, ParkReason::BadEnvelope, &detail)
+                    .await;
             }
         };
         let span = tracing::info_span!(
@@ -68,12 +90,10 @@ impl Processor {
             attempts = retry::attempts(&delivery.properties),
         );
         async {
-            if envelope.schema_version != SCHEMA_VERSION {
-                let detail = format!("schema_version {}", envelope.schema_version);
-                return self.park(delivery, publish, ParkReason::UnknownSchemaVersion, &detail).await;
-            }
             let claim = self.dedup.claim(&envelope.event_id).await;
-            self.metrics.redis_fallback_active.set(i64::from(self.dedup.is_degraded()));
+            self.metrics
+                .redis_fallback_active
+                .set(i64::from(self.dedup.is_degraded()));
             let token = match claim {
                 Claim::AlreadyDone => {
                     tracing::debug!("duplicate (redis)");
@@ -109,7 +129,8 @@ impl Processor {
                     if let Some(token) = token {
                         self.dedup.release(token).await;
                     }
-                    self.park(delivery, publish, ParkReason::Permanent, &detail).await
+                    self.park(delivery, publish, ParkReason::Permanent, &detail)
+                        .await
                 }
             }
         }
@@ -125,8 +146,10 @@ impl Processor {
                 }
                 tracing::info!(events = ?events, "applied");
                 let latency = time::OffsetDateTime::now_utc() - envelope.received_at;
-                self.metrics
-                    .notify_to_applied(envelope.provider.as_str(), latency.as_seconds_f64().max(0.0));
+                self.metrics.notify_to_applied(
+                    envelope.provider.as_str(),
+                    latency.as_seconds_f64().max(0.0),
+                );
                 EventOutcome::Applied
             }
             ApplyOutcome::Duplicate => EventOutcome::Duplicate,
@@ -158,7 +181,11 @@ impl Processor {
                 Disposition::Ack
             }
             Ok(Rescheduled::Parked) => {
-                tracing::error!(alert = true, reason = ParkReason::RetriesExhausted.as_str(), "parked");
+                tracing::error!(
+                    alert = true,
+                    reason = ParkReason::RetriesExhausted.as_str(),
+                    "parked"
+                );
                 self.metrics.event(EventOutcome::Parked);
                 Disposition::Ack
             }
@@ -176,8 +203,15 @@ impl Processor {
         reason: ParkReason,
         detail: &str,
     ) -> Disposition {
-        match retry::park(publish, &self.names, &delivery.data, &delivery.properties, reason, detail)
-            .await
+        match retry::park(
+            publish,
+            &self.names,
+            &delivery.data,
+            &delivery.properties,
+            reason,
+            detail,
+        )
+        .await
         {
             Ok(()) => {
                 tracing::error!(alert = true, reason = reason.as_str(), detail, "parked");
@@ -234,7 +268,9 @@ pub async fn consume(
             Some(Err(error)) => break Err(error),
             None => break Ok(()),
         };
-        let Ok(permit) = slots.clone().acquire_owned().await else { break Ok(()) };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break Ok(());
+        };
         let processor = processor.clone();
         let publish = publish_channel.clone();
         tracker.spawn(async move {
@@ -244,7 +280,10 @@ pub async fn consume(
                 Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
                 Disposition::Requeue => {
                     delivery
-                        .nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() })
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        })
                         .await
                 }
             };
@@ -258,10 +297,16 @@ pub async fn consume(
     };
     // Stop receiving, then let in-flight messages finish (bounded).
     let _ = consume_channel
-        .basic_cancel(config.consumer_tag.as_str().into(), BasicCancelOptions::default())
+        .basic_cancel(
+            config.consumer_tag.as_str().into(),
+            BasicCancelOptions::default(),
+        )
         .await;
     tracker.close();
-    if tokio::time::timeout(Duration::from_secs(30), tracker.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(30), tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight messages did not finish in 30 s; the broker will redeliver them");
     }
     result

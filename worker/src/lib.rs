@@ -13,14 +13,14 @@
 //! - [`admin`]: health, readiness, metrics, order registration, history, replay.
 //! - [`metrics`]: the Prometheus registry.
 
+pub mod admin;
+pub mod consumer;
 pub mod db;
 pub mod dedup;
 pub mod metrics;
 pub mod outbox;
+pub mod replay;
 pub mod retry;
-// LEAD-WIP: enabled once db/dedup/outbox land.
-// pub mod admin;
-// pub mod consumer;
-// pub mod replay;
-// pub mod startup;
-// pub use startup::Worker;
+pub mod startup;
+
+pub use startup::Worker;

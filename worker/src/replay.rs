@@ -7,7 +7,9 @@
 //! mid-way loses nothing (a message may then be in both queues: the worker's dedup
 //! makes the replayed copy harmless).
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation};
 use payhook_shared::event::Envelope;
@@ -48,7 +50,11 @@ fn replay_properties(properties: &BasicProperties) -> BasicProperties {
     let mut fresh = FieldTable::default();
     for (k, v) in inner {
         let key = k.as_str();
-        if key == retry::ATTEMPTS || key.starts_with("x-death") || key.starts_with("x-first-death") || key.starts_with("x-last-death") {
+        if key == retry::ATTEMPTS
+            || key.starts_with("x-death")
+            || key.starts_with("x-first-death")
+            || key.starts_with("x-last-death")
+        {
             continue;
         }
         if key == retry::PARK_REASON {
@@ -62,12 +68,20 @@ fn replay_properties(properties: &BasicProperties) -> BasicProperties {
     properties.clone().with_headers(headers)
 }
 
-async fn publish_to(channel: &Channel, queue: &str, data: &[u8], properties: BasicProperties) -> Result<(), HopError> {
+async fn publish_to(
+    channel: &Channel,
+    queue: &str,
+    data: &[u8],
+    properties: BasicProperties,
+) -> Result<(), HopError> {
     let confirmation = channel
         .basic_publish(
             ShortString::from(""),
             queue.into(),
-            BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
             data,
             properties,
         )
@@ -88,7 +102,10 @@ pub async fn replay_parked(
     let depth = channel
         .queue_declare(
             names.parked.as_str().into(),
-            QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() },
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
             FieldTable::default(),
         )
         .await?
@@ -96,18 +113,25 @@ pub async fn replay_parked(
     let mut report = ReplayReport::default();
     for _ in 0..depth {
         let Some(message) = channel
-            .basic_get(names.parked.as_str().into(), BasicGetOptions { no_ack: false })
+            .basic_get(
+                names.parked.as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
             .await?
         else {
             break;
         };
         let delivery = message.delivery;
-        let (queue, properties, replayed) =
-            if matches(filter, &delivery.data, &delivery.properties) {
-                (names.work.as_str(), replay_properties(&delivery.properties), true)
-            } else {
-                (names.parked.as_str(), delivery.properties.clone(), false)
-            };
+        let (queue, properties, replayed) = if matches(filter, &delivery.data, &delivery.properties)
+        {
+            (
+                names.work.as_str(),
+                replay_properties(&delivery.properties),
+                true,
+            )
+        } else {
+            (names.parked.as_str(), delivery.properties.clone(), false)
+        };
         match publish_to(channel, queue, &delivery.data, properties).await {
             Ok(()) => {
                 delivery.ack(BasicAckOptions::default()).await?;
@@ -119,12 +143,19 @@ pub async fn replay_parked(
             }
             Err(error) => {
                 let _ = delivery
-                    .nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() })
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
                     .await;
                 return Err(error);
             }
         }
     }
-    tracing::info!(replayed = report.replayed, kept = report.kept, "parked messages replayed");
+    tracing::info!(
+        replayed = report.replayed,
+        kept = report.kept,
+        "parked messages replayed"
+    );
     Ok(report)
 }

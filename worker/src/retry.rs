@@ -66,7 +66,10 @@ pub fn string_header(properties: &BasicProperties, name: &str) -> Option<String>
 }
 
 fn header<'a>(properties: &'a BasicProperties, name: &str) -> Option<&'a AMQPValue> {
-    properties.headers().as_ref().and_then(|h| h.inner().get(name))
+    properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(name))
 }
 
 fn truncate(text: &str) -> String {
@@ -116,7 +119,10 @@ async fn publish_confirmed(
         .basic_publish(
             ShortString::from(""),
             queue.into(),
-            BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
             data,
             properties.with_delivery_mode(2),
         )
@@ -150,12 +156,25 @@ pub async fn retry_or_park(
     let done = attempts(properties);
     let tier = done as usize;
     if tier >= delays_ms.len() {
-        park(channel, names, data, properties, ParkReason::RetriesExhausted, error).await?;
+        park(
+            channel,
+            names,
+            data,
+            properties,
+            ParkReason::RetriesExhausted,
+            error,
+        )
+        .await?;
         return Ok(Rescheduled::Parked);
     }
     let headers = next_headers(properties, done + 1, error);
-    publish_confirmed(channel, &names.retry(tier), data, properties.clone().with_headers(headers))
-        .await?;
+    publish_confirmed(
+        channel,
+        &names.retry(tier),
+        data,
+        properties.clone().with_headers(headers),
+    )
+    .await?;
     Ok(Rescheduled::Retry(tier))
 }
 
@@ -172,9 +191,18 @@ pub async fn park(
     let now = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    headers.insert(PARK_REASON.into(), AMQPValue::LongString(reason.as_str().into()));
+    headers.insert(
+        PARK_REASON.into(),
+        AMQPValue::LongString(reason.as_str().into()),
+    );
     headers.insert(PARKED_AT.into(), AMQPValue::LongString(now.as_str().into()));
-    publish_confirmed(channel, &names.parked, data, properties.clone().with_headers(headers)).await
+    publish_confirmed(
+        channel,
+        &names.parked,
+        data,
+        properties.clone().with_headers(headers),
+    )
+    .await
 }
 
 #[cfg(test)]

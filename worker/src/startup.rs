@@ -51,7 +51,10 @@ impl Shared {
 
     pub async fn postgres_up(&self) -> bool {
         let probe = sqlx::query("SELECT 1").execute(&self.pool);
-        matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Ok(_)))
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), probe).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Updates the gauges that are read from the database (outbox lag).
@@ -60,9 +63,13 @@ impl Shared {
             tokio::time::timeout(Duration::from_secs(1), OutboxRelay::lag(&self.pool)).await
         {
             self.metrics.outbox_pending.set(pending);
-            self.metrics.outbox_oldest_seconds.set(oldest.unwrap_or(0.0));
+            self.metrics
+                .outbox_oldest_seconds
+                .set(oldest.unwrap_or(0.0));
         }
-        self.metrics.redis_fallback_active.set(i64::from(self.dedup.is_degraded()));
+        self.metrics
+            .redis_fallback_active
+            .set(i64::from(self.dedup.is_degraded()));
     }
 
     /// Replays parked messages over a short-lived connection of its own.
@@ -73,7 +80,9 @@ impl Shared {
         )
         .await?;
         let channel = connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         let report = replay::replay_parked(&channel, &self.names, filter).await;
         let _ = connection.close(200, "replay done".into()).await;
         Ok(report?)
@@ -95,7 +104,9 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("admin_port", &self.admin_port).finish_non_exhaustive()
+        f.debug_struct("Worker")
+            .field("admin_port", &self.admin_port)
+            .finish_non_exhaustive()
     }
 }
 
@@ -104,25 +115,39 @@ fn expectations(settings: &Settings) -> HashMap<(Provider, String), Expectations
     let mut map = HashMap::new();
     for name in settings.alipay.keys() {
         let key = (Provider::Alipay, name.clone());
-        map.insert(key, Expectations::from_settings(settings, Provider::Alipay, name));
+        map.insert(
+            key,
+            Expectations::from_settings(settings, Provider::Alipay, name),
+        );
     }
     for name in settings.wechat_v2.keys() {
         let key = (Provider::WechatV2, name.clone());
-        map.insert(key, Expectations::from_settings(settings, Provider::WechatV2, name));
+        map.insert(
+            key,
+            Expectations::from_settings(settings, Provider::WechatV2, name),
+        );
     }
     for name in settings.wechat_v3.keys() {
         let key = (Provider::WechatV3, name.clone());
-        map.insert(key, Expectations::from_settings(settings, Provider::WechatV3, name));
+        map.insert(
+            key,
+            Expectations::from_settings(settings, Provider::WechatV3, name),
+        );
     }
     map
 }
 
 impl Worker {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let pool = crate::db::connect(&settings.postgres).await.context("postgres")?;
+        let pool = crate::db::connect(&settings.postgres)
+            .await
+            .context("postgres")?;
         let w = &settings.worker;
         let r = &settings.redis;
-        let redis_url = r.url.load().map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+        let redis_url = r
+            .url
+            .load()
+            .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
         let dedup = Dedup::connect(
             &redis_url,
             &r.prefix,
@@ -155,19 +180,27 @@ impl Worker {
             dedup,
             metrics,
             names,
-            amqp_url: settings.amqp.url.load().map_err(|e| anyhow::anyhow!("amqp.url: {e}"))?,
+            amqp_url: settings
+                .amqp
+                .url
+                .load()
+                .map_err(|e| anyhow::anyhow!("amqp.url: {e}"))?,
             broker_up: AtomicBool::new(false),
         });
         let listener = TcpListener::bind(w.admin_listen)
             .with_context(|| format!("worker.admin_listen: cannot bind {}", w.admin_listen))?;
         let admin_port = listener.local_addr()?.port();
         let data = shared.clone();
-        let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(crate::admin::configure))
-            .disable_signals()
-            .workers(1)
-            .shutdown_timeout(5)
-            .listen(listener)?
-            .run();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .configure(crate::admin::configure)
+        })
+        .disable_signals()
+        .workers(1)
+        .shutdown_timeout(5)
+        .listen(listener)?
+        .run();
         Ok(Self {
             admin_port,
             shared,
@@ -179,7 +212,9 @@ impl Worker {
                 concurrency: w.concurrency,
                 consumer_tag: format!("payhook-worker-{}", uuid::Uuid::new_v4().simple()),
             },
-            policy: QueuePolicy { delivery_limit: settings.amqp.delivery_limit },
+            policy: QueuePolicy {
+                delivery_limit: settings.amqp.delivery_limit,
+            },
             retry_delays_ms: w.retry_delays_ms.clone(),
             reconnect: (
                 Duration::from_millis(settings.amqp.reconnect_min_ms),
@@ -224,7 +259,10 @@ impl Worker {
     }
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site: the worker's own run loop")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site: the worker's own run loop"
+)]
 async fn supervise(
     shared: web::Data<Shared>,
     processor: Arc<Processor>,
@@ -251,7 +289,17 @@ async fn supervise(
         match connected {
             Ok(Ok(connection)) => {
                 backoff = reconnect_min;
-                let outcome = session(&connection, &shared, &processor, &relay, &consume, &policy, &retry_delays_ms, &shutdown).await;
+                let outcome = session(
+                    &connection,
+                    &shared,
+                    &processor,
+                    &relay,
+                    &consume,
+                    &policy,
+                    &retry_delays_ms,
+                    &shutdown,
+                )
+                .await;
                 shared.set_broker_up(false);
                 let _ = tokio::time::timeout(
                     Duration::from_secs(2),
@@ -292,14 +340,24 @@ async fn session(
     topology::declare_all(&setup, &shared.names, policy, retry_delays_ms).await?;
     let consume_channel = connection.create_channel().await?;
     let publish_channel = connection.create_channel().await?;
-    publish_channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    publish_channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     let relay_channel = connection.create_channel().await?;
-    relay_channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    relay_channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     shared.set_broker_up(true);
     tracing::info!("broker connected; consuming");
 
     let session = shutdown.child_token();
-    let consumer = consumer::consume(processor.clone(), consume_channel, publish_channel, consume, session.clone());
+    let consumer = consumer::consume(
+        processor.clone(),
+        consume_channel,
+        publish_channel,
+        consume,
+        session.clone(),
+    );
     let relaying = relay.run(relay_channel, session.clone());
     tokio::pin!(consumer, relaying);
     tokio::select! {

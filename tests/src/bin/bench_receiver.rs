@@ -35,9 +35,11 @@ use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use payhook_shared::clock::SystemClock;
-use payhook_shared::event::Provider;
+use payhook_shared::error::VerifyError;
+use payhook_shared::event::{Envelope, Provider, Source, VerifiedNotification};
 use payhook_shared::wechat_v2::SignType as V2SignType;
-use payhook_shared::{alipay, wechat_v2};
+use payhook_shared::wechat_v3::V3Headers;
+use payhook_shared::{alipay, wechat_v2, wechat_v3};
 use payhook_tests::harness::{self, Providers, TestReceiver};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::Semaphore;
@@ -50,7 +52,12 @@ USAGE:
     cargo run --release -p payhook-tests --bin bench-receiver -- [OPTIONS]
 
 OPTIONS:
-    --phase <fixed|saturation|both>   phases to run                      [both]
+    --phase <PHASE>                   fixed | saturation | both           [both]
+                                      diagnostics: verify (CPU per kind, in
+                                      process, one thread), broker (the
+                                      receiver's publisher alone, closed loop,
+                                      --concurrency), http (GET /healthz,
+                                      closed loop: the HTTP ceiling)
     --rate <N>                        fixed phase: requests/s, open loop [1000]
     --duration-secs <N>               measured seconds per phase         [20]
     --warmup-secs <N>                 unmeasured seconds before each phase [3]
@@ -79,6 +86,9 @@ enum PhaseSel {
     Fixed,
     Saturation,
     Both,
+    Verify,
+    Broker,
+    Http,
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +169,9 @@ fn parse_options() -> Result<Options, String> {
                     "fixed" => PhaseSel::Fixed,
                     "saturation" => PhaseSel::Saturation,
                     "both" => PhaseSel::Both,
+                    "verify" => PhaseSel::Verify,
+                    "broker" => PhaseSel::Broker,
+                    "http" => PhaseSel::Http,
                     other => return Err(format!("--phase: unknown phase {other:?}")),
                 }
             }
@@ -679,6 +692,8 @@ struct PhaseResult {
     drained: (u64, u64),
     open_loop: bool,
     kinds: Vec<Kind>,
+    /// Per-kind rows make sense (not for GET /healthz).
+    per_kind: bool,
 }
 
 struct Ctx<'a> {
@@ -809,20 +824,50 @@ fn run_fixed(ctx: &Ctx<'_>, pool: &Arc<Pool>, o: &Options) -> PhaseResult {
         drained,
         open_loop: true,
         kinds: pool.kinds.clone(),
+        per_kind: true,
     }
 }
 
-/// Closed loop: `concurrency` connections (one client each, so exactly one keep-alive
+/// What a closed loop sends.
+#[derive(Clone)]
+enum Target {
+    /// The notification pool over HTTP (the saturation phase).
+    Notify,
+    /// `GET /healthz` over HTTP: the HTTP stack alone.
+    Healthz(reqwest::Url),
+    /// The receiver's publisher alone, with envelopes verified beforehand.
+    Publish(
+        payhook_receiver::publisher::Publisher,
+        Arc<Vec<(Kind, Envelope)>>,
+    ),
+}
+
+async fn healthz(client: &reqwest::Client, url: &reqwest::Url) -> Result<(), String> {
+    let response = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| transport_error(&e))?;
+    let status = response.status().as_u16();
+    response.bytes().await.map_err(|e| transport_error(&e))?;
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(format!("HTTP {status}"))
+    }
+}
+
+/// Closed loop: `concurrency` loops (one HTTP client each, so exactly one keep-alive
 /// connection per loop), each sending its next request when the previous one was
 /// answered. Requests sent inside the measured window are recorded.
-fn run_saturation(ctx: &Ctx<'_>, pool: &Arc<Pool>, o: &Options) -> PhaseResult {
+fn run_closed(ctx: &Ctx<'_>, pool: &Arc<Pool>, o: &Options, target: &Target) -> PhaseResult {
     let start = Instant::now() + Duration::from_millis(100);
     let measure_start = start + Duration::from_secs(o.warmup);
     let measure_end = measure_start + Duration::from_secs(o.duration);
     let next = Arc::new(AtomicU64::new(0));
     let mut loops = Vec::new();
     for _ in 0..o.concurrency {
-        let (pool, next) = (pool.clone(), next.clone());
+        let (pool, next, target) = (pool.clone(), next.clone(), target.clone());
         let client = client(1);
         loops.push(ctx.client_rt.spawn(async move {
             let mut stats = Stats::new();
@@ -833,8 +878,22 @@ fn run_saturation(ctx: &Ctx<'_>, pool: &Arc<Pool>, o: &Options) -> PhaseResult {
                     break;
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let (kind, entry) = pool.pick(i);
-                let r = send(&client, kind, entry).await;
+                let (kind, r) = match &target {
+                    Target::Notify => {
+                        let (kind, entry) = pool.pick(i);
+                        (kind, send(&client, kind, entry).await)
+                    }
+                    Target::Healthz(url) => (pool.pick(i).0, healthz(&client, url).await),
+                    Target::Publish(publisher, envelopes) => {
+                        let (kind, envelope) = &envelopes[(i % envelopes.len() as u64) as usize];
+                        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+                        let r = publisher
+                            .publish(envelope, deadline)
+                            .await
+                            .map_err(|e| format!("publish: {e}"));
+                        (*kind, r)
+                    }
+                };
                 let done = Instant::now();
                 if sent >= measure_start {
                     stats.record(kind, done - sent, done - sent, r);
@@ -849,9 +908,19 @@ fn run_saturation(ctx: &Ctx<'_>, pool: &Arc<Pool>, o: &Options) -> PhaseResult {
         let s = ctx.client_rt.block_on(l).expect("closed loop task");
         stats.merge(&s);
     }
+    let what = match target {
+        Target::Notify => "saturation, closed loop over HTTP",
+        Target::Healthz(_) => {
+            "diagnostic: GET /healthz, closed loop over HTTP (no verify, no broker)"
+        }
+        Target::Publish(..) => {
+            "diagnostic: the receiver's publisher alone (pre-verified envelopes, publish + \
+             confirm, no HTTP), closed loop"
+        }
+    };
     PhaseResult {
         title: format!(
-            "saturation, closed loop, {} connections, {} s measured after {} s warm-up",
+            "{what}, {} concurrent, {} s measured after {} s warm-up",
             o.concurrency, o.duration, o.warmup
         ),
         window: measure_end - measure_start,
@@ -861,7 +930,128 @@ fn run_saturation(ctx: &Ctx<'_>, pool: &Arc<Pool>, o: &Options) -> PhaseResult {
         drained,
         open_loop: false,
         kinds: pool.kinds.clone(),
+        per_kind: !matches!(target, Target::Healthz(_)),
     }
+}
+
+/// The merchants' verification configuration, as the receiver builds it.
+struct Verifiers {
+    alipay: alipay::AlipayApp,
+    wechat_v2: wechat_v2::V2Merchant,
+    wechat_v3: wechat_v3::V3Merchant,
+}
+
+impl Verifiers {
+    fn new(p: &Providers) -> Self {
+        Self {
+            alipay: p.alipay.app(),
+            wechat_v2: p.wechat_v2.merchant(),
+            wechat_v3: p.wechat_v3.merchant(),
+        }
+    }
+
+    /// What `routes::verify` does for one request.
+    fn verify(&self, kind: Kind, entry: &Entry) -> Result<VerifiedNotification, VerifyError> {
+        match kind.provider() {
+            Provider::Alipay => alipay::verify_notification(&self.alipay, entry.body),
+            Provider::WechatV2 => wechat_v2::verify_notification(&self.wechat_v2, entry.body),
+            Provider::WechatV3 => {
+                let header = |name: &str| entry.headers.get(name).and_then(|v| v.to_str().ok());
+                let headers = V3Headers {
+                    timestamp: header("Wechatpay-Timestamp"),
+                    nonce: header("Wechatpay-Nonce"),
+                    signature: header("Wechatpay-Signature"),
+                    serial: header("Wechatpay-Serial"),
+                    signature_type: header("Wechatpay-Signature-Type"),
+                };
+                wechat_v3::verify_notification(&self.wechat_v3, &headers, entry.body, &SystemClock)
+            }
+        }
+    }
+}
+
+fn envelope_of(verified: VerifiedNotification) -> Envelope {
+    Envelope::from_verified(
+        verified,
+        Providers::MERCHANT,
+        Source::Notify,
+        time::OffsetDateTime::now_utc(),
+        uuid::Uuid::now_v7().to_string(),
+    )
+}
+
+/// The publish diagnostic's input: one verified envelope per pool entry, round-robin.
+fn envelopes(pool: &Pool, v: &Verifiers) -> Vec<(Kind, Envelope)> {
+    let n = pool.kinds.len() * pool.entries[pool.kinds[0].index()].len();
+    (0..n as u64)
+        .map(|i| {
+            let (kind, entry) = pool.pick(i);
+            let verified = v.verify(kind, entry).expect("pool entries verify");
+            (kind, envelope_of(verified))
+        })
+        .collect()
+}
+
+/// CPU time of the calling thread (ns), from `/proc/thread-self/schedstat`: robust to
+/// other processes competing for the cores, unlike wall-clock time.
+fn thread_cpu_ns() -> u64 {
+    schedstat_ns("/proc/thread-self/schedstat").unwrap_or(0)
+}
+
+/// CPU per request of the receiver's pure steps, on one thread, no I/O: provider
+/// verification, then envelope construction + JSON serialization (the publish payload).
+fn run_verify(pool: &Pool, v: &Verifiers) -> String {
+    const PASSES: usize = 4;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n## diagnostic: CPU per notification, one thread, in process (no HTTP, no broker)\n"
+    );
+    let _ = writeln!(
+        out,
+        "Thread CPU time (not wall time) over {PASSES} passes of the distinct bodies.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| kind | ops | verify µs/op | envelope + JSON µs/op | payload bytes | \
+         verify-only ops/s per core |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    for &kind in &pool.kinds {
+        let entries = &pool.entries[kind.index()];
+        // Warm the caches first.
+        for e in entries.iter().take(50) {
+            let _ = v.verify(kind, e);
+        }
+        let (mut verify_ns, mut envelope_ns, mut bytes, mut ops) = (0u64, 0u64, 0usize, 0u64);
+        for _ in 0..PASSES {
+            let t0 = thread_cpu_ns();
+            let verified: Vec<VerifiedNotification> = entries
+                .iter()
+                .map(|e| v.verify(kind, e).expect("pool entries verify"))
+                .collect();
+            let t1 = thread_cpu_ns();
+            for n in verified {
+                let payload = serde_json::to_vec(&envelope_of(n)).expect("envelope serializes");
+                bytes += payload.len();
+                ops += 1;
+            }
+            let t2 = thread_cpu_ns();
+            verify_ns += t1 - t0;
+            envelope_ns += t2 - t1;
+        }
+        let per = |ns: u64| ns as f64 / ops as f64 / 1000.0;
+        let _ = writeln!(
+            out,
+            "| {} | {ops} | {:.1} | {:.1} | {} | {:.0} |",
+            kind.label(),
+            per(verify_ns),
+            per(envelope_ns),
+            bytes / ops as usize,
+            1e6 / per(verify_ns),
+        );
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------
@@ -924,9 +1114,11 @@ fn render_phase(out: &mut String, r: &PhaseResult) {
         err += s.errors[k];
     }
     row(out, "**all**", &all, ok, err, secs);
-    for &kind in &r.kinds {
-        let k = kind.index();
-        row(out, kind.label(), &s.latency[k], s.ok[k], s.errors[k], secs);
+    if r.per_kind {
+        for &kind in &r.kinds {
+            let k = kind.index();
+            row(out, kind.label(), &s.latency[k], s.ok[k], s.errors[k], secs);
+        }
     }
     if r.open_loop && !s.service.is_empty() {
         let h = &s.service;
@@ -1154,12 +1346,17 @@ fn main() {
         drained: &drained,
     };
     let mut results = Vec::new();
-    let phases: &[bool] = match o.phase {
-        PhaseSel::Fixed => &[true],
-        PhaseSel::Saturation => &[false],
-        PhaseSel::Both => &[true, false],
+    let mut diagnostics = String::new();
+    let verifiers = Verifiers::new(&providers);
+    let phases: &[PhaseSel] = match o.phase {
+        PhaseSel::Both => &[PhaseSel::Fixed, PhaseSel::Saturation],
+        PhaseSel::Fixed => &[PhaseSel::Fixed],
+        PhaseSel::Saturation => &[PhaseSel::Saturation],
+        PhaseSel::Verify => &[PhaseSel::Verify],
+        PhaseSel::Broker => &[PhaseSel::Broker],
+        PhaseSel::Http => &[PhaseSel::Http],
     };
-    for &fixed in phases {
+    for &phase in phases {
         // Re-sign the APIv3 headers so the whole phase is inside the ±300 s window.
         if kinds.iter().any(|k| k.provider() == Provider::WechatV3)
             && pool.v3_signed_at.elapsed() > Duration::from_secs(20)
@@ -1167,16 +1364,24 @@ fn main() {
             resign_v3(&providers, &mut pool);
         }
         let shared = Arc::new(pool);
-        eprintln!(
-            "running {} phase …",
-            if fixed { "fixed-rate" } else { "saturation" }
-        );
-        let r = if fixed {
-            run_fixed(&ctx, &shared, &o)
-        } else {
-            run_saturation(&ctx, &shared, &o)
-        };
-        results.push(r);
+        eprintln!("running {phase:?} phase …");
+        match phase {
+            PhaseSel::Fixed => results.push(run_fixed(&ctx, &shared, &o)),
+            PhaseSel::Saturation => results.push(run_closed(&ctx, &shared, &o, &Target::Notify)),
+            PhaseSel::Http => {
+                let url = reqwest::Url::parse(&receiver.url("/healthz")).expect("URL");
+                results.push(run_closed(&ctx, &shared, &o, &Target::Healthz(url)));
+            }
+            PhaseSel::Broker => {
+                let target = Target::Publish(
+                    receiver.publisher.clone(),
+                    Arc::new(envelopes(&shared, &verifiers)),
+                );
+                results.push(run_closed(&ctx, &shared, &o, &target));
+            }
+            PhaseSel::Verify => diagnostics.push_str(&run_verify(&shared, &verifiers)),
+            PhaseSel::Both => unreachable!("expanded above"),
+        }
         pool = Arc::try_unwrap(shared)
             .ok()
             .expect("every request of the phase has finished");
@@ -1241,6 +1446,7 @@ fn main() {
     for r in &results {
         render_phase(&mut out, r);
     }
+    out.push_str(&diagnostics);
     print!("{out}");
     if let Some(path) = &o.report {
         if let Err(e) = std::fs::write(path, &out) {

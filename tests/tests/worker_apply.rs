@@ -1,0 +1,965 @@
+//! The worker's apply path against the real PostgreSQL (DESIGN.md invariants 3, 4
+//! and 6): exactly one effect and one event per business transition, in any order of
+//! arrival, with mismatches quarantined. Every test owns a schema ([`TestDb`]).
+//!
+//! The Alipay and WeChat V3 sequences are built by the provider simulators and go
+//! through the real verification path; the other tests build envelopes directly.
+
+use payhook_shared::alipay;
+use payhook_shared::clock::SystemClock;
+use payhook_shared::config::{PostgresSettings, Secret, Settings};
+use payhook_shared::event::{
+    Envelope, Kind, Normalized, Provider, RawNotification, SCHEMA_VERSION, Source, Status,
+    transition_key,
+};
+use payhook_shared::wechat_v3::{self, V3Headers};
+use payhook_tests::db::TestDb;
+use payhook_tests::harness::Providers;
+use payhook_tests::signer::alipay::AlipaySigner;
+use payhook_worker::db::history::PaymentHistory;
+use payhook_worker::db::{
+    self, ApplyError, ApplyOutcome, Expectations, NewOrder, PaymentState, Registered,
+};
+use time::OffsetDateTime;
+
+const MERCHANT: &str = Providers::MERCHANT;
+
+fn unique(tag: &str) -> String {
+    format!("{tag}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// An envelope as the receiver would publish it, with `fields` as normalized.
+fn envelope(provider: Provider, kind: Kind, status: Status, fields: Normalized) -> Envelope {
+    Envelope {
+        schema_version: SCHEMA_VERSION,
+        event_id: format!("{provider}:{MERCHANT}:{}", unique("n")),
+        transition_key: transition_key(provider, MERCHANT, status, &fields),
+        provider,
+        merchant: MERCHANT.into(),
+        kind,
+        status,
+        source: Source::Notify,
+        received_at: OffsetDateTime::now_utc(),
+        request_id: unique("req"),
+        fields,
+        raw: RawNotification {
+            body: Some("built by the test".into()),
+            body_base64: None,
+            headers: vec![],
+        },
+    }
+}
+
+fn paid(provider: Provider, order: &str, total: i64) -> Envelope {
+    let fields = Normalized {
+        out_trade_no: Some(order.into()),
+        provider_trade_no: Some(format!("T{order}")),
+        provider_status: "SUCCESS".into(),
+        total_amount: Some(total),
+        paid_amount: Some(total),
+        currency: "CNY".into(),
+        ..Normalized::default()
+    };
+    envelope(provider, Kind::Payment, Status::Paid, fields)
+}
+
+fn refunded(provider: Provider, order: &str, refund_no: &str, amount: i64) -> Envelope {
+    let fields = Normalized {
+        out_trade_no: Some(order.into()),
+        provider_status: "SUCCESS".into(),
+        refund_amount: Some(amount),
+        out_refund_no: Some(refund_no.into()),
+        currency: "CNY".into(),
+        ..Normalized::default()
+    };
+    envelope(provider, Kind::Refund, Status::RefundSucceeded, fields)
+}
+
+fn closed(provider: Provider, order: &str) -> Envelope {
+    let fields = Normalized {
+        out_trade_no: Some(order.into()),
+        provider_status: "CLOSED".into(),
+        currency: "CNY".into(),
+        ..Normalized::default()
+    };
+    envelope(provider, Kind::Close, Status::Closed, fields)
+}
+
+/// The same notification content under a new notification id (a provider resend
+/// or a reconciliation result).
+fn resent(original: &Envelope) -> Envelope {
+    Envelope {
+        event_id: format!("{}:{MERCHANT}:{}", original.provider, unique("n")),
+        ..original.clone()
+    }
+}
+
+async fn apply(db: &TestDb, envelope: &Envelope) -> ApplyOutcome {
+    apply_expecting(db, envelope, &Expectations::default()).await
+}
+
+async fn apply_expecting(db: &TestDb, envelope: &Envelope, expect: &Expectations) -> ApplyOutcome {
+    db::apply(&db.pool, envelope, expect)
+        .await
+        .expect("applies")
+}
+
+async fn history(db: &TestDb, provider: Provider, order: &str) -> PaymentHistory {
+    db::payment_history(&db.pool, provider, MERCHANT, order)
+        .await
+        .expect("history query")
+        .expect("the payment exists")
+}
+
+/// The routing keys in the payment's outbox, sorted.
+fn event_keys(history: &PaymentHistory) -> Vec<String> {
+    let mut keys: Vec<String> = history
+        .events
+        .iter()
+        .map(|e| e.routing_key.clone())
+        .collect();
+    keys.sort();
+    keys
+}
+
+fn applied(key: &str) -> ApplyOutcome {
+    ApplyOutcome::Applied {
+        events: vec![key.to_owned()],
+    }
+}
+
+/// Every ordering of `0..n` (n! of them).
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![vec![]];
+    }
+    let mut out = Vec::new();
+    for rest in permutations(n - 1) {
+        for at in 0..=rest.len() {
+            let mut p = rest.clone();
+            p.insert(at, n - 1);
+            out.push(p);
+        }
+    }
+    out
+}
+
+async fn outbox_rows(db: &TestDb) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count outbox")
+}
+
+#[tokio::test]
+async fn same_notification_twice_is_applied_then_duplicate() {
+    let db = TestDb::new().await;
+    let order = unique("o");
+    let notification = paid(Provider::WechatV3, &order, 100);
+
+    let first = apply(&db, &notification).await;
+    let second = apply(&db, &notification).await;
+
+    assert_eq!(first, applied("payment.succeeded.wechat_v3"));
+    assert_eq!(second, ApplyOutcome::Duplicate);
+    let h = history(&db, Provider::WechatV3, &order).await;
+    assert_eq!(h.transitions.len(), 1);
+    assert_eq!(h.events.len(), 1);
+    assert_eq!(h.notifications.len(), 1);
+    assert_eq!(h.payment.state, PaymentState::Paid);
+    assert_eq!(outbox_rows(&db).await, 1);
+}
+
+/// Alipay payment + partial refund + full refund + `TRADE_FINISHED`, as the simulator
+/// signs them and the receiver verifies them.
+struct AlipayTrade {
+    payment: Vec<u8>,
+    partial_refund: Vec<u8>,
+    full_refund: Vec<u8>,
+    finished: Vec<u8>,
+}
+
+impl AlipayTrade {
+    fn new(signer: &AlipaySigner, order: &str) -> Self {
+        let nid = || unique("notify");
+        let mut finished = signer.payment_params(order, 10000, &nid());
+        finished.retain(|(k, _)| k != "sign");
+        for (k, v) in &mut finished {
+            if k == "trade_status" {
+                *v = "TRADE_FINISHED".into();
+            }
+        }
+        let finished: Vec<(&str, &str)> = finished
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Self {
+            payment: signer.payment(order, 10000, &nid()),
+            partial_refund: signer.refund(
+                order,
+                10000,
+                3000,
+                &format!("{order}-r1"),
+                &nid(),
+                false,
+            ),
+            full_refund: signer.refund(order, 10000, 10000, &format!("{order}-r2"), &nid(), true),
+            finished: AlipaySigner::form_body(&signer.notification(&finished)),
+        }
+    }
+
+    fn bodies(&self) -> [&[u8]; 4] {
+        [
+            &self.payment,
+            &self.partial_refund,
+            &self.full_refund,
+            &self.finished,
+        ]
+    }
+}
+
+fn verified_alipay(app: &alipay::AlipayApp, body: &[u8]) -> Envelope {
+    let verified = alipay::verify_notification(app, body).expect("simulated notification verifies");
+    Envelope::from_verified(
+        verified,
+        MERCHANT,
+        Source::Notify,
+        OffsetDateTime::now_utc(),
+        unique("req"),
+    )
+}
+
+#[tokio::test]
+async fn alipay_sequences_in_every_order_end_refunded_with_one_event_per_transition() {
+    let db = TestDb::new().await;
+    let providers = Providers::new();
+    let mut settings = Settings::from_toml("").expect("defaults");
+    providers.register(&mut settings);
+    let expect = Expectations::from_settings(&settings, Provider::Alipay, MERCHANT);
+    let app = providers.alipay.app();
+
+    for order_of_arrival in permutations(4) {
+        let order = unique("ali");
+        let trade = AlipayTrade::new(&providers.alipay, &order);
+        let bodies = trade.bodies();
+        let mut rank = PaymentState::Pending.rank();
+        let mut applied_count = 0;
+        for &i in &order_of_arrival {
+            let envelope = verified_alipay(&app, bodies[i]);
+            let outcome = apply_expecting(&db, &envelope, &expect).await;
+            match outcome {
+                ApplyOutcome::Applied { .. } => applied_count += 1,
+                ApplyOutcome::DuplicateTransition => {}
+                other => panic!("{order_of_arrival:?}: step {i} gave {other:?}"),
+            }
+            let state = history(&db, Provider::Alipay, &order).await.payment.state;
+            assert!(
+                state.rank() >= rank,
+                "{order_of_arrival:?}: step {i} moved the state backwards to {state}"
+            );
+            rank = state.rank();
+        }
+        let h = history(&db, Provider::Alipay, &order).await;
+        assert_eq!(
+            h.payment.state,
+            PaymentState::Refunded,
+            "{order_of_arrival:?}"
+        );
+        assert_eq!(h.payment.refunded_amount, 10000, "{order_of_arrival:?}");
+        assert_eq!(h.payment.total_amount, Some(10000));
+        assert_eq!(applied_count, 3, "{order_of_arrival:?}");
+        assert_eq!(
+            event_keys(&h),
+            [
+                "payment.succeeded.alipay",
+                "refund.succeeded.alipay",
+                "refund.succeeded.alipay"
+            ],
+            "{order_of_arrival:?}"
+        );
+        assert_eq!(h.transitions.len(), 3);
+        assert_eq!(h.notifications.len(), 4);
+    }
+}
+
+/// A WeChat V3 notification signed by the simulator, verified as the receiver does.
+fn verified_v3(providers: &Providers, body: &[u8]) -> Envelope {
+    let signer = &providers.wechat_v3;
+    let headers = signer.headers(OffsetDateTime::now_utc().unix_timestamp(), body);
+    let verified = wechat_v3::verify_notification(
+        &signer.merchant(),
+        &V3Headers::from_pairs(&headers),
+        body,
+        &SystemClock,
+    )
+    .expect("simulated notification verifies");
+    Envelope::from_verified(
+        verified,
+        MERCHANT,
+        Source::Notify,
+        OffsetDateTime::now_utc(),
+        unique("req"),
+    )
+}
+
+#[tokio::test]
+async fn wechat_v3_payment_and_two_partial_refunds_end_refunded_in_any_order() {
+    let db = TestDb::new().await;
+    let providers = Providers::new();
+    let signer = &providers.wechat_v3;
+    let mut settings = Settings::from_toml("").expect("defaults");
+    providers.register(&mut settings);
+    let expect = Expectations::from_settings(&settings, Provider::WechatV3, MERCHANT);
+
+    for order_of_arrival in permutations(3) {
+        let order = unique("wx");
+        let bodies = [
+            signer.transaction(&unique("id"), &order, 10000, "SUCCESS"),
+            signer.refund(
+                &unique("id"),
+                &order,
+                &format!("{order}-a"),
+                10000,
+                4000,
+                "SUCCESS",
+            ),
+            signer.refund(
+                &unique("id"),
+                &order,
+                &format!("{order}-b"),
+                10000,
+                6000,
+                "SUCCESS",
+            ),
+        ];
+        let mut rank = PaymentState::Pending.rank();
+        for &i in &order_of_arrival {
+            let outcome = apply_expecting(&db, &verified_v3(&providers, &bodies[i]), &expect).await;
+            assert!(
+                matches!(outcome, ApplyOutcome::Applied { .. }),
+                "{order_of_arrival:?}: step {i} gave {outcome:?}"
+            );
+            let state = history(&db, Provider::WechatV3, &order).await.payment.state;
+            assert!(
+                state.rank() >= rank,
+                "{order_of_arrival:?}: backwards to {state}"
+            );
+            rank = state.rank();
+        }
+        let h = history(&db, Provider::WechatV3, &order).await;
+        assert_eq!(
+            h.payment.state,
+            PaymentState::Refunded,
+            "{order_of_arrival:?}"
+        );
+        assert_eq!(h.payment.refunded_amount, 10000);
+        assert_eq!(
+            event_keys(&h),
+            [
+                "payment.succeeded.wechat_v3",
+                "refund.succeeded.wechat_v3",
+                "refund.succeeded.wechat_v3"
+            ]
+        );
+        assert_eq!(h.refunds.len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn refund_before_its_payment_lands_and_the_payment_still_emits_succeeded_once() {
+    let db = TestDb::new().await;
+    let order = unique("o");
+    let mut refund = refunded(Provider::WechatV3, &order, &format!("{order}-a"), 4000);
+    refund.fields.total_amount = Some(10000);
+
+    assert_eq!(
+        apply(&db, &refund).await,
+        applied("refund.succeeded.wechat_v3")
+    );
+    let early = history(&db, Provider::WechatV3, &order).await;
+    assert_eq!(early.payment.state, PaymentState::PartiallyRefunded);
+    assert_eq!(
+        early.payment.paid_at, None,
+        "the payment itself has not arrived"
+    );
+
+    let payment = paid(Provider::WechatV3, &order, 10000);
+    assert_eq!(
+        apply(&db, &payment).await,
+        applied("payment.succeeded.wechat_v3")
+    );
+    assert_eq!(
+        apply(&db, &resent(&payment)).await,
+        ApplyOutcome::DuplicateTransition
+    );
+
+    let h = history(&db, Provider::WechatV3, &order).await;
+    assert_eq!(h.payment.state, PaymentState::PartiallyRefunded);
+    assert!(h.payment.paid_at.is_some());
+    assert_eq!(h.payment.refunded_amount, 4000);
+    assert_eq!(
+        event_keys(&h),
+        ["payment.succeeded.wechat_v3", "refund.succeeded.wechat_v3"]
+    );
+}
+
+#[tokio::test]
+async fn close_of_unpaid_order_is_closed_once_and_a_late_payment_still_lands() {
+    let db = TestDb::new().await;
+    let order = unique("o");
+    let close = closed(Provider::Alipay, &order);
+
+    assert_eq!(apply(&db, &close).await, applied("payment.closed.alipay"));
+    assert_eq!(
+        apply(&db, &resent(&close)).await,
+        ApplyOutcome::DuplicateTransition
+    );
+    let h = history(&db, Provider::Alipay, &order).await;
+    assert_eq!(h.payment.state, PaymentState::Closed);
+    assert_eq!(event_keys(&h), ["payment.closed.alipay"]);
+
+    // The buyer paid just before the close: money moved, so it is recorded (PAID).
+    let late = paid(Provider::Alipay, &order, 100);
+    assert_eq!(apply(&db, &late).await, applied("payment.succeeded.alipay"));
+    let h = history(&db, Provider::Alipay, &order).await;
+    assert_eq!(h.payment.state, PaymentState::Paid);
+    assert!(h.payment.closed_at.is_some());
+    assert_eq!(
+        event_keys(&h),
+        ["payment.closed.alipay", "payment.succeeded.alipay"]
+    );
+}
+
+fn new_order(provider: Provider, order: &str, amount: i64) -> NewOrder {
+    NewOrder {
+        provider,
+        merchant: MERCHANT.into(),
+        out_trade_no: order.into(),
+        amount,
+        currency: "CNY".into(),
+        expires_at: None,
+        app_id: None,
+        mch_id: None,
+        payee: None,
+    }
+}
+
+#[tokio::test]
+async fn registered_amount_mismatch_is_quarantined_once_and_never_paid() {
+    let db = TestDb::new().await;
+    let order = unique("o");
+    let registered = db::register(&db.pool, &new_order(Provider::Alipay, &order, 8888))
+        .await
+        .expect("registers");
+    assert_eq!(registered, Registered::Created);
+    let wrong = paid(Provider::Alipay, &order, 100);
+
+    let outcome = apply(&db, &wrong).await;
+    let again = apply(&db, &resent(&wrong)).await;
+
+    assert_eq!(
+        outcome,
+        ApplyOutcome::Quarantined {
+            reason: "amount 100 != expected 8888".into()
+        }
+    );
+    assert_eq!(again, ApplyOutcome::DuplicateTransition);
+    let h = history(&db, Provider::Alipay, &order).await;
+    assert_eq!(h.payment.state, PaymentState::Pending);
+    assert!(h.payment.quarantined);
+    assert_eq!(
+        h.payment.quarantine_reason.as_deref(),
+        Some("amount 100 != expected 8888")
+    );
+    assert_eq!(h.payment.paid_at, None);
+    assert_eq!(event_keys(&h), ["payment.quarantined.alipay"]);
+    assert_eq!(
+        h.events[0].payload["data"]["quarantine_reason"],
+        "amount 100 != expected 8888"
+    );
+}
+
+#[tokio::test]
+async fn registered_matching_amount_is_applied() {
+    let db = TestDb::new().await;
+    let order = unique("o");
+    db::register(&db.pool, &new_order(Provider::Alipay, &order, 8888))
+        .await
+        .expect("registers");
+
+    let outcome = apply(&db, &paid(Provider::Alipay, &order, 8888)).await;
+
+    assert_eq!(outcome, applied("payment.succeeded.alipay"));
+    let h = history(&db, Provider::Alipay, &order).await;
+    assert_eq!(h.payment.state, PaymentState::Paid);
+    assert!(!h.payment.quarantined);
+}
+
+/// Applies a paid notification carrying `set` identities against `expect` and
+/// returns the outcome and the payment's state.
+async fn paid_with_identity(
+    provider: Provider,
+    set: impl FnOnce(&mut Normalized),
+    expect: Expectations,
+) -> (ApplyOutcome, PaymentState) {
+    let db = TestDb::new().await;
+    let order = unique("o");
+    let mut envelope = paid(provider, &order, 100);
+    set(&mut envelope.fields);
+    let outcome = apply_expecting(&db, &envelope, &expect).await;
+    let state = history(&db, provider, &order).await.payment.state;
+    (outcome, state)
+}
+
+#[tokio::test]
+async fn app_id_mismatch_is_quarantined() {
+    let (outcome, state) = paid_with_identity(
+        Provider::Alipay,
+        |f| f.app_id = Some("2021000000000999".into()),
+        Expectations {
+            app_id: Some("2021000000000001".into()),
+            ..Expectations::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        outcome,
+        ApplyOutcome::Quarantined {
+            reason: "app_id 2021000000000999 != expected 2021000000000001".into()
+        }
+    );
+    assert_eq!(state, PaymentState::Pending);
+}
+
+#[tokio::test]
+async fn mch_id_mismatch_is_quarantined() {
+    let (outcome, state) = paid_with_identity(
+        Provider::WechatV3,
+        |f| f.mch_id = Some("1900000999".into()),
+        Expectations {
+            mch_id: Some("1900000110".into()),
+            ..Expectations::default()
+        },
+    )
+    .await;
+    assert!(
+        matches!(&outcome, ApplyOutcome::Quarantined { reason } if reason.starts_with("mch_id ")),
+        "{outcome:?}"
+    );
+    assert_eq!(state, PaymentState::Pending);
+}
+
+#[tokio::test]
+async fn payee_mismatch_is_quarantined() {
+    let (outcome, state) = paid_with_identity(
+        Provider::Alipay,
+        |f| f.payee = Some("2088000000000999".into()),
+        Expectations {
+            payee: Some("2088102177000001".into()),
+            ..Expectations::default()
+        },
+    )
+    .await;
+    assert!(
+        matches!(&outcome, ApplyOutcome::Quarantined { reason } if reason.starts_with("payee ")),
+        "{outcome:?}"
+    );
+    assert_eq!(state, PaymentState::Pending);
+}
+
+#[tokio::test]
+async fn matching_identities_are_applied() {
+    let (outcome, state) = paid_with_identity(
+        Provider::WechatV3,
+        |f| {
+            f.app_id = Some("wx1".into());
+            f.mch_id = Some("1900000110".into());
+        },
+        Expectations {
+            app_id: Some("wx1".into()),
+            mch_id: Some("1900000110".into()),
+            payee: None,
+        },
+    )
+    .await;
+    assert_eq!(outcome, applied("payment.succeeded.wechat_v3"));
+    assert_eq!(state, PaymentState::Paid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_notifications_of_one_transition_apply_exactly_once() {
+    let db = TestDb::new().await;
+    let order = unique("o");
+    let first = paid(Provider::WechatV3, &order, 100);
+    let envelopes: Vec<Envelope> = (0..20).map(|_| resent(&first)).collect();
+
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(envelopes.len()));
+    let tasks: Vec<_> = envelopes
+        .into_iter()
+        .map(|envelope| {
+            let pool = db.pool.clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                db::apply(&pool, &envelope, &Expectations::default()).await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("task").expect("applies"));
+    }
+
+    let applied_count = outcomes
+        .iter()
+        .filter(|o| matches!(o, ApplyOutcome::Applied { .. }))
+        .count();
+    let duplicates = outcomes
+        .iter()
+        .filter(|o| **o == ApplyOutcome::DuplicateTransition)
+        .count();
+    assert_eq!((applied_count, duplicates), (1, 19), "{outcomes:?}");
+    let h = history(&db, Provider::WechatV3, &order).await;
+    assert_eq!(h.transitions.len(), 1);
+    assert_eq!(h.notifications.len(), 20);
+    assert_eq!(outbox_rows(&db).await, 1);
+}
+
+/// The facts are read from the locked payment row: concurrent refunds of one payment
+/// must add up, not overwrite each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_refunds_of_one_payment_add_up() {
+    let db = TestDb::new().await;
+    let order = unique("o");
+    apply(&db, &paid(Provider::WechatV3, &order, 10000)).await;
+    let refunds: Vec<Envelope> = (0..10)
+        .map(|i| refunded(Provider::WechatV3, &order, &format!("{order}-{i}"), 1000))
+        .collect();
+
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(refunds.len()));
+    let tasks: Vec<_> = refunds
+        .into_iter()
+        .map(|envelope| {
+            let pool = db.pool.clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                db::apply(&pool, &envelope, &Expectations::default()).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let outcome = task.await.expect("task").expect("applies");
+        assert_eq!(outcome, applied("refund.succeeded.wechat_v3"));
+    }
+
+    let h = history(&db, Provider::WechatV3, &order).await;
+    assert_eq!(h.payment.refunded_amount, 10000);
+    assert_eq!(h.payment.state, PaymentState::Refunded);
+    assert_eq!(h.refunds.len(), 10);
+}
+
+#[tokio::test]
+async fn register_is_created_then_already_registered_then_conflict() {
+    let db = TestDb::new().await;
+    let order = new_order(Provider::WechatV2, &unique("o"), 8888);
+
+    let first = db::register(&db.pool, &order).await.expect("registers");
+    let repeat = db::register(&db.pool, &order).await.expect("registers");
+    let other = db::register(
+        &db.pool,
+        &NewOrder {
+            amount: 9999,
+            ..order.clone()
+        },
+    )
+    .await
+    .expect("registers");
+
+    assert_eq!(first, Registered::Created);
+    assert_eq!(repeat, Registered::AlreadyRegistered);
+    assert_eq!(
+        other,
+        Registered::Conflict("already registered with another amount".into())
+    );
+}
+
+#[tokio::test]
+async fn register_conflicts_with_an_amount_a_notification_already_recorded() {
+    let db = TestDb::new().await;
+    let order = unique("o");
+    apply(&db, &paid(Provider::Alipay, &order, 100)).await;
+
+    let conflict = db::register(&db.pool, &new_order(Provider::Alipay, &order, 8888))
+        .await
+        .expect("registers");
+    let same = db::register(&db.pool, &new_order(Provider::Alipay, &order, 100))
+        .await
+        .expect("registers");
+
+    assert!(
+        matches!(&conflict, Registered::Conflict(why) if why.contains("amount 100")),
+        "{conflict:?}"
+    );
+    assert_eq!(
+        same,
+        Registered::Created,
+        "attaches to the notified payment"
+    );
+    assert!(
+        history(&db, Provider::Alipay, &order)
+            .await
+            .payment
+            .registered
+    );
+}
+
+#[tokio::test]
+async fn register_refuses_invalid_orders() {
+    let db = TestDb::new().await;
+    let order = unique("o");
+    for bad in [
+        new_order(Provider::Alipay, &order, 0),
+        new_order(Provider::Alipay, "", 100),
+        NewOrder {
+            currency: "yuan".into(),
+            ..new_order(Provider::Alipay, &order, 100)
+        },
+    ] {
+        let result = db::register(&db.pool, &bad)
+            .await
+            .expect("no database error");
+        assert!(
+            matches!(result, Registered::Invalid(_)),
+            "{bad:?}: {result:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_schema_version_is_permanent() {
+    let db = TestDb::new().await;
+    let mut envelope = paid(Provider::Alipay, &unique("o"), 100);
+    envelope.schema_version = SCHEMA_VERSION + 1;
+
+    let result = db::apply(&db.pool, &envelope, &Expectations::default()).await;
+
+    assert!(
+        matches!(&result, Err(ApplyError::Permanent(why)) if why.contains("schema_version")),
+        "{result:?}"
+    );
+    assert_eq!(outbox_rows(&db).await, 0);
+}
+
+#[tokio::test]
+async fn negative_amount_is_permanent() {
+    let db = TestDb::new().await;
+    let envelope = paid(Provider::Alipay, &unique("o"), -1);
+
+    let result = db::apply(&db.pool, &envelope, &Expectations::default()).await;
+
+    assert!(
+        matches!(result, Err(ApplyError::Permanent(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_database_is_transient() {
+    // A port nothing listens on: bind one, then let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let settings = PostgresSettings {
+        url: Secret::inline(format!("postgres://postgres@127.0.0.1:{port}/test")),
+        schema: "unreachable".into(),
+        max_connections: 2,
+        acquire_timeout_ms: 300,
+    };
+    let connect = db::connect(&settings).await;
+    assert!(
+        matches!(&connect, Err(e) if db::is_transient(e)),
+        "{connect:?}"
+    );
+
+    let pool = db::connect_lazy(&settings).expect("valid settings");
+    let result = db::apply(
+        &pool,
+        &paid(Provider::Alipay, "o", 1),
+        &Expectations::default(),
+    )
+    .await;
+
+    assert!(
+        matches!(result, Err(ApplyError::Transient(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn closed_pool_is_transient() {
+    let db = TestDb::new().await;
+    db.pool.close().await;
+
+    let result = db::apply(
+        &db.pool,
+        &paid(Provider::Alipay, &unique("o"), 1),
+        &Expectations::default(),
+    )
+    .await;
+
+    assert!(
+        matches!(result, Err(ApplyError::Transient(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn payment_history_returns_transitions_in_order() {
+    let db = TestDb::new().await;
+    let order = unique("o");
+    let steps = [
+        paid(Provider::WechatV3, &order, 10000),
+        refunded(Provider::WechatV3, &order, &format!("{order}-a"), 3000),
+        refunded(Provider::WechatV3, &order, &format!("{order}-b"), 7000),
+    ];
+    for step in &steps {
+        apply(&db, step).await;
+    }
+
+    let h = history(&db, Provider::WechatV3, &order).await;
+
+    let keys: Vec<&str> = h
+        .transitions
+        .iter()
+        .map(|t| t.transition_key.as_str())
+        .collect();
+    let expected: Vec<&str> = steps
+        .iter()
+        .map(|s| s.transition_key.as_deref().expect("has a key"))
+        .collect();
+    assert_eq!(keys, expected);
+    let chain: Vec<(PaymentState, PaymentState)> = h
+        .transitions
+        .iter()
+        .map(|t| (t.from_state, t.to_state))
+        .collect();
+    assert_eq!(
+        chain,
+        [
+            (PaymentState::Pending, PaymentState::Paid),
+            (PaymentState::Paid, PaymentState::PartiallyRefunded),
+            (PaymentState::PartiallyRefunded, PaymentState::Refunded),
+        ]
+    );
+    assert_eq!(h.notifications.len(), 3);
+    assert!(h.notifications.iter().all(|n| n.outcome == "applied"));
+    let json = serde_json::to_value(&h).expect("history serializes");
+    assert_eq!(json["payment"]["state"], "REFUNDED");
+    let unknown = db::payment_history(&db.pool, Provider::WechatV3, MERCHANT, "nope")
+        .await
+        .expect("query");
+    assert!(unknown.is_none());
+}
+
+#[tokio::test]
+async fn outbox_rows_are_cloudevents_whose_id_is_the_row_event_id() {
+    let db = TestDb::new().await;
+    let order = unique("o");
+    let notification = paid(Provider::Alipay, &order, 8888);
+    apply(&db, &notification).await;
+
+    let (event_id, routing_key, payload): (uuid::Uuid, String, serde_json::Value) =
+        sqlx::query_as("SELECT event_id, routing_key, payload FROM outbox")
+            .fetch_one(&db.pool)
+            .await
+            .expect("one outbox row");
+
+    assert_eq!(routing_key, "payment.succeeded.alipay");
+    assert_eq!(payload["specversion"], "1.0");
+    assert_eq!(payload["id"], event_id.to_string());
+    assert_eq!(payload["type"], "payhook.payment.succeeded");
+    assert_eq!(payload["source"], format!("/payhook/alipay/{MERCHANT}"));
+    assert_eq!(payload["subject"], order.as_str());
+    assert_eq!(payload["datacontenttype"], "application/json");
+    assert!(payload["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let data = &payload["data"];
+    assert_eq!(data["state"], "PAID");
+    assert_eq!(data["total_amount"], 8888);
+    assert_eq!(data["event_id"], notification.event_id.as_str());
+    assert_eq!(
+        data["transition_key"],
+        notification.transition_key.as_deref().expect("key")
+    );
+    assert_eq!(data["source"], "notify");
+}
+
+#[tokio::test]
+async fn pending_notification_records_a_pending_payment_without_transition() {
+    let db = TestDb::new().await;
+    let order = unique("o");
+    let fields = Normalized {
+        out_trade_no: Some(order.clone()),
+        provider_status: "WAIT_BUYER_PAY".into(),
+        currency: "CNY".into(),
+        ..Normalized::default()
+    };
+    let pending = envelope(Provider::Alipay, Kind::Payment, Status::Pending, fields);
+
+    assert_eq!(apply(&db, &pending).await, ApplyOutcome::Recorded);
+
+    let h = history(&db, Provider::Alipay, &order).await;
+    assert_eq!(h.payment.state, PaymentState::Pending);
+    assert!(h.transitions.is_empty());
+    assert!(h.events.is_empty());
+    assert_eq!(h.notifications[0].outcome, "recorded");
+}
+
+#[tokio::test]
+async fn uninterpreted_notification_is_recorded_for_audit_only() {
+    let db = TestDb::new().await;
+    let other = envelope(
+        Provider::WechatV3,
+        Kind::Other,
+        Status::Other,
+        Normalized {
+            provider_status: String::new(),
+            currency: "CNY".into(),
+            ..Normalized::default()
+        },
+    );
+
+    assert_eq!(apply(&db, &other).await, ApplyOutcome::Recorded);
+    assert_eq!(apply(&db, &other).await, ApplyOutcome::Duplicate);
+
+    let (audited, payments): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM notifications), (SELECT count(*) FROM payments)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("counts");
+    assert_eq!((audited, payments), (1, 0));
+}
+
+#[tokio::test]
+async fn connecting_again_finds_the_schema_migrated() {
+    let db = TestDb::new().await;
+
+    let again = db::connect(&db.settings).await.expect("second connect");
+
+    let migrations: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&again)
+        .await
+        .expect("migrations table in the test schema");
+    assert_eq!(migrations, db::MIGRATOR.iter().count() as i64);
+    let in_schema: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables
+         WHERE table_schema = $1 AND table_name IN ('_sqlx_migrations', 'payments', 'outbox')",
+    )
+    .bind(db.schema())
+    .fetch_one(&again)
+    .await
+    .expect("catalog query");
+    assert_eq!(in_schema, 3);
+}

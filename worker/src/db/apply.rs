@@ -1,0 +1,348 @@
+//! The one apply path (DESIGN.md invariants 3, 4 and 6): a notification — or a
+//! reconciliation result, which travels as the same [`Envelope`] — is applied in ONE
+//! transaction, and every effect hangs off a unique key:
+//!
+//! 1. the audit row, `notifications.event_id`: a redelivered notification stops here
+//!    ([`ApplyOutcome::Duplicate`], nothing written);
+//! 2. the payment row, `(provider, merchant, out_trade_no)`, upserted and thereby
+//!    locked: concurrent notifications of one order serialize on it;
+//! 3. the ledger row, `transitions.transition_key`: a new notification of a transition
+//!    already applied (a resend with a new id, `TRADE_FINISHED` after
+//!    `TRADE_SUCCESS`, a reconciliation result) stops here
+//!    ([`ApplyOutcome::DuplicateTransition`]; its audit row stays);
+//! 4. the facts (amounts, timestamps, refunds), the state derived from them
+//!    ([`super::state`], never backwards) and one outbox event, tied to the ledger row.
+//!
+//! READ COMMITTED is enough: the row lock of step 2 orders everything that touches
+//! one payment, and every insert is guarded by its unique key.
+//!
+//! This file decides; [`super::facts`] computes the payment's next facts and
+//! [`super::rows`] holds the SQL that writes them.
+
+use payhook_shared::config::Settings;
+use payhook_shared::event::{
+    Envelope, Kind, Normalized, Provider, SCHEMA_VERSION, Status, transition_key,
+};
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+
+use super::cloudevents::{CloudEvent, EventKind};
+use super::facts::{self, Next};
+use super::rows::{self, Payment};
+
+/// The merchant's configured identity, checked against paid notifications. A field
+/// left `None` is not checked (an order's registration can still name it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expectations {
+    /// Alipay `app_id`, WeChat `appid`.
+    pub app_id: Option<String>,
+    /// WeChat `mch_id` (the account configured in payhook; the service provider in
+    /// partner mode).
+    pub mch_id: Option<String>,
+    /// Alipay `seller_id`.
+    pub payee: Option<String>,
+}
+
+impl Expectations {
+    /// The identity configured for `merchant` of `provider`. A merchant missing from
+    /// the configuration checks nothing but registrations: the receiver only
+    /// publishes notifications of merchants whose keys it has, so this is a
+    /// configuration skew between receiver and worker, not a forgery.
+    pub fn from_settings(settings: &Settings, provider: Provider, merchant: &str) -> Self {
+        let found = match provider {
+            Provider::Alipay => settings.alipay.get(merchant).map(|app| Self {
+                app_id: Some(app.app_id.clone()),
+                mch_id: None,
+                payee: app.seller_id.clone(),
+            }),
+            Provider::WechatV2 => settings.wechat_v2.get(merchant).map(|m| Self {
+                app_id: m.appid.clone(),
+                mch_id: Some(m.mch_id.clone()),
+                payee: None,
+            }),
+            Provider::WechatV3 => settings.wechat_v3.get(merchant).map(|m| Self {
+                app_id: m.appid.clone(),
+                mch_id: Some(m.mch_id.clone()),
+                payee: None,
+            }),
+        };
+        found.unwrap_or_default()
+    }
+}
+
+/// What applying one envelope did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// A new transition: facts written, one event per routing key in the outbox.
+    Applied { events: Vec<String> },
+    /// This notification (`event_id`) was already processed: nothing written.
+    Duplicate,
+    /// A new notification of a transition already applied: audit row only.
+    DuplicateTransition,
+    /// A paid notification that does not match the order or the merchant: not
+    /// applied as paid, payment flagged, `payment.quarantined` event.
+    Quarantined { reason: String },
+    /// No transition (pending, refund in progress, uninterpreted): audit row only.
+    Recorded,
+}
+
+impl ApplyOutcome {
+    /// The metric label, also stored in `notifications.outcome`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Applied { .. } => "applied",
+            Self::Duplicate => "duplicate",
+            Self::DuplicateTransition => "duplicate_transition",
+            Self::Quarantined { .. } => "quarantined",
+            Self::Recorded => "recorded",
+        }
+    }
+}
+
+/// Why an envelope was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The database is unreachable, overloaded, or a race was lost: retry later.
+    #[error("database unavailable or contended; retry later")]
+    Transient(#[source] sqlx::Error),
+    /// The envelope can never apply (unknown schema, invalid data): park it.
+    #[error("cannot apply: {0}")]
+    Permanent(String),
+}
+
+impl ApplyError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
+}
+
+impl From<sqlx::Error> for ApplyError {
+    fn from(err: sqlx::Error) -> Self {
+        if super::is_transient(&err) {
+            Self::Transient(err)
+        } else {
+            // A unique violation nothing here expects, a check constraint, bad data:
+            // retrying cannot help.
+            Self::Permanent(format!("database: {err}"))
+        }
+    }
+}
+
+/// Applies `envelope` exactly once (see the module documentation).
+pub async fn apply(
+    pool: &PgPool,
+    envelope: &Envelope,
+    expect: &Expectations,
+) -> Result<ApplyOutcome, ApplyError> {
+    check(envelope)?;
+    let mut tx = pool.begin().await?;
+    if !rows::record_notification(&mut tx, envelope).await? {
+        tx.rollback().await?;
+        return Ok(ApplyOutcome::Duplicate);
+    }
+    let outcome = apply_new(&mut tx, envelope, expect).await?;
+    sqlx::query("UPDATE notifications SET outcome = $2 WHERE event_id = $1")
+        .bind(&envelope.event_id)
+        .bind(outcome.label())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// What can be refused before touching the database.
+fn check(envelope: &Envelope) -> Result<(), ApplyError> {
+    let permanent = |message: String| Err(ApplyError::Permanent(message));
+    if envelope.schema_version != SCHEMA_VERSION {
+        return permanent(format!(
+            "envelope schema_version {} is not supported (this worker reads {SCHEMA_VERSION})",
+            envelope.schema_version
+        ));
+    }
+    if envelope.event_id.is_empty() {
+        return permanent("empty event_id".into());
+    }
+    let f = &envelope.fields;
+    let amounts = [
+        ("total_amount", f.total_amount),
+        ("paid_amount", f.paid_amount),
+        ("refund_amount", f.refund_amount),
+    ];
+    if let Some((name, _)) = amounts.iter().find(|(_, v)| v.is_some_and(|v| v < 0)) {
+        return permanent(format!("negative {name}"));
+    }
+    // The key is the exactly-once guard across merchants: it must be this one's.
+    let prefix = format!("{}:{}:", envelope.provider, envelope.merchant);
+    if let Some(key) = &envelope.transition_key
+        && !key.starts_with(&prefix)
+    {
+        return permanent(
+            "transition_key does not name the envelope's provider and merchant".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Steps 2–4 for a notification seen for the first time.
+async fn apply_new(
+    conn: &mut PgConnection,
+    envelope: &Envelope,
+    expect: &Expectations,
+) -> Result<ApplyOutcome, ApplyError> {
+    let f = &envelope.fields;
+    let out_trade_no = f.out_trade_no.as_deref().filter(|s| !s.is_empty());
+    let Some(out_trade_no) = out_trade_no.filter(|_| envelope.kind != Kind::Other) else {
+        return Ok(ApplyOutcome::Recorded);
+    };
+    let payment = rows::lock_payment(conn, envelope, out_trade_no).await?;
+    let key = envelope
+        .transition_key
+        .clone()
+        .or_else(|| transition_key(envelope.provider, &envelope.merchant, envelope.status, f));
+    let (Some(kind), Some(key)) = (EventKind::for_status(envelope.status), key) else {
+        if envelope.status == Status::RefundProcessing {
+            rows::note_refund_in_progress(conn, payment.id, envelope).await?;
+        }
+        return Ok(ApplyOutcome::Recorded);
+    };
+    if envelope.status == Status::Paid
+        && let Some(reason) = mismatch(&payment, f, expect)
+    {
+        return quarantine(conn, &payment, envelope, out_trade_no, &key, reason).await;
+    }
+
+    let next = facts::next_facts(&payment, envelope)?;
+    let Some(transition_id) = rows::insert_transition(
+        conn,
+        &key,
+        &payment,
+        envelope.kind.as_str(),
+        envelope,
+        next.state,
+    )
+    .await?
+    else {
+        return Ok(ApplyOutcome::DuplicateTransition);
+    };
+    rows::update_payment(conn, payment.id, &next).await?;
+    if facts::is_refund(envelope.status) {
+        rows::upsert_refund(conn, payment.id, envelope).await?;
+    }
+    let data = facts::event_data(envelope, out_trade_no, &key, &payment.currency, &next, None);
+    let event = CloudEvent::new(kind, data, OffsetDateTime::now_utc());
+    rows::insert_outbox(conn, transition_id, &event).await?;
+    Ok(ApplyOutcome::Applied {
+        events: vec![event.routing_key()],
+    })
+}
+
+/// Why a paid notification must not be applied as paid, if it must not.
+fn mismatch(payment: &Payment, f: &Normalized, expect: &Expectations) -> Option<String> {
+    if payment.registered {
+        if let Some(expected) = payment.expected_amount {
+            match f.total_amount {
+                Some(total) if total == expected => {}
+                Some(total) => return Some(format!("amount {total} != expected {expected}")),
+                None => return Some(format!("amount missing, expected {expected}")),
+            }
+        }
+        if f.currency != payment.currency {
+            return Some(format!(
+                "currency {} != expected {}",
+                f.currency, payment.currency
+            ));
+        }
+    }
+    // The registration's identity wins over the merchant's configured one.
+    let identities = [
+        (
+            "app_id",
+            &f.app_id,
+            &payment.expected_app_id,
+            &expect.app_id,
+        ),
+        (
+            "mch_id",
+            &f.mch_id,
+            &payment.expected_mch_id,
+            &expect.mch_id,
+        ),
+        ("payee", &f.payee, &payment.expected_payee, &expect.payee),
+    ];
+    identities
+        .into_iter()
+        .find_map(|(name, got, registered, configured)| {
+            let (got, want) = (got.as_ref()?, registered.as_ref().or(configured.as_ref())?);
+            (got != want).then(|| format!("{name} {got} != expected {want}"))
+        })
+}
+
+/// Records a mismatch as its own transition (`<key>:QUARANTINED`), once.
+async fn quarantine(
+    conn: &mut PgConnection,
+    payment: &Payment,
+    envelope: &Envelope,
+    out_trade_no: &str,
+    key: &str,
+    reason: String,
+) -> Result<ApplyOutcome, ApplyError> {
+    let key = format!("{key}:QUARANTINED");
+    let Some(transition_id) =
+        rows::insert_transition(conn, &key, payment, "quarantine", envelope, payment.state).await?
+    else {
+        return Ok(ApplyOutcome::DuplicateTransition);
+    };
+    sqlx::query(
+        "UPDATE payments SET quarantined = TRUE, quarantine_reason = $2, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(payment.id)
+    .bind(&reason)
+    .execute(&mut *conn)
+    .await?;
+    let unchanged = Next::unchanged(payment);
+    let data = facts::event_data(
+        envelope,
+        out_trade_no,
+        &key,
+        &payment.currency,
+        &unchanged,
+        Some(reason.clone()),
+    );
+    let event = CloudEvent::new(
+        EventKind::PaymentQuarantined,
+        data,
+        OffsetDateTime::now_utc(),
+    );
+    rows::insert_outbox(conn, transition_id, &event).await?;
+    tracing::warn!(
+        alert = true,
+        provider = %envelope.provider,
+        merchant = %envelope.merchant,
+        out_trade_no,
+        event_id = %envelope.event_id,
+        %reason,
+        "paid notification quarantined: not applied as paid"
+    );
+    Ok(ApplyOutcome::Quarantined { reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_labels_match_the_notifications_check_constraint() {
+        let stored = [
+            ApplyOutcome::Applied { events: vec![] },
+            ApplyOutcome::DuplicateTransition,
+            ApplyOutcome::Quarantined { reason: "r".into() },
+            ApplyOutcome::Recorded,
+        ];
+        let labels: Vec<_> = stored.iter().map(ApplyOutcome::label).collect();
+        assert_eq!(
+            labels,
+            ["applied", "duplicate_transition", "quarantined", "recorded"]
+        );
+    }
+}

@@ -1,1 +1,0 @@
-//! Redis dedup (being written).

@@ -1,1 +1,0 @@
-//! Outbox relay (being written).
