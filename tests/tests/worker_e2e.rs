@@ -454,3 +454,67 @@ async fn amount_mismatch_with_a_registered_order_is_quarantined_without_payment_
     assert_eq!(keys, vec!["payment.quarantined.alipay"]);
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn worker_reconnects_after_losing_the_broker_and_resumes_consuming() {
+    let s = stack().await;
+    let proxy = Proxy::start(broker_addr()).await;
+    let mut settings = s.worker_settings();
+    settings.amqp.url = Secret::inline(proxy.amqp_url());
+    let worker = TestWorker::spawn(&settings).await;
+    let first = unique("o");
+    assert_eq!(
+        s.alipay(s.providers.alipay.payment(&first, 100, &unique("n")))
+            .await
+            .body,
+        "success"
+    );
+    s.quiesce(1).await;
+
+    proxy.cut();
+    let shared = worker.shared.clone();
+    assert!(
+        payhook_tests::harness::eventually(QUIET, || !shared.broker_up()).await,
+        "outage noticed"
+    );
+    // Notifications keep arriving at the receiver (its own broker link is fine).
+    let second = unique("o");
+    assert_eq!(
+        s.alipay(s.providers.alipay.payment(&second, 100, &unique("n")))
+            .await
+            .body,
+        "success"
+    );
+    proxy.restore();
+    assert!(
+        payhook_tests::harness::eventually(QUIET, || shared.broker_up()).await,
+        "reconnected without a restart"
+    );
+    s.quiesce(2).await;
+    assert_eq!(s.state(&second).await, "PAID");
+    assert_eq!(s.tap.wait_for(2, QUIET).await.len(), 2);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_an_envelope_is_parked_as_bad_envelope() {
+    let s = stack().await;
+    let worker = TestWorker::spawn(&s.worker_settings()).await;
+    s.broker
+        .publish_raw(
+            &s.receiver.names.work,
+            b"{\"schema_version\":1,\"junk\":true}",
+            lapin::BasicProperties::default(),
+        )
+        .await;
+    let parked = eventually_async(QUIET, || async {
+        s.broker.depth(&s.receiver.names.parked).await == 1
+    })
+    .await;
+    assert!(parked, "parked");
+    let messages = s.broker.drain_raw(&s.receiver.names.parked).await;
+    let reason =
+        payhook_worker::retry::string_header(&messages[0].1, payhook_worker::retry::PARK_REASON);
+    assert_eq!(reason.as_deref(), Some("bad_envelope"));
+    worker.stop().await;
+}

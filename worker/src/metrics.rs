@@ -70,7 +70,6 @@ pub struct Metrics {
     notify_to_applied: Family<ProviderLabel, Histogram, fn() -> Histogram>,
     pub outbox_pending: Gauge,
     pub outbox_oldest_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
-    pub outbox_published: Counter,
     pub redis_fallback_active: Gauge,
     pub broker_up: Gauge,
     pub in_flight: Gauge,
@@ -95,7 +94,6 @@ impl Metrics {
             Family::new_with_constructor(latency_histogram);
         let outbox_pending = Gauge::default();
         let outbox_oldest_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        let outbox_published = Counter::default();
         let redis_fallback_active = Gauge::default();
         let broker_up = Gauge::default();
         let in_flight = Gauge::default();
@@ -120,11 +118,6 @@ impl Metrics {
             outbox_oldest_seconds.clone(),
         );
         registry.register(
-            "outbox_published",
-            "Downstream events published to the events exchange",
-            outbox_published.clone(),
-        );
-        registry.register(
             "redis_fallback_active",
             "1 while Redis is unreachable and dedup relies on the database alone",
             redis_fallback_active.clone(),
@@ -145,7 +138,6 @@ impl Metrics {
             notify_to_applied,
             outbox_pending,
             outbox_oldest_seconds,
-            outbox_published,
             redis_fallback_active,
             broker_up,
             in_flight,

@@ -292,14 +292,7 @@ async fn quarantine(
     else {
         return Ok(ApplyOutcome::DuplicateTransition);
     };
-    sqlx::query(
-        "UPDATE payments SET quarantined = TRUE, quarantine_reason = $2, updated_at = now()
-         WHERE id = $1",
-    )
-    .bind(payment.id)
-    .bind(&reason)
-    .execute(&mut *conn)
-    .await?;
+    rows::mark_quarantined(conn, payment.id, &reason).await?;
     let unchanged = Next::unchanged(payment);
     let data = facts::event_data(
         envelope,

@@ -146,7 +146,7 @@ pub(super) fn source_label(envelope: &Envelope) -> &'static str {
 }
 
 /// When the provider says it happened, else when we heard of it.
-pub(super) fn event_time(envelope: &Envelope) -> OffsetDateTime {
+fn event_time(envelope: &Envelope) -> OffsetDateTime {
     envelope
         .fields
         .event_time
@@ -157,7 +157,7 @@ pub(super) fn event_time(envelope: &Envelope) -> OffsetDateTime {
 
 /// WeChat V3 times are RFC 3339; Alipay (`2024-05-20 10:00:05[.123]`) and WeChat V2
 /// (`20240520100005`, or the refund's `2024-05-20 10:00:05`) give Beijing time.
-pub(super) fn parse_provider_time(text: &str) -> Option<OffsetDateTime> {
+fn parse_provider_time(text: &str) -> Option<OffsetDateTime> {
     use time::format_description::well_known::Rfc3339;
     use time::macros::{format_description, offset};
     if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {

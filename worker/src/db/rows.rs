@@ -134,6 +134,23 @@ pub(super) async fn update_payment(
     Ok(())
 }
 
+/// Flags the payment for a person; its state is left as it was.
+pub(super) async fn mark_quarantined(
+    conn: &mut PgConnection,
+    id: i64,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE payments SET quarantined = TRUE, quarantine_reason = $2, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// The refund row of a refund transition. A terminal status (succeeded, closed) is
 /// never overwritten: a late `ABNORMAL` does not undo a success.
 pub(super) async fn upsert_refund(
@@ -174,7 +191,7 @@ pub(super) async fn note_refund_in_progress(
     .await
 }
 
-pub(super) async fn refund_query(
+async fn refund_query(
     on_conflict: &str,
     conn: &mut PgConnection,
     payment_id: i64,

@@ -161,7 +161,7 @@ impl Dedup {
             .and_then(|client| Connection::new(client, timeout))
         {
             Ok(connection) => (Some(connection), None),
-            Err(error) => (None, Some(InvalidRedisUrl(error))),
+            Err(error) => (None, Some(error)),
         };
         let dedup = Self {
             inner: Arc::new(Inner {
@@ -178,9 +178,12 @@ impl Dedup {
             None => {
                 dedup.ping().await;
             }
-            Some(error) => {
+            Some(cause) => {
                 dedup.inner.health.failed(Instant::now());
-                tracing::error!(%error, "Redis dedup disabled: the database decides alone");
+                tracing::error!(
+                    %cause,
+                    "redis.url is not a usable Redis URL: dedup disabled, the database decides alone"
+                );
             }
         }
         dedup
