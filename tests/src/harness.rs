@@ -169,9 +169,44 @@ impl Drop for TopologyCleanup {
                     }
                 }
                 let _ = conn.close(200, "cleanup".into()).await;
+                delete_redis_keys(&names.prefix).await;
             });
         })
         .join();
+    }
+}
+
+/// Deletes the Redis keys `<prefix>:*` a test's worker left (dedup marks live 72 h).
+async fn delete_redis_keys(prefix: &str) {
+    let Ok(client) = redis::Client::open(crate::worker::redis_url()) else {
+        return;
+    };
+    let Ok(Ok(mut conn)) = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    else {
+        return;
+    };
+    let mut cursor: u64 = 0;
+    loop {
+        let reply: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut conn)
+            .await;
+        let Ok((next, keys)) = reply else { return };
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
     }
 }
 

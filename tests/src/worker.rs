@@ -17,7 +17,7 @@ pub fn redis_url() -> String {
 }
 
 /// Worker settings next to a test receiver's: same broker prefix and merchants, the
-/// given database settings, a fresh Redis prefix, short retry tiers, port 0.
+/// given database settings, the same prefix for Redis keys, short retry tiers, port 0.
 pub fn worker_settings(
     receiver: &Settings,
     postgres: payhook_shared::config::PostgresSettings,
@@ -30,7 +30,8 @@ pub fn worker_settings(
     settings.worker.outbox_poll_ms = 100;
     settings.postgres = postgres;
     settings.redis.url = Secret::inline(redis_url());
-    settings.redis.prefix = crate::harness::unique_prefix();
+    // The receiver's (unique) prefix: the test's cleanup deletes `<prefix>:*` keys.
+    settings.redis.prefix = receiver.amqp.prefix.clone();
     settings
 }
 

@@ -1173,32 +1173,46 @@ fn render_phase(out: &mut String, r: &PhaseResult) {
         "\nCPU during the window (100 % = one core; {} cores):\n",
         cores()
     );
-    let _ = writeln!(out, "| consumer | CPU % |");
-    let _ = writeln!(out, "|---|---:|");
+    let _ = writeln!(out, "| consumer | CPU % | CPU µs per ok request |");
+    let _ = writeln!(out, "|---|---:|---:|");
     let pct = |ns: u64| ns as f64 / r.window.as_nanos() as f64 * 100.0;
+    let per_ok = |ns: u64| {
+        if ok == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.1}", ns as f64 / ok as f64 / 1000.0)
+        }
+    };
     let mut ours = 0;
     for (g, ns1) in &c1.groups {
         let ns = ns1.saturating_sub(c0.groups.get(g).copied().unwrap_or(0));
         ours += ns;
-        let _ = writeln!(out, "| {g} | {:.1} |", pct(ns));
+        let _ = writeln!(out, "| {g} | {:.1} | {} |", pct(ns), per_ok(ns));
     }
-    let _ = writeln!(out, "| *bench process total* | {:.1} |", pct(ours));
+    let _ = writeln!(
+        out,
+        "| *bench process total* | {:.1} | {} |",
+        pct(ours),
+        per_ok(ours)
+    );
     let mut accounted = ours;
     if let (Some(b0), Some(b1)) = (c0.broker, c1.broker) {
-        accounted += b1.saturating_sub(b0);
+        let ns = b1.saturating_sub(b0);
+        accounted += ns;
         let _ = writeln!(
             out,
-            "| RabbitMQ (beam.smp, all threads) | {:.1} |",
-            pct(b1.saturating_sub(b0))
+            "| RabbitMQ (beam.smp, all threads) | {:.1} | {} |",
+            pct(ns),
+            per_ok(ns)
         );
     }
     if let (Some((b0, t0)), Some((b1, t1))) = (c0.system, c1.system) {
         let busy = (b1 - b0) as f64 / (t1 - t0).max(1) as f64 * 100.0 * cores() as f64;
-        let _ = writeln!(out, "| *whole machine busy* | {busy:.1} |");
+        let _ = writeln!(out, "| *whole machine busy* | {busy:.1} | |");
         let rest = busy - pct(accounted);
         let _ = writeln!(
             out,
-            "| *rest (kernel softirq, other processes)* | {rest:.1} |"
+            "| *rest (kernel, softirq, other processes)* | {rest:.1} | |"
         );
     }
 }

@@ -102,7 +102,8 @@ pub enum Claim {
     /// Another worker (or a crashed one, until its claim expires) holds it. Not a
     /// duplicate: apply through the database (safe) or retry later, never drop.
     InProgress,
-    /// Redis did not answer within the timeout; the database decides alone.
+    /// Redis failed or did not answer within the timeout, or is being skipped while
+    /// degraded; the database decides alone.
     Unavailable,
 }
 
@@ -246,7 +247,8 @@ impl Dedup {
             Some(DONE_WAS_OURS) => return,
             Some(DONE_WAS_FREE) => "nothing",
             Some(DONE_WAS_DONE) => "done",
-            Some(DONE_WAS_OTHER | _) => "another claim",
+            Some(DONE_WAS_OTHER) => "another claim",
+            Some(_) => "an unknown answer",
             None => {
                 tracing::debug!(
                     event_id = %token.event_id,
