@@ -36,6 +36,8 @@ impl Next {
     }
 }
 
+/// The facts `envelope`'s transition adds to the locked row `p`, and the state they
+/// lead to (never below `p.state`).
 pub(super) fn next_facts(p: &Payment, envelope: &Envelope) -> Result<Next, ApplyError> {
     let f = &envelope.fields;
     let at = event_time(envelope);
@@ -86,6 +88,7 @@ pub(super) fn next_facts(p: &Payment, envelope: &Envelope) -> Result<Next, Apply
     Ok(next)
 }
 
+/// The `data` of the event announcing the transition.
 pub(super) fn event_data(
     envelope: &Envelope,
     out_trade_no: &str,
