@@ -7,11 +7,9 @@
 //! mid-way loses nothing (a message may then be in both queues: the worker's dedup
 //! makes the replayed copy harmless).
 
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
 use payhook_shared::event::Envelope;
 use payhook_shared::topology::Names;
 use serde::{Deserialize, Serialize};
@@ -68,31 +66,6 @@ fn replay_properties(properties: &BasicProperties) -> BasicProperties {
     properties.clone().with_headers(headers)
 }
 
-async fn publish_to(
-    channel: &Channel,
-    queue: &str,
-    data: &[u8],
-    properties: BasicProperties,
-) -> Result<(), HopError> {
-    let confirmation = channel
-        .basic_publish(
-            ShortString::from(""),
-            queue.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            data,
-            properties,
-        )
-        .await?
-        .await?;
-    match confirmation {
-        Confirmation::Ack(None) => Ok(()),
-        _ => Err(HopError::NotConfirmed),
-    }
-}
-
 /// Walks the parking queue once. `channel` must be in confirm mode.
 pub async fn replay_parked(
     channel: &Channel,
@@ -132,7 +105,7 @@ pub async fn replay_parked(
         } else {
             (names.parked.as_str(), delivery.properties.clone(), false)
         };
-        match publish_to(channel, queue, &delivery.data, properties).await {
+        match retry::publish_confirmed(channel, queue, &delivery.data, properties).await {
             Ok(()) => {
                 delivery.ack(BasicAckOptions::default()).await?;
                 if replayed {

@@ -108,8 +108,9 @@ pub enum HopError {
     NotConfirmed,
 }
 
-/// Publishes `data` to `queue` through the default exchange and waits for the confirm.
-async fn publish_confirmed(
+/// Publishes `data` persistent to `queue` through the default exchange and waits for
+/// the confirm.
+pub(crate) async fn publish_confirmed(
     channel: &Channel,
     queue: &str,
     data: &[u8],
