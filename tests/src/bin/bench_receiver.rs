@@ -71,6 +71,7 @@ OPTIONS:
     --client-threads <N>              load generator runtime threads     [cores]
     --log                             install the production JSON logger (info) on
                                       stdout, as the deployed receiver does
+    --timeline                        also print latency per second of each phase
     --report <FILE>                   also write the markdown report to FILE
     -h, --help                        this text
 
@@ -106,6 +107,7 @@ struct Options {
     pool: usize,
     client_threads: usize,
     log: bool,
+    timeline: bool,
     report: Option<PathBuf>,
 }
 
@@ -128,6 +130,7 @@ fn parse_options() -> Result<Options, String> {
         pool: 1000,
         client_threads: cores(),
         log: false,
+        timeline: false,
         report: None,
     };
     let mut args = std::env::args().skip(1);
@@ -151,6 +154,11 @@ fn parse_options() -> Result<Options, String> {
             "--log" => {
                 flag("--log")?;
                 o.log = true;
+                continue;
+            }
+            "--timeline" => {
+                flag("--timeline")?;
+                o.timeline = true;
                 continue;
             }
             _ => {}
@@ -492,6 +500,8 @@ struct Stats {
     ok: Vec<u64>,
     errors: Vec<u64>,
     error_kinds: BTreeMap<String, u64>,
+    /// Latency (µs, 2 significant digits) per second of the measured window.
+    timeline: Vec<Histogram<u64>>,
 }
 
 impl Stats {
@@ -502,13 +512,27 @@ impl Stats {
             ok: vec![0; KINDS.len()],
             errors: vec![0; KINDS.len()],
             error_kinds: BTreeMap::new(),
+            timeline: Vec::new(),
         }
     }
 
-    fn record(&mut self, kind: Kind, latency: Duration, service: Duration, r: Result<(), String>) {
+    /// `second`: the second of the measured window the request belongs to.
+    fn record(
+        &mut self,
+        kind: Kind,
+        second: usize,
+        latency: Duration,
+        service: Duration,
+        r: Result<(), String>,
+    ) {
         let k = kind.index();
         self.latency[k].saturating_record(micros(latency));
         self.service.saturating_record(micros(service));
+        while self.timeline.len() <= second {
+            self.timeline
+                .push(Histogram::new_with_bounds(1, 120_000_000, 2).expect("histogram bounds"));
+        }
+        self.timeline[second].saturating_record(micros(latency));
         match r {
             Ok(()) => self.ok[k] += 1,
             Err(e) => {
@@ -530,6 +554,13 @@ impl Stats {
             self.errors[k] += other.errors[k];
         }
         self.service.add(&other.service).expect("same bounds");
+        for (i, h) in other.timeline.iter().enumerate() {
+            if self.timeline.len() <= i {
+                self.timeline.push(h.clone());
+            } else {
+                self.timeline[i].add(h).expect("same bounds");
+            }
+        }
         for (e, n) in &other.error_kinds {
             *self.error_kinds.entry(e.clone()).or_insert(0) += n;
         }
@@ -651,6 +682,9 @@ fn lapin_threads() -> HashSet<u32> {
 #[derive(Debug, Clone, Copy, Default)]
 struct ServerSnapshot {
     acked: f64,
+    /// Confirms (result `ack`) slower than 128 ms / 512 ms.
+    confirms_over_128ms: f64,
+    confirms_over_512ms: f64,
     confirm_sum: f64,
     confirm_count: f64,
     ack_sum: f64,
@@ -660,9 +694,17 @@ struct ServerSnapshot {
 fn server_snapshot(receiver: &TestReceiver) -> ServerSnapshot {
     let text = receiver.metrics.render();
     let m = |s: &str| harness::metric_value(&text, s);
+    let confirm_count = m("payhook_confirm_latency_seconds_count{result=\"ack\"}");
+    let bucket = |le: &str| {
+        m(&format!(
+            "payhook_confirm_latency_seconds_bucket{{le=\"{le}\",result=\"ack\"}}"
+        ))
+    };
     let mut s = ServerSnapshot {
         confirm_sum: m("payhook_confirm_latency_seconds_sum{result=\"ack\"}"),
-        confirm_count: m("payhook_confirm_latency_seconds_count{result=\"ack\"}"),
+        confirm_count,
+        confirms_over_128ms: confirm_count - bucket("0.128"),
+        confirms_over_512ms: confirm_count - bucket("0.512"),
         ..ServerSnapshot::default()
     };
     for p in ["alipay", "wechat_v2", "wechat_v3"] {
@@ -791,6 +833,7 @@ fn run_fixed(ctx: &Ctx<'_>, pool: &Arc<Pool>, o: &Options) -> PhaseResult {
                             if measured {
                                 stats.lock().expect("stats lock").record(
                                     kind,
+                                    usize::try_from((due - measure_start).as_secs()).unwrap_or(0),
                                     done - due,
                                     done - sent,
                                     r,
@@ -896,7 +939,8 @@ fn run_closed(ctx: &Ctx<'_>, pool: &Arc<Pool>, o: &Options, target: &Target) -> 
                 };
                 let done = Instant::now();
                 if sent >= measure_start {
-                    stats.record(kind, done - sent, done - sent, r);
+                    let second = usize::try_from((sent - measure_start).as_secs()).unwrap_or(0);
+                    stats.record(kind, second, done - sent, done - sent, r);
                 }
             }
             stats
@@ -1087,7 +1131,7 @@ fn row(out: &mut String, label: &str, h: &Histogram<u64>, ok: u64, err: u64, sec
     );
 }
 
-fn render_phase(out: &mut String, r: &PhaseResult) {
+fn render_phase(out: &mut String, r: &PhaseResult, timeline: bool) {
     let secs = r.window.as_secs_f64();
     let s = &r.stats;
     let _ = writeln!(out, "\n## {}\n", r.title);
@@ -1133,6 +1177,21 @@ fn render_phase(out: &mut String, r: &PhaseResult) {
             ms(h.max()),
         );
     }
+    if timeline {
+        let _ = writeln!(out, "\nPer second of the window:\n");
+        let _ = writeln!(out, "| second | requests | p50 ms | p99 ms | max ms |");
+        let _ = writeln!(out, "|---:|---:|---:|---:|---:|");
+        for (i, h) in s.timeline.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "| {i} | {} | {} | {} | {} |",
+                h.len(),
+                ms(h.value_at_quantile(0.5)),
+                ms(h.value_at_quantile(0.99)),
+                ms(h.max())
+            );
+        }
+    }
     if s.error_kinds.is_empty() {
         let _ = writeln!(out, "\nErrors: none.");
     } else {
@@ -1159,6 +1218,12 @@ fn render_phase(out: &mut String, r: &PhaseResult) {
         } else {
             f64::NAN
         },
+    );
+    let _ = writeln!(
+        out,
+        "Publisher confirms slower than 128 ms: {}; slower than 512 ms: {}.",
+        (s1.confirms_over_128ms - s0.confirms_over_128ms),
+        (s1.confirms_over_512ms - s0.confirms_over_512ms),
     );
     let drained = r.drained.1 - r.drained.0;
     let _ = writeln!(
@@ -1458,7 +1523,7 @@ fn main() {
         signing.as_secs_f64()
     );
     for r in &results {
-        render_phase(&mut out, r);
+        render_phase(&mut out, r, o.timeline);
     }
     out.push_str(&diagnostics);
     print!("{out}");
