@@ -455,7 +455,12 @@ fn transport_error(e: &reqwest::Error) -> String {
     } else {
         "request"
     };
-    format!("transport error ({class})")
+    // The innermost cause (e.g. "connection closed before message completed").
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    format!("transport error ({class}): {cause}")
 }
 
 /// Sends one notification; `Ok` only for the provider's success answer.
@@ -781,7 +786,9 @@ fn client(max_idle: usize) -> reqwest::Client {
         .http1_only()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(max_idle)
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Below actix-web's default keep-alive (5 s): never reuse a connection the
+        // server may be closing at that very moment (a client-side race, not an answer).
+        .pool_idle_timeout(Duration::from_secs(4))
         .timeout(Duration::from_secs(10))
         .build()
         .expect("HTTP client")
