@@ -243,8 +243,10 @@ fn parse_options() -> Result<Options, String> {
             "--outbox-batch" => o.outbox_batch = u32::try_from(count(&value)?).unwrap_or(1),
             "--outbox-poll-ms" => o.outbox_poll_ms = number(&value)?.max(1),
             "--worker-threads" => o.worker_threads = count(&value)?,
-            "--receiver-workers" => o.receiver_workers = usize::try_from(number(&value)?)
-                .map_err(|_| "--receiver-workers: too large".to_owned())?,
+            "--receiver-workers" => {
+                o.receiver_workers = usize::try_from(number(&value)?)
+                    .map_err(|_| "--receiver-workers: too large".to_owned())?
+            }
             "--channels" => o.channels = count(&value)?,
             "--client-threads" => o.client_threads = count(&value)?,
             "--drain-secs" => o.drain_secs = number(&value)?.max(1),
@@ -1295,7 +1297,12 @@ fn drain_and_check(ctx: &Ctx<'_>, range: &Range<usize>, sending_ended: Instant) 
     ctx.worker_rt.block_on(async {
         // The relay marks rows after their confirms; give it a moment to settle.
         let _ = harness::eventually_async(Duration::from_secs(15), || async {
-            count(pool, "SELECT count(*) FROM outbox WHERE published_at IS NULL").await == 0
+            count(
+                pool,
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+            )
+            .await
+                == 0
                 && ctx.broker.depth(&names.work).await == 0
         })
         .await;
@@ -1303,8 +1310,11 @@ fn drain_and_check(ctx: &Ctx<'_>, range: &Range<usize>, sending_ended: Instant) 
         c.tap_depth = ctx.broker.depth(&format!("{}.tap", names.prefix)).await;
         c.parked_depth = ctx.broker.depth(&names.parked).await;
         c.unrouted_depth = ctx.broker.depth(&names.events_unrouted).await;
-        c.outbox_unpublished =
-            count(pool, "SELECT count(*) FROM outbox WHERE published_at IS NULL").await;
+        c.outbox_unpublished = count(
+            pool,
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+        )
+        .await;
         c.notifications_rows = count(pool, "SELECT count(*) FROM notifications").await;
         c.outbox_rows = count(pool, "SELECT count(*) FROM outbox").await;
     });
@@ -1557,7 +1567,10 @@ fn render_phase(out: &mut String, ctx: &Ctx<'_>, r: &Outcome, kinds: &[Kind]) {
         "| kind | notifications | provider success answers | failure answers | \
          events | events/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     let total = |v: &[u64]| v.iter().sum::<u64>();
     row(
         out,
@@ -1845,10 +1858,8 @@ fn main() {
 
     let mut roles = Roles::default();
     let before = Roles::tids();
-    let receiver = receiver_rt.block_on(TestReceiver::spawn(
-        settings.clone(),
-        Arc::new(SystemClock),
-    ));
+    let receiver =
+        receiver_rt.block_on(TestReceiver::spawn(settings.clone(), Arc::new(SystemClock)));
     roles.claim(
         &before,
         "receiver: lapin I/O thread",
@@ -1864,9 +1875,8 @@ fn main() {
         0
     };
     let saturation_n = if run_saturation {
-        o.saturation_count.unwrap_or_else(|| {
-            usize::try_from(1500 * (o.warmup + o.duration)).expect("fits")
-        })
+        o.saturation_count
+            .unwrap_or_else(|| usize::try_from(1500 * (o.warmup + o.duration)).expect("fits"))
     } else {
         0
     };
@@ -1889,7 +1899,11 @@ fn main() {
     });
     let before = Roles::tids();
     let tap_thread = start_tap(tap.clone(), receiver.names.clone());
-    roles.claim(&before, "subscriber: lapin I/O thread", "other (bench main, setup)");
+    roles.claim(
+        &before,
+        "subscriber: lapin I/O thread",
+        "other (bench main, setup)",
+    );
 
     let db = worker_rt.block_on(TestDb::new());
     let defaults = Settings::from_toml("").expect("embedded defaults are valid");

@@ -18,6 +18,13 @@
 //! work queue with auto-ack (what the worker does in production) so the broker's queue
 //! does not grow without bound. The topology is deleted at the end.
 //!
+//! Each phase also reports where the CPU went (per thread group of this process, the
+//! RabbitMQ node and the whole machine, from `/proc`) and the receiver's own view of
+//! the window (its `/metrics` histograms), so a missed target can be attributed.
+//! Diagnostic phases isolate the parts: `verify` (CPU of verification and envelope
+//! serialization per kind), `broker` (the receiver's publisher alone) and `http`
+//! (`GET /healthz`: the HTTP stack and the load generator alone). See BENCHMARKS.md.
+//!
 //! ```sh
 //! cargo run --release -p payhook-tests --bin bench-receiver -- --help
 //! ```
@@ -684,12 +691,21 @@ fn lapin_threads() -> HashSet<u32> {
 // The receiver's own view (its /metrics), to split client and server latency
 // ---------------------------------------------------------------------------------
 
+/// Bucket bounds of the receiver's latency histograms (seconds) that the report shows.
+const LE_BOUNDS: [&str; 7] = [
+    "0.001", "0.002", "0.004", "0.008", "0.016", "0.032", "0.064",
+];
+
 #[derive(Debug, Clone, Copy, Default)]
 struct ServerSnapshot {
     acked: f64,
     /// Confirms (result `ack`) slower than 128 ms / 512 ms.
     confirms_over_128ms: f64,
     confirms_over_512ms: f64,
+    /// Cumulative counts at [`LE_BOUNDS`]: publish→confirm (`ack`), and request
+    /// start→success answer summed over the providers.
+    confirm_le: [f64; LE_BOUNDS.len()],
+    ack_le: [f64; LE_BOUNDS.len()],
     confirm_sum: f64,
     confirm_count: f64,
     ack_sum: f64,
@@ -712,6 +728,17 @@ fn server_snapshot(receiver: &TestReceiver) -> ServerSnapshot {
         confirms_over_512ms: confirm_count - bucket("0.512"),
         ..ServerSnapshot::default()
     };
+    for (i, le) in LE_BOUNDS.iter().enumerate() {
+        s.confirm_le[i] = bucket(le);
+        s.ack_le[i] = ["alipay", "wechat_v2", "wechat_v3"]
+            .iter()
+            .map(|p| {
+                m(&format!(
+                    "payhook_ack_latency_seconds_bucket{{le=\"{le}\",provider=\"{p}\"}}"
+                ))
+            })
+            .sum();
+    }
     for p in ["alipay", "wechat_v2", "wechat_v3"] {
         s.acked += m(&format!(
             "payhook_notifications_total{{provider=\"{p}\",outcome=\"acked\"}}"
@@ -1232,6 +1259,31 @@ fn render_phase(out: &mut String, r: &PhaseResult, timeline: bool) {
         (s1.confirms_over_128ms - s0.confirms_over_128ms),
         (s1.confirms_over_512ms - s0.confirms_over_512ms),
     );
+    let dist = |le1: &[f64], le0: &[f64], n: f64| -> String {
+        LE_BOUNDS
+            .iter()
+            .zip(le1.iter().zip(le0))
+            .map(|(b, (x1, x0))| {
+                let ms = b.parse::<f64>().unwrap_or(0.0) * 1000.0;
+                format!("≤{ms} ms {:.2} %", (x1 - x0) / n * 100.0)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if confirm_n > 0.0 {
+        let _ = writeln!(
+            out,
+            "Receiver histogram, publish→confirm: {}.",
+            dist(&s1.confirm_le, &s0.confirm_le, confirm_n)
+        );
+    }
+    if ack_n > 0.0 {
+        let _ = writeln!(
+            out,
+            "Receiver histogram, request start→success answer: {}.",
+            dist(&s1.ack_le, &s0.ack_le, ack_n)
+        );
+    }
     let drained = r.drained.1 - r.drained.0;
     let _ = writeln!(
         out,
@@ -1534,10 +1586,10 @@ fn main() {
     }
     out.push_str(&diagnostics);
     print!("{out}");
-    if let Some(path) = &o.report {
-        if let Err(e) = std::fs::write(path, &out) {
-            eprintln!("cannot write {}: {e}", path.display());
-        }
+    if let Some(path) = &o.report
+        && let Err(e) = std::fs::write(path, &out)
+    {
+        eprintln!("cannot write {}: {e}", path.display());
     }
 
     stop_drain.store(true, Ordering::Relaxed);
