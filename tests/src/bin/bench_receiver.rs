@@ -170,6 +170,23 @@ fn parse_options() -> Result<Options, String> {
             }
             _ => {}
         }
+        const TAKES_VALUE: [&str; 12] = [
+            "--phase",
+            "--rate",
+            "--duration-secs",
+            "--warmup-secs",
+            "--concurrency",
+            "--connections",
+            "--workers",
+            "--channels",
+            "--pool",
+            "--client-threads",
+            "--report",
+            "--providers",
+        ];
+        if !TAKES_VALUE.contains(&name.as_str()) {
+            return Err(format!("unknown option {name:?} (see --help)"));
+        }
         let value = match inline {
             Some(v) => v,
             None => args.next().ok_or_else(|| format!("{name} needs a value"))?,
@@ -1523,16 +1540,17 @@ fn main() {
         pool = Arc::try_unwrap(shared)
             .ok()
             .expect("every request of the phase has finished");
-        // Let the drain consumer catch up between phases.
-        let acked = server_snapshot(&receiver).acked as u64;
+        // Let the drain consumer catch up between phases: every confirmed publish is a
+        // message on the work queue (the broker phase publishes without HTTP).
+        let confirmed = server_snapshot(&receiver).confirm_count as u64;
         let wait_until = Instant::now() + Duration::from_secs(30);
-        while drained.load(Ordering::Relaxed) < acked && Instant::now() < wait_until {
+        while drained.load(Ordering::Relaxed) < confirmed && Instant::now() < wait_until {
             std::thread::sleep(Duration::from_millis(50));
         }
         std::thread::sleep(Duration::from_secs(1));
     }
 
-    let final_acked = server_snapshot(&receiver).acked as u64;
+    let final_confirmed = server_snapshot(&receiver).confirm_count as u64;
     let final_drained = drained.load(Ordering::Relaxed);
 
     let mut out = String::new();
@@ -1567,8 +1585,8 @@ fn main() {
     let _ = writeln!(
         out,
         "- work queue drained during the run by a separate no-ack consumer (as the \
-         worker would consume it in production): {final_drained} of {final_acked} \
-         acked messages consumed by the end"
+         worker would consume it in production): {final_drained} of the \
+         {final_confirmed} confirmed messages consumed by the end"
     );
     let _ = writeln!(
         out,
