@@ -10,8 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use rsa::PublicKey;
-use rsa::traits::PublicKeyParts as _;
+use crate::crypto::RsaPublicKey as PublicKey;
 
 use super::{cert_sn, clip};
 use crate::crypto::{parse_certificates, parse_public_key, public_key_of_certificate};
@@ -77,7 +76,7 @@ impl AlipayKeys {
 /// Public keys are not secret, but their moduli are noise in a log: print the shape.
 impl fmt::Debug for AlipayKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let bits = |key: &PublicKey| format!("RSA-{}", key.size() * 8);
+        let bits = |key: &PublicKey| format!("RSA-{}", key.bits());
         match self {
             Self::PublicKey(key) => f.debug_tuple("PublicKey").field(&bits(key)).finish(),
             Self::Certificates { by_sn, default_sn } => {

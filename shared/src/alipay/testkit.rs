@@ -9,7 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use rsa::pkcs1v15::SigningKey;
 use rsa::signature::{SignatureEncoding as _, Signer as _};
-use rsa::{Generate as _, PrivateKey, PublicKey};
+use rsa::{Generate as _, PrivateKey};
 
 use super::form::Charset;
 use super::{AlipayApp, AlipayKeys, SignType, sign_content_v1};
@@ -24,8 +24,8 @@ fn private_key(slot: usize) -> &'static PrivateKey {
     KEYS[slot].get_or_init(PrivateKey::generate)
 }
 
-pub(crate) fn public_key(slot: usize) -> PublicKey {
-    private_key(slot).to_public_key()
+pub(crate) fn public_key(slot: usize) -> crate::crypto::RsaPublicKey {
+    private_key(slot).to_public_key().into()
 }
 
 /// An app in public-key mode trusting the key of `slot`.

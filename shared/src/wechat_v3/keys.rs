@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use rsa::PublicKey;
+use crate::crypto::RsaPublicKey as PublicKey;
 use x509_cert::Certificate;
 
 use crate::crypto;

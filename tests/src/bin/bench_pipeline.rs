@@ -753,8 +753,8 @@ fn sleep_until(t: Instant) {
 struct CpuSnapshot {
     /// Nanoseconds of CPU per thread group of this process and per service.
     groups: BTreeMap<String, u64>,
-    /// Jiffies of the whole machine: (busy, iowait, total).
-    system: Option<(u64, u64, u64)>,
+    /// Jiffies of the whole machine: (busy, iowait, steal, total); busy excludes steal.
+    system: Option<(u64, u64, u64, u64)>,
 }
 
 fn read(path: &str) -> Option<String> {
@@ -900,7 +900,9 @@ fn cpu_snapshot(roles: &Roles, pg: &BTreeMap<String, String>) -> CpuSnapshot {
         let total: u64 = v.iter().take(8).sum();
         let idle = *v.get(3)?;
         let iowait = *v.get(4)?;
-        Some((total - idle - iowait, iowait, total))
+        // Time the hypervisor gave this VM's vCPUs to someone else.
+        let steal = *v.get(7)?;
+        Some((total - idle - iowait - steal, iowait, steal, total))
     });
     CpuSnapshot { groups, system }
 }
@@ -1783,10 +1785,11 @@ fn render_phase(out: &mut String, ctx: &Ctx<'_>, r: &Outcome, kinds: &[Kind]) {
         accounted as f64 / window_ns * 100.0,
         accounted as f64 / events / 1000.0
     );
-    if let (Some((b0, i0, t0)), Some((b1, i1, t1))) = (c0.system, c1.system) {
+    if let (Some((b0, i0, s0, t0)), Some((b1, i1, s1, t1))) = (c0.system, c1.system) {
         let jiffies = (t1 - t0).max(1) as f64;
         let busy = (b1 - b0) as f64 / jiffies * 100.0 * cores() as f64;
         let iowait = (i1 - i0) as f64 / jiffies * 100.0 * cores() as f64;
+        let steal = (s1 - s0) as f64 / jiffies * 100.0 * cores() as f64;
         let _ = writeln!(out, "| *whole machine busy* | {busy:.1} | |");
         let _ = writeln!(
             out,
@@ -1794,6 +1797,10 @@ fn render_phase(out: &mut String, ctx: &Ctx<'_>, r: &Outcome, kinds: &[Kind]) {
             busy - accounted as f64 / window_ns * 100.0
         );
         let _ = writeln!(out, "| *iowait (idle waiting on disk)* | {iowait:.1} | |");
+        let _ = writeln!(
+            out,
+            "| *steal (vCPU time the hypervisor gave to other guests)* | {steal:.1} | |"
+        );
     }
 }
 
