@@ -169,6 +169,72 @@ pub fn parse_private_key(text: &str) -> Result<rsa::PrivateKey, KeyError> {
         .map_err(|e| err(&e))
 }
 
+/// An RSA private key for signing requests to the providers' query APIs
+/// (SHA256withRSA, PKCS#1 v1.5).
+///
+/// Signing runs on `ring`, not on the `rsa` crate: `rsa` carries RUSTSEC-2023-0071
+/// (Marvin: a timing side channel on private-key operations), `ring`'s private-key
+/// operation is constant-time and blinded. `ring` accepts 2048- to 4096-bit keys, the
+/// sizes Alipay and WeChat Pay issue. The key never appears in `Debug` output.
+pub struct RsaSigningKey {
+    pair: ring::signature::RsaKeyPair,
+    rng: ring::rand::SystemRandom,
+}
+
+impl RsaSigningKey {
+    /// Parses a PKCS#8 (`PRIVATE KEY`) or PKCS#1 (`RSA PRIVATE KEY`) PEM key, or bare
+    /// Base64 PKCS#8 / PKCS#1 DER (the form Alipay's key tool exports).
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
+        let err = |e: &dyn std::fmt::Display| KeyError::PrivateKey(e.to_string());
+        let text = text.trim();
+        let der = if text.starts_with("-----BEGIN") {
+            let block = pem::parse(text).map_err(|e| err(&e))?;
+            match block.tag() {
+                "PRIVATE KEY" | "RSA PRIVATE KEY" => block.into_contents(),
+                other => {
+                    return Err(KeyError::PrivateKey(format!(
+                        "unexpected PEM label {other:?}"
+                    )));
+                }
+            }
+        } else {
+            let compact: String = text.split_whitespace().collect();
+            STANDARD.decode(compact).map_err(|e| err(&e))?
+        };
+        let pair = ring::signature::RsaKeyPair::from_pkcs8(&der)
+            .or_else(|_| ring::signature::RsaKeyPair::from_der(&der))
+            .map_err(|e| err(&e))?;
+        Ok(Self {
+            pair,
+            rng: ring::rand::SystemRandom::new(),
+        })
+    }
+
+    /// The Base64 SHA256withRSA signature of `message`.
+    pub fn sign_sha256_b64(&self, message: &[u8]) -> Result<String, KeyError> {
+        let mut signature = vec![0; self.pair.public().modulus_len()];
+        self.pair
+            .sign(
+                &ring::signature::RSA_PKCS1_SHA256,
+                &self.rng,
+                message,
+                &mut signature,
+            )
+            .map_err(|_| KeyError::PrivateKey("signing failed".into()))?;
+        Ok(STANDARD.encode(signature))
+    }
+}
+
+impl std::fmt::Debug for RsaSigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RSA-{} private key",
+            self.pair.public().modulus_len() * 8
+        )
+    }
+}
+
 /// Parses every `CERTIFICATE` block of a PEM bundle. Tolerates the 76-column lines
 /// and blank lines found in the providers' files.
 pub fn parse_certificates(pem_text: &str) -> Result<Vec<Certificate>, KeyError> {
@@ -276,6 +342,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// What `ring` signs, the `rsa` verifier accepts (the providers verify with Java's
+    /// SHA256withRSA, i.e. plain PKCS#1 v1.5): PKCS#8 PEM, PKCS#1 PEM and bare Base64.
+    #[test]
+    fn ring_signatures_verify_and_the_key_stays_out_of_debug() {
+        use rsa::pkcs1::EncodeRsaPrivateKey as _;
+        use rsa::pkcs8::EncodePrivateKey as _;
+        let private = rsa::PrivateKey::new(&mut rand::rng(), 2048).expect("key generates");
+        let public = RsaPublicKey::from(private.to_public_key());
+        let pkcs8 = private.to_pkcs8_pem(Default::default()).expect("pkcs8");
+        let pkcs1 = private.to_pkcs1_pem(Default::default()).expect("pkcs1");
+        let bare: String = pkcs8.lines().filter(|l| !l.starts_with("-----")).collect();
+        for text in [pkcs8.as_str(), pkcs1.as_str(), bare.as_str()] {
+            let key = RsaSigningKey::parse(text).expect("signing key parses");
+            assert_eq!(format!("{key:?}"), "RSA-2048 private key");
+            let sig = key.sign_sha256_b64(b"GET\n/v3/x\n").expect("signs");
+            assert_eq!(
+                verify_rsa(&public, RsaHash::Sha256, b"GET\n/v3/x\n", &sig),
+                Ok(())
+            );
+        }
+        assert!(
+            RsaSigningKey::parse("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----")
+                .is_err()
+        );
+        assert!(RsaSigningKey::parse("not base64 at all!").is_err());
     }
 
     #[test]

@@ -99,3 +99,24 @@ pub enum KeyError {
     #[error("invalid key material: {0}")]
     Invalid(String),
 }
+
+/// Why a provider's answer to a reconciliation query is not usable.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    /// The answer did not verify (bad or missing signature, malformed): never trusted.
+    #[error("answer not verified: {0}")]
+    Unverified(#[from] VerifyError),
+    /// A verified business or gateway error other than "not created yet".
+    #[error("provider error {code} {sub_code}")]
+    Provider { code: String, sub_code: String },
+}
+
+impl AnswerError {
+    /// A short, bounded label for metrics (never a provider-chosen string).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Unverified(_) => "bad_signature",
+            Self::Provider { .. } => "provider_error",
+        }
+    }
+}

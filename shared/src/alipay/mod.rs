@@ -14,6 +14,8 @@
 //!   bytes in, [`VerifiedNotification`](crate::event::VerifiedNotification) out.
 //! - `normalize`: what a verified notification means (payment, refund, close).
 //! - `response`: [`verify_response`] for the reconciler's query calls.
+//! - [`gateway`]: the reconciler's signed gateway requests and what a verified answer
+//!   means (`alipay.trade.query`).
 //!
 //! Everything is a pure function of the body and the app's keys; the receiver caps
 //! the body size before calling in. Business checks that need our own records
@@ -22,6 +24,7 @@
 mod cert;
 mod dn;
 pub mod form;
+pub mod gateway;
 mod keys;
 mod normalize;
 mod notify;

@@ -19,7 +19,7 @@ pub(crate) const PROVIDER: usize = 0;
 /// Another key (a wrong key, or an old certificate).
 pub(crate) const OTHER: usize = 1;
 
-fn private_key(slot: usize) -> &'static PrivateKey {
+pub(crate) fn private_key(slot: usize) -> &'static PrivateKey {
     static KEYS: [OnceLock<PrivateKey>; 2] = [OnceLock::new(), OnceLock::new()];
     KEYS[slot].get_or_init(PrivateKey::generate)
 }

@@ -7,9 +7,12 @@
 //! - [`signature`]: the `Wechatpay-Signature` check over the raw body and the
 //!   timestamp window; also used for API responses.
 //! - [`resource`]: AES-GCM decryption of the encrypted `resource`.
+//! - [`api`]: the reconciler's query calls: `Authorization` header, and what a
+//!   verified transaction / refund / certificates answer means.
 //! - `notify` / `normalize`: a notification end to end, and the mapping of the
 //!   decrypted transaction / refund onto [`crate::event::Normalized`].
 
+pub mod api;
 pub mod keys;
 mod normalize;
 mod notify;

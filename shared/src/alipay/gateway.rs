@@ -1,0 +1,355 @@
+//! Calls to the Alipay open-API gateway made by the reconciler: the signed request
+//! form, and what a verified answer means (PROTOCOLS.md §1, "Queries").
+//!
+//! - Request: `app_id, method, format=JSON, charset=utf-8, sign_type=RSA2,
+//!   timestamp, version=1.0, biz_content` (+ `app_cert_sn, alipay_root_cert_sn` in
+//!   certificate mode), signed with the app private key over every parameter but
+//!   `sign` — `sign_type` included (the "V2" rule), empty values dropped, sorted.
+//! - Answer: the `<method>_response` node is trusted only once its signature checks
+//!   out ([`verify_response`]); `code 10000` means the call worked, the business state
+//!   is `trade_status`. `40004 / ACQ.TRADE_NOT_EXIST` means "not created yet".
+//!
+//! A verified `alipay.trade.query` answer becomes a [`VerifiedNotification`] with the
+//! notification id `reconcile:<status>:<out_trade_no>`, so that it takes the same
+//! apply path as a notification, and a later notification of the same transition is
+//! a duplicate transition, not a second effect.
+
+use serde::Deserialize;
+use time::OffsetDateTime;
+use time::macros::{format_description, offset};
+
+use super::{AlipayApp, SignType, sign_content_v2, verify_response};
+use crate::crypto::RsaSigningKey;
+use crate::error::{AnswerError as QueryAnswerError, KeyError, VerifyError};
+use crate::event::{Kind, Normalized, Provider, RawNotification, Status, VerifiedNotification};
+use crate::money::parse_yuan;
+
+/// `alipay.trade.query`.
+pub const TRADE_QUERY: &str = "alipay.trade.query";
+/// The response node of [`TRADE_QUERY`].
+pub const TRADE_QUERY_NODE: &str = "alipay_trade_query_response";
+/// `code` of a call that worked.
+pub const CODE_SUCCESS: &str = "10000";
+/// `sub_code` of an order the buyer never opened: "not created yet".
+pub const TRADE_NOT_EXIST: &str = "ACQ.TRADE_NOT_EXIST";
+
+/// Certificate-mode request fields (`app_cert_sn`, `alipay_root_cert_sn`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSns {
+    pub app_cert_sn: String,
+    pub alipay_root_cert_sn: String,
+}
+
+/// The signed form of a gateway call, ready to be POSTed
+/// (`application/x-www-form-urlencoded;charset=utf-8`).
+pub fn signed_request(
+    app_id: &str,
+    method: &str,
+    biz_content: &str,
+    now: OffsetDateTime,
+    cert_sns: Option<&CertSns>,
+    key: &RsaSigningKey,
+) -> Result<Vec<(String, String)>, KeyError> {
+    // Alipay reads the timestamp as Beijing time.
+    let timestamp = now
+        .to_offset(offset!(+8))
+        .format(format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second]"
+        ))
+        .map_err(|e| KeyError::Invalid(format!("timestamp: {e}")))?;
+    let mut params: Vec<(String, String)> = [
+        ("app_id", app_id),
+        ("method", method),
+        ("format", "JSON"),
+        ("charset", "utf-8"),
+        ("sign_type", SignType::Rsa2.as_str()),
+        ("timestamp", timestamp.as_str()),
+        ("version", "1.0"),
+        ("biz_content", biz_content),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    if let Some(sns) = cert_sns {
+        params.push(("app_cert_sn".into(), sns.app_cert_sn.clone()));
+        params.push((
+            "alipay_root_cert_sn".into(),
+            sns.alipay_root_cert_sn.clone(),
+        ));
+    }
+    let sign = key.sign_sha256_b64(sign_content_v2(&params).as_bytes())?;
+    params.push(("sign".into(), sign));
+    Ok(params)
+}
+
+/// The `biz_content` of `alipay.trade.query` for one order.
+pub fn trade_query_biz_content(out_trade_no: &str) -> String {
+    serde_json::json!({ "out_trade_no": out_trade_no }).to_string()
+}
+
+/// What a verified `alipay.trade.query` answer says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TradeQuery {
+    /// `ACQ.TRADE_NOT_EXIST`: the buyer has not opened the order (yet).
+    NotCreated,
+    /// The trade exists: its state as a notification would have said it.
+    Found(Box<VerifiedNotification>),
+}
+
+#[derive(Debug, Deserialize)]
+struct TradeNode {
+    code: Option<String>,
+    sub_code: Option<String>,
+    out_trade_no: Option<String>,
+    trade_no: Option<String>,
+    trade_status: Option<String>,
+    total_amount: Option<String>,
+    buyer_pay_amount: Option<String>,
+    receipt_amount: Option<String>,
+    send_pay_date: Option<String>,
+    buyer_user_id: Option<String>,
+    buyer_open_id: Option<String>,
+}
+
+/// Verifies and interprets an `alipay.trade.query` answer for `out_trade_no`.
+///
+/// `TRADE_CLOSED` is ambiguous here as in notifications: an unpaid order closed on
+/// timeout, *or* a paid one refunded in full. The query does not carry the refund, so
+/// a closed trade that shows it was paid (`send_pay_date`, or a buyer amount above
+/// zero) is reported as **paid**: the payment is a fact; the refund comes with its own
+/// notification or refund query. Reporting it as closed would be wrong, because a close
+/// never undoes a payment.
+pub fn interpret_trade_query(
+    app: &AlipayApp,
+    out_trade_no: &str,
+    body: &str,
+) -> Result<TradeQuery, QueryAnswerError> {
+    let raw = verify_response(&app.keys, SignType::Rsa2, body, TRADE_QUERY_NODE)?;
+    let node: TradeNode = serde_json::from_str(raw)
+        .map_err(|e| VerifyError::Malformed(format!("{TRADE_QUERY_NODE}: {e}")))?;
+    let code = node.code.clone().unwrap_or_default();
+    let sub_code = node.sub_code.clone().unwrap_or_default();
+    if code != CODE_SUCCESS {
+        if sub_code == TRADE_NOT_EXIST {
+            return Ok(TradeQuery::NotCreated);
+        }
+        return Err(QueryAnswerError::Provider { code, sub_code });
+    }
+    let answered = node.out_trade_no.as_deref().filter(|s| !s.is_empty());
+    if answered.is_some_and(|no| no != out_trade_no) {
+        return Err(VerifyError::Malformed("answer names another out_trade_no".into()).into());
+    }
+    let amount = |key: &'static str, value: &Option<String>| {
+        value
+            .as_deref()
+            .filter(|v| !v.is_empty())
+            .map(|v| parse_yuan(v).map_err(|_| VerifyError::Amount(key)))
+            .transpose()
+    };
+    let total_amount = amount("total_amount", &node.total_amount)?;
+    let paid_amount = match amount("buyer_pay_amount", &node.buyer_pay_amount)? {
+        Some(fen) => Some(fen),
+        None => amount("receipt_amount", &node.receipt_amount)?,
+    };
+    let send_pay_date = node.send_pay_date.clone().filter(|s| !s.is_empty());
+    let status_text = node.trade_status.clone().unwrap_or_default();
+    let was_paid = send_pay_date.is_some() || paid_amount.is_some_and(|fen| fen > 0);
+    let (kind, status) = match status_text.as_str() {
+        "TRADE_SUCCESS" | "TRADE_FINISHED" => (Kind::Payment, Status::Paid),
+        "TRADE_CLOSED" if was_paid => (Kind::Payment, Status::Paid),
+        "TRADE_CLOSED" => (Kind::Close, Status::Closed),
+        "WAIT_BUYER_PAY" => (Kind::Payment, Status::Pending),
+        _ => (Kind::Other, Status::Other),
+    };
+    let fields = Normalized {
+        out_trade_no: Some(out_trade_no.to_owned()),
+        provider_trade_no: node.trade_no.filter(|s| !s.is_empty()),
+        provider_status: status_text,
+        event_type: Some(TRADE_QUERY.to_owned()),
+        total_amount,
+        paid_amount: paid_amount.filter(|_| status == Status::Paid),
+        currency: "CNY".to_owned(),
+        // Signed by Alipay in answer to a call made with our app id.
+        app_id: Some(app.app_id.clone()),
+        payer: node.buyer_user_id.or(node.buyer_open_id),
+        event_time: send_pay_date.filter(|_| status == Status::Paid),
+        ..Normalized::default()
+    };
+    let id = format!("reconcile:{}:{out_trade_no}", status_label(status));
+    Ok(TradeQuery::Found(Box::new(VerifiedNotification::new(
+        Provider::Alipay,
+        id,
+        kind,
+        status,
+        fields,
+        RawNotification::new(body.as_bytes(), vec![]),
+    ))))
+}
+
+/// The status part of a reconciliation result's notification id.
+pub(crate) fn status_label(status: Status) -> &'static str {
+    match status {
+        Status::Pending => "PENDING",
+        Status::Paid => "PAID",
+        Status::Closed => "CLOSED",
+        Status::Failed => "FAILED",
+        Status::RefundSucceeded => "REFUND_SUCCEEDED",
+        Status::RefundProcessing => "REFUND_PROCESSING",
+        Status::RefundClosed => "REFUND_CLOSED",
+        Status::RefundAbnormal => "REFUND_ABNORMAL",
+        Status::Other => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rsa::pkcs8::EncodePrivateKey as _;
+    use rsa::signature::{SignatureEncoding as _, Signer as _};
+
+    use super::*;
+    use crate::alipay::testkit;
+    use crate::crypto::{RsaHash, RsaPublicKey, verify_rsa};
+
+    /// An answer signed by the provider key of the test kit, as the gateway signs it.
+    fn answer(node: &str) -> String {
+        let key = testkit::private_key(testkit::PROVIDER).clone();
+        let sig = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key).sign(node.as_bytes());
+        let sign = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sig.to_vec());
+        format!(r#"{{"{TRADE_QUERY_NODE}":{node},"sign":"{sign}"}}"#)
+    }
+
+    fn query(node: &str) -> Result<TradeQuery, QueryAnswerError> {
+        interpret_trade_query(&testkit::app(testkit::PROVIDER), "order-1", &answer(node))
+    }
+
+    fn found(node: &str) -> VerifiedNotification {
+        match query(node).expect("answer is usable") {
+            TradeQuery::Found(n) => *n,
+            other => panic!("expected a trade, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn request_is_signed_over_every_parameter_but_sign_with_beijing_time() {
+        let private = rsa::PrivateKey::new(&mut rand::rng(), 2048).expect("key");
+        let pem = private.to_pkcs8_pem(Default::default()).expect("pem");
+        let key = RsaSigningKey::parse(&pem).expect("signing key");
+        let now = OffsetDateTime::from_unix_timestamp(1_716_170_400).expect("time"); // 2024-05-20 02:00:00Z
+        let sns = CertSns {
+            app_cert_sn: "appsn".into(),
+            alipay_root_cert_sn: "rootsn".into(),
+        };
+        let biz = trade_query_biz_content("order-1");
+        let params = signed_request("2021", TRADE_QUERY, &biz, now, Some(&sns), &key)
+            .expect("request signs");
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(name, _)| name == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("timestamp"), Some("2024-05-20 10:00:00"));
+        assert_eq!(get("sign_type"), Some("RSA2"));
+        assert_eq!(get("biz_content"), Some(r#"{"out_trade_no":"order-1"}"#));
+        assert_eq!(get("app_cert_sn"), Some("appsn"));
+        let unsigned: Vec<_> = params
+            .iter()
+            .filter(|(k, _)| k != "sign")
+            .cloned()
+            .collect();
+        let content = sign_content_v2(&unsigned);
+        assert!(content.contains("sign_type=RSA2"), "{content}");
+        let public = RsaPublicKey::from(private.to_public_key());
+        assert_eq!(
+            verify_rsa(
+                &public,
+                RsaHash::Sha256,
+                content.as_bytes(),
+                get("sign").expect("signed")
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn paid_trade_is_a_paid_payment_with_a_reconcile_id() {
+        let n = found(
+            r#"{"code":"10000","msg":"Success","out_trade_no":"order-1","trade_no":"2024x","trade_status":"TRADE_SUCCESS","total_amount":"88.88","buyer_pay_amount":"88.88","send_pay_date":"2024-05-20 10:00:05","buyer_user_id":"2088"}"#,
+        );
+        assert_eq!((n.kind(), n.status()), (Kind::Payment, Status::Paid));
+        assert_eq!(n.notification_id(), "reconcile:PAID:order-1");
+        let f = n.fields();
+        assert_eq!(f.total_amount, Some(8888));
+        assert_eq!(f.paid_amount, Some(8888));
+        assert_eq!(f.provider_trade_no.as_deref(), Some("2024x"));
+        assert_eq!(f.app_id.as_deref(), Some("2021000000000001"));
+        assert_eq!(f.event_time.as_deref(), Some("2024-05-20 10:00:05"));
+    }
+
+    #[test]
+    fn trade_states_map_like_notifications() {
+        let state = |status: &str, extra: &str| {
+            let n = found(&format!(
+                r#"{{"code":"10000","msg":"Success","out_trade_no":"order-1","trade_status":"{status}","total_amount":"1.00"{extra}}}"#
+            ));
+            (n.kind(), n.status())
+        };
+        assert_eq!(
+            state("WAIT_BUYER_PAY", ""),
+            (Kind::Payment, Status::Pending)
+        );
+        assert_eq!(state("TRADE_FINISHED", ""), (Kind::Payment, Status::Paid));
+        assert_eq!(state("TRADE_CLOSED", ""), (Kind::Close, Status::Closed));
+        // Closed after a full refund: the payment happened.
+        assert_eq!(
+            state("TRADE_CLOSED", r#","send_pay_date":"2024-05-20 10:00:05""#),
+            (Kind::Payment, Status::Paid)
+        );
+        assert_eq!(state("SOMETHING_NEW", ""), (Kind::Other, Status::Other));
+    }
+
+    #[test]
+    fn trade_not_exist_is_not_created_yet() {
+        let answer = query(
+            r#"{"code":"40004","msg":"Business Failed","sub_code":"ACQ.TRADE_NOT_EXIST","sub_msg":"交易不存在"}"#,
+        );
+        assert_eq!(answer, Ok(TradeQuery::NotCreated));
+    }
+
+    #[test]
+    fn other_business_errors_are_provider_errors() {
+        let answer =
+            query(r#"{"code":"40004","msg":"Business Failed","sub_code":"ACQ.SYSTEM_ERROR"}"#);
+        assert!(
+            matches!(answer, Err(QueryAnswerError::Provider { ref sub_code, .. }) if sub_code == "ACQ.SYSTEM_ERROR")
+        );
+    }
+
+    #[test]
+    fn tampered_or_foreign_answers_are_never_trusted() {
+        let good = answer(
+            r#"{"code":"10000","out_trade_no":"order-1","trade_status":"TRADE_SUCCESS","total_amount":"88.88"}"#,
+        );
+        let tampered = good.replace("88.88", "0.01");
+        let app = testkit::app(testkit::PROVIDER);
+        let err = interpret_trade_query(&app, "order-1", &tampered).expect_err("tampered");
+        assert_eq!(err.label(), "bad_signature");
+        let other_key = testkit::app(testkit::OTHER);
+        assert!(matches!(
+            interpret_trade_query(&other_key, "order-1", &good),
+            Err(QueryAnswerError::Unverified(_))
+        ));
+        // An answer about another order, even correctly signed, is refused.
+        assert!(matches!(
+            interpret_trade_query(&app, "order-2", &good),
+            Err(QueryAnswerError::Unverified(VerifyError::Malformed(_)))
+        ));
+        let unsigned = r#"{"alipay_trade_query_response":{"code":"40002","msg":"Invalid Arguments","sub_code":"isv.invalid-signature"}}"#;
+        assert!(matches!(
+            interpret_trade_query(&app, "order-1", unsigned),
+            Err(QueryAnswerError::Unverified(VerifyError::MissingField(
+                "sign"
+            )))
+        ));
+    }
+}
