@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event};
+use lapin::types::ShortString;
+use lapin::{Channel, Confirmation, Connection, ConnectionProperties, Event};
 use payhook_shared::event::Envelope;
 use payhook_shared::topology::{self, Names, QueuePolicy};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -173,7 +173,8 @@ impl Publisher {
         let index = self.inner.next_channel.fetch_add(1, Ordering::Relaxed) % link.channels.len();
         let channel = &link.channels[index];
         let payload = serde_json::to_vec(envelope)?;
-        let properties = properties(envelope);
+        let properties =
+            payhook_shared::topology::envelope_properties(envelope, "payhook-receiver");
         let exchange = ShortString::from(self.inner.config.names.notifications.as_str());
         let publish = async {
             channel
@@ -205,33 +206,6 @@ impl Publisher {
             Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::Nacked),
         }
     }
-}
-
-fn properties(envelope: &Envelope) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    let mut put = |k: &str, v: &str| {
-        headers.insert(
-            ShortString::from(k),
-            AMQPValue::LongString(LongString::from(v)),
-        );
-    };
-    put("request_id", &envelope.request_id);
-    put("provider", envelope.provider.as_str());
-    put("merchant", &envelope.merchant);
-    put("kind", envelope.kind.as_str());
-    headers.insert(
-        ShortString::from("schema_version"),
-        AMQPValue::LongUInt(envelope.schema_version),
-    );
-    BasicProperties::default()
-        .with_delivery_mode(2) // persistent
-        .with_content_type("application/json".into())
-        .with_message_id(envelope.event_id.as_str().into())
-        .with_correlation_id(envelope.request_id.as_str().into())
-        .with_timestamp(u64::try_from(envelope.received_at.unix_timestamp()).unwrap_or(0))
-        .with_app_id("payhook-receiver".into())
-        .with_type(envelope.kind.as_str().into())
-        .with_headers(headers)
 }
 
 async fn connect(config: &PublisherConfig) -> lapin::Result<Link> {

@@ -11,6 +11,7 @@
 //! - [`crypto`]: the few primitives the providers share (RSA PKCS#1 v1.5 verify,
 //!   key parsing, MD5 hex, constant-time comparison).
 //! - [`money`]: exact decimal-yuan parsing into fen.
+//! - [`query`]: the reconciler's signed query clients (Alipay gateway, WeChat V3).
 //! - [`config`]: the multi-merchant settings tree (embedded defaults → TOML → env).
 //! - [`topology`]: RabbitMQ names and idempotent declaration.
 //! - [`telemetry`]: the one tracing subscriber factory.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod event;
 pub mod merchants;
 pub mod money;
+pub mod query;
 pub mod telemetry;
 pub mod topology;
 pub mod wechat_v2;

@@ -7,7 +7,9 @@
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{BasicProperties, Channel, ExchangeKind};
+
+use crate::event::Envelope;
 
 /// The names of every exchange and queue, derived from one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,4 +226,34 @@ mod tests {
         assert_eq!(n.events, "t1.events");
         assert_eq!(n.retry(0), "t1.retry.1");
     }
+}
+
+/// The AMQP properties of an envelope on the notifications exchange, the same for the
+/// receiver and the reconciler (`app_id` says which): persistent, JSON, `message_id` =
+/// the dedup identity, the request id as correlation id and header.
+pub fn envelope_properties(envelope: &Envelope, app_id: &str) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    let mut put = |k: &str, v: &str| {
+        headers.insert(
+            ShortString::from(k),
+            AMQPValue::LongString(LongString::from(v)),
+        );
+    };
+    put("request_id", &envelope.request_id);
+    put("provider", envelope.provider.as_str());
+    put("merchant", &envelope.merchant);
+    put("kind", envelope.kind.as_str());
+    headers.insert(
+        ShortString::from("schema_version"),
+        AMQPValue::LongUInt(envelope.schema_version),
+    );
+    BasicProperties::default()
+        .with_delivery_mode(2) // persistent
+        .with_content_type("application/json".into())
+        .with_message_id(envelope.event_id.as_str().into())
+        .with_correlation_id(envelope.request_id.as_str().into())
+        .with_timestamp(u64::try_from(envelope.received_at.unix_timestamp()).unwrap_or(0))
+        .with_app_id(app_id.into())
+        .with_type(envelope.kind.as_str().into())
+        .with_headers(headers)
 }

@@ -90,8 +90,11 @@ pub fn trade_query_biz_content(out_trade_no: &str) -> String {
 /// What a verified `alipay.trade.query` answer says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TradeQuery {
-    /// `ACQ.TRADE_NOT_EXIST`: the buyer has not opened the order (yet).
-    NotCreated,
+    /// `ACQ.TRADE_NOT_EXIST`: the buyer has not opened the order (yet). Carries the
+    /// close this answer proves **once the order has expired** (an expired order can
+    /// no longer be paid); publish it only then. Even a premature close could not undo
+    /// a later payment: the state machine ranks PAID above CLOSED.
+    NotCreated(Box<VerifiedNotification>),
     /// The trade exists: its state as a notification would have said it.
     Found(Box<VerifiedNotification>),
 }
@@ -131,7 +134,12 @@ pub fn interpret_trade_query(
     let sub_code = node.sub_code.clone().unwrap_or_default();
     if code != CODE_SUCCESS {
         if sub_code == TRADE_NOT_EXIST {
-            return Ok(TradeQuery::NotCreated);
+            return Ok(TradeQuery::NotCreated(Box::new(never_opened(
+                Provider::Alipay,
+                out_trade_no,
+                TRADE_NOT_EXIST,
+                RawNotification::new(body.as_bytes(), vec![]),
+            ))));
         }
         return Err(QueryAnswerError::Provider { code, sub_code });
     }
@@ -184,6 +192,30 @@ pub fn interpret_trade_query(
         fields,
         RawNotification::new(body.as_bytes(), vec![]),
     ))))
+}
+
+/// The close of an order the provider says does not exist (a verified answer).
+pub(crate) fn never_opened(
+    provider: Provider,
+    out_trade_no: &str,
+    provider_status: &str,
+    raw: RawNotification,
+) -> VerifiedNotification {
+    let fields = Normalized {
+        out_trade_no: Some(out_trade_no.to_owned()),
+        provider_status: provider_status.to_owned(),
+        event_type: Some("reconcile.not_created".to_owned()),
+        currency: "CNY".to_owned(),
+        ..Normalized::default()
+    };
+    VerifiedNotification::new(
+        provider,
+        format!("reconcile:CLOSED:{out_trade_no}"),
+        Kind::Close,
+        Status::Closed,
+        fields,
+        raw,
+    )
 }
 
 /// The status part of a reconciliation result's notification id.
@@ -313,7 +345,15 @@ mod tests {
         let answer = query(
             r#"{"code":"40004","msg":"Business Failed","sub_code":"ACQ.TRADE_NOT_EXIST","sub_msg":"交易不存在"}"#,
         );
-        assert_eq!(answer, Ok(TradeQuery::NotCreated));
+        let Ok(TradeQuery::NotCreated(close)) = answer else {
+            panic!("expected not created, got {answer:?}");
+        };
+        assert_eq!(
+            (close.kind(), close.status()),
+            (Kind::Close, Status::Closed)
+        );
+        assert_eq!(close.notification_id(), "reconcile:CLOSED:order-1");
+        assert_eq!(close.fields().provider_status, "ACQ.TRADE_NOT_EXIST");
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub struct Settings {
     pub postgres: PostgresSettings,
     pub redis: RedisSettings,
     pub log: LogSettings,
+    pub reconcile: ReconcileSettings,
     #[serde(default)]
     pub alipay: BTreeMap<String, AlipaySettings>,
     #[serde(default)]
@@ -136,6 +137,25 @@ pub struct RedisSettings {
     pub url: Secret,
     pub prefix: String,
     pub timeout_ms: u64,
+}
+
+/// The reconciler (in the worker): see `[reconcile]` in the defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSettings {
+    pub enabled: bool,
+    pub pending_after_secs: u64,
+    pub interval_min_secs: u64,
+    pub interval_max_secs: u64,
+    pub give_up_after_secs: u64,
+    pub sweep_interval_ms: u64,
+    pub batch: u32,
+    pub timeout_ms: u64,
+    pub attempts: u32,
+    pub backoff_ms: u64,
+    pub alipay_gateway: String,
+    pub wechat_base: String,
+    pub certificates_refresh_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -251,6 +271,30 @@ impl Settings {
 
     /// Checks what serde cannot: ranges, names, one-of choices.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.reconcile;
+        positive("reconcile.interval_min_secs", c.interval_min_secs)?;
+        positive("reconcile.sweep_interval_ms", c.sweep_interval_ms)?;
+        positive("reconcile.batch", u64::from(c.batch))?;
+        positive("reconcile.timeout_ms", c.timeout_ms)?;
+        positive("reconcile.attempts", u64::from(c.attempts))?;
+        positive(
+            "reconcile.certificates_refresh_secs",
+            c.certificates_refresh_secs,
+        )?;
+        if c.interval_max_secs < c.interval_min_secs {
+            return Err(ConfigError::new(
+                "reconcile.interval_max_secs",
+                "must be at least reconcile.interval_min_secs",
+            ));
+        }
+        for (field, url) in [
+            ("reconcile.alipay_gateway", &c.alipay_gateway),
+            ("reconcile.wechat_base", &c.wechat_base),
+        ] {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError::new(field, "must be an http(s) URL"));
+            }
+        }
         let r = &self.receiver;
         positive("receiver.max_body_bytes", r.max_body_bytes as u64)?;
         positive("receiver.ack_deadline_ms", r.ack_deadline_ms)?;

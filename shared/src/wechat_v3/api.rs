@@ -15,7 +15,7 @@ use x509_cert::Certificate;
 
 use super::normalize::normalize;
 use super::{PlatformKeys, V3Headers, V3Merchant, certificate_serial, decrypt_resource};
-use crate::alipay::gateway::status_label;
+use crate::alipay::gateway::{never_opened, status_label};
 use crate::clock::Clock;
 use crate::crypto::{RsaSigningKey, parse_certificates};
 use crate::error::{AnswerError, KeyError, VerifyError};
@@ -82,8 +82,10 @@ pub fn authorization(
 /// What a verified transaction answer says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransactionQuery {
-    /// 404 `ORDER_NOT_EXIST`: the order is unknown to WeChat (not created yet).
-    NotCreated,
+    /// 404 `ORDER_NOT_EXIST`: the order is unknown to WeChat (not created yet). Carries
+    /// the close this proves once the order has expired (see the Alipay equivalent,
+    /// [`crate::alipay::gateway::TradeQuery::NotCreated`]).
+    NotCreated(Box<VerifiedNotification>),
     /// The transaction as a notification would have described it.
     Found(Box<VerifiedNotification>),
 }
@@ -140,7 +142,12 @@ pub fn interpret_transaction(
     let plaintext = match verified(&merchant.keys, status, headers, body, clock)? {
         Ok(body) => body,
         Err(code) if status == 404 && code == "ORDER_NOT_EXIST" => {
-            return Ok(TransactionQuery::NotCreated);
+            return Ok(TransactionQuery::NotCreated(Box::new(never_opened(
+                crate::event::Provider::WechatV3,
+                out_trade_no,
+                "ORDER_NOT_EXIST",
+                RawNotification::new(body, headers.to_pairs()),
+            ))));
         }
         Err(code) => return Err(provider_error(status, code)),
     };
@@ -400,12 +407,14 @@ mod tests {
     fn unknown_order_is_not_created_yet_and_other_errors_are_provider_errors() {
         let m = merchant(KEY);
         let missing = r#"{"code":"ORDER_NOT_EXIST","message":"订单不存在"}"#;
-        assert_eq!(
-            signed(404, missing, |s, h, b, c| interpret_transaction(
-                &m, "o-1", s, h, b, c
-            )),
-            Ok(TransactionQuery::NotCreated)
-        );
+        let answer = signed(404, missing, |s, h, b, c| {
+            interpret_transaction(&m, "o-1", s, h, b, c)
+        });
+        let Ok(TransactionQuery::NotCreated(close)) = answer else {
+            panic!("expected not created, got {answer:?}");
+        };
+        assert_eq!(close.status(), Status::Closed);
+        assert_eq!(close.notification_id(), "reconcile:CLOSED:o-1");
         let sign_error = r#"{"code":"SIGN_ERROR","message":"签名错误"}"#;
         assert_eq!(
             signed(401, sign_error, |s, h, b, c| interpret_transaction(

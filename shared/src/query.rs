@@ -1,0 +1,376 @@
+//! The reconciler's HTTP clients for the providers' query APIs: request signing with
+//! the merchant's private key, answer verification ([`crate::alipay::gateway`],
+//! [`crate::wechat_v3::api`]), timeouts, and retries with backoff for transport
+//! failures. Base URLs come from configuration (production, sandbox, the simulator).
+//!
+//! Only merchants configured with a private key can be queried: an Alipay app with
+//! `app_private_key`, a WeChat V3 merchant with `merchant_private_key` and
+//! `merchant_serial`. [`Queriers::build`] parses those keys once, at start-up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::RngExt as _;
+use secrecy::ExposeSecret as _;
+
+use crate::alipay::gateway::{self, CertSns, TradeQuery};
+use crate::alipay::{AlipayApp, cert_sn, root_cert_sn};
+use crate::clock::Clock;
+use crate::config::{ConfigError, ReconcileSettings, Settings};
+use crate::crypto::{RsaSigningKey, parse_certificates};
+use crate::error::AnswerError;
+use crate::merchants::Merchants;
+use crate::wechat_v3::api::{self, RefundQuery, TransactionQuery};
+use crate::wechat_v3::{PlatformKeys, V3Headers, V3Merchant};
+
+/// What can go wrong with a query.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// No usable answer after every attempt (connect, timeout, HTTP 5xx / 429).
+    #[error("transport: {0}")]
+    Transport(String),
+    /// An answer came but cannot be used: unverified (never trusted) or a provider error.
+    #[error(transparent)]
+    Answer(#[from] AnswerError),
+}
+
+impl QueryError {
+    /// A short, bounded label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Transport(_) => "transport_error",
+            Self::Answer(a) => a.label(),
+        }
+    }
+}
+
+/// An Alipay app that can be queried.
+#[derive(Debug, Clone)]
+pub struct AlipayQuerier {
+    pub app: Arc<AlipayApp>,
+    key: Arc<RsaSigningKey>,
+    cert_sns: Option<CertSns>,
+}
+
+/// A WeChat Pay APIv3 merchant that can be queried.
+#[derive(Debug, Clone)]
+pub struct V3Querier {
+    pub merchant: Arc<V3Merchant>,
+    key: Arc<RsaSigningKey>,
+    serial: String,
+}
+
+impl V3Querier {
+    /// The same merchant trusting `keys` for answers (after a certificate refresh).
+    pub fn with_keys(&self, keys: PlatformKeys) -> Self {
+        let mut merchant = (*self.merchant).clone();
+        merchant.keys = keys;
+        Self {
+            merchant: Arc::new(merchant),
+            key: self.key.clone(),
+            serial: self.serial.clone(),
+        }
+    }
+}
+
+/// Every queryable merchant, by configured name.
+#[derive(Debug, Clone, Default)]
+pub struct Queriers {
+    pub alipay: HashMap<String, AlipayQuerier>,
+    pub wechat_v3: HashMap<String, V3Querier>,
+}
+
+impl Queriers {
+    /// Parses the private keys of the merchants that have one.
+    pub fn build(settings: &Settings, merchants: &Merchants) -> Result<Self, ConfigError> {
+        let mut out = Self::default();
+        for (name, app) in &settings.alipay {
+            let Some(secret) = &app.app_private_key else {
+                continue;
+            };
+            let field = |f: &str| format!("alipay.{name}.{f}");
+            let text = secret
+                .load()
+                .map_err(|e| ConfigError::new(field("app_private_key"), e))?;
+            let key = RsaSigningKey::parse(text.expose_secret())
+                .map_err(|e| ConfigError::new(field("app_private_key"), e.to_string()))?;
+            let cert_sns = match (&app.app_cert, &app.alipay_root_cert) {
+                (Some(app_cert), Some(root)) => {
+                    let app_pem = app_cert
+                        .load()
+                        .map_err(|e| ConfigError::new(field("app_cert"), e))?;
+                    let first = parse_certificates(&app_pem)
+                        .map_err(|e| ConfigError::new(field("app_cert"), e.to_string()))?;
+                    let root_pem = root
+                        .load()
+                        .map_err(|e| ConfigError::new(field("alipay_root_cert"), e))?;
+                    Some(CertSns {
+                        app_cert_sn: cert_sn(&first[0]),
+                        alipay_root_cert_sn: root_cert_sn(&root_pem).map_err(|e| {
+                            ConfigError::new(field("alipay_root_cert"), e.to_string())
+                        })?,
+                    })
+                }
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError::new(
+                        field("app_cert"),
+                        "certificate mode queries need both app_cert and alipay_root_cert",
+                    ));
+                }
+            };
+            let Some(parsed) = merchants.alipay.get(name) else {
+                continue;
+            };
+            out.alipay.insert(
+                name.clone(),
+                AlipayQuerier {
+                    app: parsed.clone(),
+                    key: Arc::new(key),
+                    cert_sns,
+                },
+            );
+        }
+        for (name, m) in &settings.wechat_v3 {
+            let field = |f: &str| format!("wechat_v3.{name}.{f}");
+            let (secret, serial) = match (&m.merchant_private_key, &m.merchant_serial) {
+                (Some(secret), Some(serial)) => (secret, serial),
+                (None, None) => continue,
+                _ => {
+                    return Err(ConfigError::new(
+                        field("merchant_serial"),
+                        "queries need both merchant_private_key and merchant_serial",
+                    ));
+                }
+            };
+            let text = secret
+                .load()
+                .map_err(|e| ConfigError::new(field("merchant_private_key"), e))?;
+            let key = RsaSigningKey::parse(text.expose_secret())
+                .map_err(|e| ConfigError::new(field("merchant_private_key"), e.to_string()))?;
+            let Some(parsed) = merchants.wechat_v3.get(name) else {
+                continue;
+            };
+            out.wechat_v3.insert(
+                name.clone(),
+                V3Querier {
+                    merchant: parsed.clone(),
+                    key: Arc::new(key),
+                    serial: serial.clone(),
+                },
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// An HTTP answer, kept whole for verification.
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn v3_headers(&self) -> V3Headers<'_> {
+        let get = |name: &str| self.headers.get(name).and_then(|v| v.to_str().ok());
+        V3Headers {
+            timestamp: get(crate::wechat_v3::HEADER_TIMESTAMP),
+            nonce: get(crate::wechat_v3::HEADER_NONCE),
+            signature: get(crate::wechat_v3::HEADER_SIGNATURE),
+            serial: get(crate::wechat_v3::HEADER_SERIAL),
+            signature_type: get(crate::wechat_v3::HEADER_SIGNATURE_TYPE),
+        }
+    }
+}
+
+/// The query client: one connection pool, shared by every merchant.
+#[derive(Clone)]
+pub struct QueryClient {
+    http: reqwest::Client,
+    alipay_gateway: String,
+    wechat_base: String,
+    attempts: u32,
+    backoff: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for QueryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryClient")
+            .field("alipay_gateway", &self.alipay_gateway)
+            .field("wechat_base", &self.wechat_base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueryClient {
+    pub fn new(settings: &ReconcileSettings, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.timeout_ms))
+            .connect_timeout(Duration::from_millis(settings.timeout_ms))
+            .user_agent(concat!("payhook/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ConfigError::new("reconcile", e.to_string()))?;
+        Ok(Self {
+            http,
+            alipay_gateway: settings.alipay_gateway.clone(),
+            wechat_base: settings.wechat_base.trim_end_matches('/').to_owned(),
+            attempts: settings.attempts.max(1),
+            backoff: Duration::from_millis(settings.backoff_ms),
+            clock,
+        })
+    }
+
+    /// Sends what `build` makes, again after a transport failure, an HTTP 5xx or a 429,
+    /// with exponential backoff and jitter; anything else is the answer.
+    async fn send(
+        &self,
+        build: impl Fn() -> Result<reqwest::RequestBuilder, QueryError>,
+    ) -> Result<Answer, QueryError> {
+        let mut delay = self.backoff;
+        let mut last = String::new();
+        for attempt in 1..=self.attempts {
+            match build()?.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let headers = response.headers().clone();
+                    match response.bytes().await {
+                        Ok(body) if status < 500 && status != 429 => {
+                            return Ok(Answer {
+                                status,
+                                headers,
+                                body: body.to_vec(),
+                            });
+                        }
+                        Ok(_) => last = format!("HTTP {status}"),
+                        Err(e) => last = format!("reading the answer: {}", without_url(&e)),
+                    }
+                }
+                Err(e) => last = without_url(&e),
+            }
+            if attempt < self.attempts {
+                let jitter = rand::rng().random_range(0..=delay.as_millis() as u64 / 2);
+                tokio::time::sleep(delay + Duration::from_millis(jitter)).await;
+                delay *= 2;
+            }
+        }
+        Err(QueryError::Transport(last))
+    }
+
+    /// `alipay.trade.query` for one order.
+    pub async fn alipay_trade_query(
+        &self,
+        q: &AlipayQuerier,
+        out_trade_no: &str,
+    ) -> Result<TradeQuery, QueryError> {
+        let biz = gateway::trade_query_biz_content(out_trade_no);
+        let answer = self
+            .send(|| {
+                // Signed per attempt: the timestamp is part of the signature.
+                let form = gateway::signed_request(
+                    &q.app.app_id,
+                    gateway::TRADE_QUERY,
+                    &biz,
+                    self.clock.now(),
+                    q.cert_sns.as_ref(),
+                    &q.key,
+                )
+                .map_err(|e| QueryError::Transport(format!("signing: {e}")))?;
+                Ok(self.http.post(&self.alipay_gateway).form(&form))
+            })
+            .await?;
+        let body = String::from_utf8_lossy(&answer.body);
+        Ok(gateway::interpret_trade_query(&q.app, out_trade_no, &body)?)
+    }
+
+    /// A signed APIv3 `GET`.
+    async fn v3_get(&self, q: &V3Querier, path: &str) -> Result<Answer, QueryError> {
+        self.send(|| {
+            let timestamp = self.clock.now().unix_timestamp();
+            let nonce = uuid::Uuid::new_v4().simple().to_string();
+            let authorization = api::authorization(
+                &q.merchant.mch_id,
+                &q.serial,
+                &q.key,
+                "GET",
+                path,
+                "",
+                timestamp,
+                &nonce,
+            )
+            .map_err(|e| QueryError::Transport(format!("signing: {e}")))?;
+            Ok(self
+                .http
+                .get(format!("{}{path}", self.wechat_base))
+                .header(reqwest::header::AUTHORIZATION, authorization)
+                .header(reqwest::header::ACCEPT, "application/json"))
+        })
+        .await
+    }
+
+    /// `GET /v3/pay/transactions/out-trade-no/{out_trade_no}`.
+    pub async fn wechat_transaction(
+        &self,
+        q: &V3Querier,
+        out_trade_no: &str,
+    ) -> Result<TransactionQuery, QueryError> {
+        let path = api::transaction_path(out_trade_no, &q.merchant.mch_id);
+        let a = self.v3_get(q, &path).await?;
+        Ok(api::interpret_transaction(
+            &q.merchant,
+            out_trade_no,
+            a.status,
+            &a.v3_headers(),
+            &a.body,
+            self.clock.as_ref(),
+        )?)
+    }
+
+    /// `GET /v3/refund/domestic/refunds/{out_refund_no}`.
+    pub async fn wechat_refund(
+        &self,
+        q: &V3Querier,
+        out_refund_no: &str,
+    ) -> Result<RefundQuery, QueryError> {
+        let path = api::refund_path(out_refund_no);
+        let a = self.v3_get(q, &path).await?;
+        Ok(api::interpret_refund(
+            &q.merchant,
+            out_refund_no,
+            a.status,
+            &a.v3_headers(),
+            &a.body,
+            self.clock.as_ref(),
+        )?)
+    }
+
+    /// `GET /v3/certificates`: the platform certificates WeChat lists now.
+    pub async fn wechat_certificates(&self, q: &V3Querier) -> Result<PlatformKeys, QueryError> {
+        let a = self.v3_get(q, api::CERTIFICATES_PATH).await?;
+        Ok(api::interpret_certificates(
+            &q.merchant,
+            a.status,
+            &a.v3_headers(),
+            &a.body,
+            self.clock.as_ref(),
+        )?)
+    }
+}
+
+/// A reqwest error without its URL (which carries an order number in the path).
+fn without_url(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "request"
+    };
+    let detail = e
+        .source()
+        .map_or_else(|| "failed".to_owned(), ToString::to_string);
+    format!("{kind}: {detail}")
+}
