@@ -18,6 +18,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/payments/{provider}/{merchant}/{out_trade_no}",
             web::get().to(history),
         )
+        .route(
+            "/payments/{provider}/{merchant}/{out_trade_no}/reconcile",
+            web::post().to(reconcile_now),
+        )
         .route("/parked/replay", web::post().to(replay));
 }
 
@@ -76,6 +80,27 @@ async fn register_order(shared: web::Data<Shared>, order: web::Json<NewOrder>) -
 
 fn parse_provider(text: &str) -> Option<Provider> {
     Provider::ALL.into_iter().find(|p| p.as_str() == text)
+}
+
+/// Makes a pending payment due for reconciliation at the next sweep (202), or says
+/// it is not pending (409) or unknown (404).
+async fn reconcile_now(
+    shared: web::Data<Shared>,
+    path: web::Path<(String, String, String)>,
+) -> HttpResponse {
+    let (provider, merchant, out_trade_no) = path.into_inner();
+    let Some(provider) = parse_provider(&provider) else {
+        return HttpResponse::NotFound().json(json!({"error": "unknown provider"}));
+    };
+    match crate::reconcile::reconcile_now(&shared.pool, provider, &merchant, &out_trade_no).await {
+        Ok(true) => HttpResponse::Accepted().json(json!({"scheduled": true})),
+        Ok(false) => HttpResponse::Conflict()
+            .json(json!({"error": "no pending payment with this out_trade_no"})),
+        Err(error) => {
+            tracing::error!(%error, "reconcile-now update failed");
+            HttpResponse::ServiceUnavailable().json(json!({"error": "database unavailable"}))
+        }
+    }
 }
 
 async fn history(

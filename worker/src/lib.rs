@@ -9,6 +9,8 @@
 //!   transition ledger, refunds, raw notification audit, outbox), order registration.
 //! - [`dedup`]: the Redis two-phase claim (fast path; the database is the truth).
 //! - [`outbox`]: relays committed outbox rows to the events exchange as CloudEvents.
+//! - [`reconcile`]: queries the providers about pending / doubtful payments and
+//!   publishes their verified answers for the same apply path.
 //! - [`retry`]: retry tiers and parking; [`replay`]: parked messages back to work.
 //! - [`admin`]: health, readiness, metrics, order registration, history, replay.
 //! - [`metrics`]: the Prometheus registry.
@@ -19,6 +21,7 @@ pub mod db;
 pub mod dedup;
 pub mod metrics;
 pub mod outbox;
+pub mod reconcile;
 pub mod replay;
 pub mod retry;
 pub mod startup;

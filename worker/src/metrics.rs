@@ -62,6 +62,12 @@ struct ProviderLabel {
     provider: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueryLabel {
+    provider: String,
+    result: String,
+}
+
 /// All worker metrics, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -73,6 +79,9 @@ pub struct Metrics {
     pub redis_fallback_active: Gauge,
     pub broker_up: Gauge,
     pub in_flight: Gauge,
+    reconcile_queries: Family<QueryLabel, Counter>,
+    /// Payments the reconciler is watching (registered or quarantined, still pending).
+    pub reconcile_pending: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -97,6 +106,20 @@ impl Metrics {
         let redis_fallback_active = Gauge::default();
         let broker_up = Gauge::default();
         let in_flight = Gauge::default();
+        let reconcile_queries = Family::<QueryLabel, Counter>::default();
+        let reconcile_pending = Gauge::default();
+        registry.register(
+            "reconcile_queries",
+            "Reconciliation queries to the providers, by provider and result (paid, \
+             closed, pending, not_created, published, bad_signature, provider_error, \
+             transport_error, no_credentials, unsupported)",
+            reconcile_queries.clone(),
+        );
+        registry.register(
+            "reconcile_pending_orders",
+            "Payments still pending that the reconciler watches (registered or quarantined)",
+            reconcile_pending.clone(),
+        );
         registry.register(
             "worker_events",
             "Work-queue messages processed, by outcome",
@@ -141,6 +164,8 @@ impl Metrics {
             redis_fallback_active,
             broker_up,
             in_flight,
+            reconcile_queries,
+            reconcile_pending,
         };
         for outcome in EventOutcome::ALL {
             let _ = metrics.events.get_or_create(&OutcomeLabel {
@@ -154,6 +179,15 @@ impl Metrics {
         self.events
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.as_str().into(),
+            })
+            .inc();
+    }
+
+    pub fn reconcile_query(&self, provider: &str, result: &str) {
+        self.reconcile_queries
+            .get_or_create(&QueryLabel {
+                provider: provider.into(),
+                result: result.into(),
             })
             .inc();
     }

@@ -26,6 +26,7 @@ use crate::db::apply::Expectations;
 use crate::dedup::Dedup;
 use crate::metrics::Metrics;
 use crate::outbox::{OutboxRelay, RelayConfig};
+use crate::reconcile::Reconciler;
 use crate::replay::{self, ReplayFilter, ReplayReport};
 
 /// State shared by the admin handlers and the supervisor.
@@ -96,6 +97,7 @@ pub struct Worker {
     server: Server,
     processor: Arc<Processor>,
     relay: OutboxRelay,
+    reconciler: Option<Arc<Reconciler>>,
     consume: ConsumeConfig,
     policy: QueuePolicy,
     retry_delays_ms: Vec<u32>,
@@ -175,6 +177,14 @@ impl Worker {
             metrics: metrics.clone(),
             outbox_notify: relay.notifier(),
         });
+        let reconciler = Reconciler::build(
+            settings,
+            pool.clone(),
+            metrics.clone(),
+            Arc::new(payhook_shared::clock::SystemClock),
+        )
+        .context("reconcile")?
+        .map(Arc::new);
         let shared = web::Data::new(Shared {
             pool,
             dedup,
@@ -207,6 +217,7 @@ impl Worker {
             server,
             processor,
             relay,
+            reconciler,
             consume: ConsumeConfig {
                 prefetch: w.prefetch,
                 concurrency: w.concurrency,
@@ -243,7 +254,10 @@ impl Worker {
         supervise(
             self.shared.clone(),
             self.processor,
-            self.relay,
+            Background {
+                relay: self.relay,
+                reconciler: self.reconciler,
+            },
             self.consume,
             self.policy,
             self.retry_delays_ms,
@@ -266,7 +280,7 @@ impl Worker {
 async fn supervise(
     shared: web::Data<Shared>,
     processor: Arc<Processor>,
-    relay: OutboxRelay,
+    background: Background,
     consume: ConsumeConfig,
     policy: QueuePolicy,
     retry_delays_ms: Vec<u32>,
@@ -293,7 +307,7 @@ async fn supervise(
                     &connection,
                     &shared,
                     &processor,
-                    &relay,
+                    &background,
                     &consume,
                     &policy,
                     &retry_delays_ms,
@@ -324,13 +338,19 @@ async fn supervise(
     tracing::info!("worker stopped consuming");
 }
 
+/// What runs beside the consumer on a broker connection.
+struct Background {
+    relay: OutboxRelay,
+    reconciler: Option<Arc<Reconciler>>,
+}
+
 /// One broker connection's life: topology, consumer and relay until one of them stops.
 #[expect(clippy::too_many_arguments, reason = "internal helper of supervise")]
 async fn session(
     connection: &Connection,
     shared: &Shared,
     processor: &Arc<Processor>,
-    relay: &OutboxRelay,
+    background: &Background,
     consume: &ConsumeConfig,
     policy: &QueuePolicy,
     retry_delays_ms: &[u32],
@@ -358,7 +378,37 @@ async fn session(
         consume,
         session.clone(),
     );
-    let relaying = relay.run(relay_channel, session.clone());
+    let relay_session = session.clone();
+    let reconcile_channel = match &background.reconciler {
+        Some(_) => {
+            let channel = connection.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            Some(channel)
+        }
+        None => None,
+    };
+    let relaying = async move {
+        let relay = background.relay.run(relay_channel, relay_session.clone());
+        match (&background.reconciler, reconcile_channel) {
+            (Some(reconciler), Some(channel)) => {
+                let reconciling = reconciler.run(channel, relay_session.clone());
+                tokio::pin!(relay, reconciling);
+                tokio::select! {
+                    result = &mut relay => result,
+                    result = &mut reconciling => {
+                        if let Err(error) = &result {
+                            tracing::warn!(%error, "reconciler stopped");
+                        }
+                        relay_session.cancel();
+                        relay.await
+                    }
+                }
+            }
+            _ => relay.await,
+        }
+    };
     tokio::pin!(consumer, relaying);
     tokio::select! {
         result = &mut consumer => {

@@ -1,0 +1,11 @@
+-- Reconciliation bookkeeping: when a pending payment is next queried, how many times
+-- it was, and what the last answer said. NULL next_at = not scheduled yet (the sweeper
+-- starts from created_at + reconcile.pending_after_secs); 'infinity' = no longer queried.
+ALTER TABLE payments
+    ADD COLUMN reconcile_next_at   TIMESTAMPTZ,
+    ADD COLUMN reconcile_attempts  INTEGER     NOT NULL DEFAULT 0,
+    ADD COLUMN reconcile_last      TEXT,
+    ADD COLUMN reconciled_at       TIMESTAMPTZ;
+CREATE INDEX payments_reconcile_due_idx
+    ON payments (COALESCE(reconcile_next_at, created_at))
+    WHERE state = 'PENDING' AND (registered OR quarantined);

@@ -1,0 +1,357 @@
+//! The reconciler: asks the providers about payments whose notification is missing or
+//! doubtful, and feeds what they answer back through the one apply path.
+//!
+//! Every `sweep_interval` it takes the due payments — registered orders still
+//! `PENDING` some time after registration, quarantined ones, and any pending payment
+//! an operator asked about ([`reconcile_now`]) — and, for each:
+//!
+//! 1. **claims** it by pushing its next query time out (`min × 2^attempts`, capped at
+//!    `max`) in the same statement that selects it (`FOR UPDATE SKIP LOCKED`), so two
+//!    workers never query the same payment at once and a crash only delays it;
+//! 2. **queries** the provider (`alipay.trade.query`, WeChat V3 transaction by
+//!    `out_trade_no`) with the merchant's private key, and verifies the answer's
+//!    signature — an answer that does not verify is counted and never used;
+//! 3. **publishes** a verified final answer (paid, closed, failed) to the notifications
+//!    exchange as an envelope with `source = reconcile`, with a publisher confirm, like
+//!    the receiver. The worker's consumer applies it exactly as a notification: same
+//!    dedup, same transition key, so a later real notification of the same transition
+//!    is a duplicate transition, not a second effect.
+//!
+//! "Not created" (`ACQ.TRADE_NOT_EXIST`, `ORDER_NOT_EXIST`) means the buyer never opened
+//! the order: it is left pending, and closed once the order's `expires_at` has passed.
+//! A payment still pending `give_up_after` past its expiry (or its registration) is no
+//! longer queried; `reconcile_last` says why, for a person to look at.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::Channel;
+use lapin::Confirmation;
+use lapin::options::BasicPublishOptions;
+use payhook_shared::alipay::gateway::TradeQuery;
+use payhook_shared::clock::Clock;
+use payhook_shared::config::Settings;
+use payhook_shared::event::{Envelope, Provider, Source, Status, VerifiedNotification};
+use payhook_shared::merchants::Merchants;
+use payhook_shared::query::{Queriers, QueryClient, QueryError};
+use payhook_shared::topology::envelope_properties;
+use payhook_shared::wechat_v3::api::TransactionQuery;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// How long a reconciliation publish may wait for the broker's confirm.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schedule (from `[reconcile]`).
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub pending_after: Duration,
+    pub interval_min: Duration,
+    pub interval_max: Duration,
+    pub give_up_after: Duration,
+    pub sweep_interval: Duration,
+    pub batch: u32,
+}
+
+/// One due payment.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct Due {
+    id: i64,
+    provider: String,
+    merchant: String,
+    out_trade_no: String,
+    expires_at: Option<OffsetDateTime>,
+    created_at: OffsetDateTime,
+}
+
+/// What a sweep did, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Payments queried (or skipped for want of credentials).
+    pub taken: usize,
+    /// Verified answers published for the apply path.
+    pub published: usize,
+}
+
+/// The reconciler of one worker.
+pub struct Reconciler {
+    pool: PgPool,
+    client: QueryClient,
+    queriers: Queriers,
+    exchange: String,
+    schedule: Schedule,
+    metrics: Metrics,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Reconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconciler")
+            .field("exchange", &self.exchange)
+            .field("schedule", &self.schedule)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reconciler {
+    /// The reconciler configured by `settings`, or `None` when `reconcile.enabled` is
+    /// false. Merchants without a private key are not queried (their payments are
+    /// counted as `no_credentials`).
+    pub fn build(
+        settings: &Settings,
+        pool: PgPool,
+        metrics: Metrics,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Option<Self>> {
+        let c = &settings.reconcile;
+        if !c.enabled {
+            return Ok(None);
+        }
+        let merchants = Merchants::build(settings)?;
+        let queriers = Queriers::build(settings, &merchants)?;
+        let client = QueryClient::new(c, clock.clone())?;
+        Ok(Some(Self {
+            pool,
+            client,
+            queriers,
+            exchange: payhook_shared::topology::Names::new(&settings.amqp.prefix).notifications,
+            schedule: Schedule {
+                pending_after: Duration::from_secs(c.pending_after_secs),
+                interval_min: Duration::from_secs(c.interval_min_secs),
+                interval_max: Duration::from_secs(c.interval_max_secs),
+                give_up_after: Duration::from_secs(c.give_up_after_secs),
+                sweep_interval: Duration::from_millis(c.sweep_interval_ms),
+                batch: c.batch,
+            },
+            metrics,
+            clock,
+        }))
+    }
+
+    /// Sweeps every `sweep_interval` until `stop` fires or the channel fails.
+    pub async fn run(&self, channel: Channel, stop: CancellationToken) -> Result<(), lapin::Error> {
+        loop {
+            match self.sweep_once(&channel).await {
+                Ok(report) if report.taken > 0 => {
+                    tracing::info!(
+                        taken = report.taken,
+                        published = report.published,
+                        "reconcile sweep"
+                    );
+                }
+                Ok(_) => {}
+                Err(SweepError::Broker(error)) => return Err(error),
+                Err(error) => tracing::warn!(%error, "reconcile sweep failed"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep(self.schedule.sweep_interval) => {}
+            }
+        }
+    }
+
+    /// One round: claim the due payments, query each, publish what settles them.
+    pub async fn sweep_once(&self, channel: &Channel) -> Result<SweepReport, SweepError> {
+        let due = self.claim_due().await?;
+        let mut report = SweepReport {
+            taken: due.len(),
+            published: 0,
+        };
+        for payment in &due {
+            let (result, publish, stop) = self.query(payment).await;
+            self.metrics.reconcile_query(&payment.provider, result);
+            if let Some(verified) = publish
+                && self.publish(channel, payment, *verified).await?
+            {
+                report.published += 1;
+            }
+            self.record(payment.id, result, stop).await?;
+        }
+        let watched: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM payments WHERE state = 'PENDING' AND (registered OR quarantined) \
+             AND (reconcile_next_at IS NULL OR reconcile_next_at < 'infinity')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        self.metrics.reconcile_pending.set(watched);
+        Ok(report)
+    }
+
+    async fn claim_due(&self) -> Result<Vec<Due>, sqlx::Error> {
+        let s = &self.schedule;
+        sqlx::query_as(
+            "WITH due AS ( \
+                 SELECT id FROM payments \
+                 WHERE state = 'PENDING' AND (registered OR quarantined OR reconcile_next_at IS NOT NULL) \
+                   AND COALESCE(reconcile_next_at, created_at + make_interval(secs => $1)) <= now() \
+                 ORDER BY COALESCE(reconcile_next_at, created_at) \
+                 LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED) \
+             UPDATE payments p \
+             SET reconcile_attempts = p.reconcile_attempts + 1, \
+                 reconcile_next_at = now() + make_interval(secs => \
+                     LEAST($4, $3 * power(2, LEAST(p.reconcile_attempts, 30)))) \
+             FROM due WHERE p.id = due.id \
+             RETURNING p.id, p.provider, p.merchant, p.out_trade_no, p.expires_at, p.created_at",
+        )
+        .bind(s.pending_after.as_secs_f64())
+        .bind(i64::from(s.batch))
+        .bind(s.interval_min.as_secs_f64())
+        .bind(s.interval_max.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Asks the provider; returns the metric result, the answer to publish if it
+    /// settles the payment, and whether to stop querying it.
+    async fn query(&self, p: &Due) -> (&'static str, Option<Box<VerifiedNotification>>, bool) {
+        let now = self.clock.now();
+        let expired = p.expires_at.is_some_and(|at| at <= now);
+        let give_up = p.expires_at.unwrap_or(p.created_at) + self.schedule.give_up_after <= now;
+        let answer = match p.provider.as_str() {
+            "alipay" => match self.queriers.alipay.get(&p.merchant) {
+                Some(q) => self
+                    .client
+                    .alipay_trade_query(q, &p.out_trade_no)
+                    .await
+                    .map(|a| match a {
+                        TradeQuery::NotCreated(close) => Answer::NotCreated(close),
+                        TradeQuery::Found(n) => Answer::Found(n),
+                    }),
+                None => return ("no_credentials", None, false),
+            },
+            "wechat_v3" => match self.queriers.wechat_v3.get(&p.merchant) {
+                Some(q) => self
+                    .client
+                    .wechat_transaction(q, &p.out_trade_no)
+                    .await
+                    .map(|a| match a {
+                        TransactionQuery::NotCreated(close) => Answer::NotCreated(close),
+                        TransactionQuery::Found(n) => Answer::Found(n),
+                    }),
+                None => return ("no_credentials", None, false),
+            },
+            _ => return ("unsupported", None, true),
+        };
+        match answer {
+            Ok(Answer::Found(n)) => match n.status() {
+                Status::Pending => ("pending", None, give_up),
+                Status::Paid => ("paid", Some(n), false),
+                Status::Closed => ("closed", Some(n), false),
+                Status::Failed => ("failed", Some(n), false),
+                _ => ("other", None, give_up),
+            },
+            Ok(Answer::NotCreated(close)) if expired => ("not_created_expired", Some(close), false),
+            Ok(Answer::NotCreated(_)) => ("not_created", None, give_up),
+            Err(error) => {
+                match &error {
+                    QueryError::Answer(a) => tracing::warn!(
+                        provider = %p.provider, merchant = %p.merchant, payment_id = p.id,
+                        error = %a, "reconcile: answer refused"
+                    ),
+                    QueryError::Transport(e) => tracing::warn!(
+                        provider = %p.provider, merchant = %p.merchant, payment_id = p.id,
+                        error = %e, "reconcile: query failed"
+                    ),
+                }
+                (error.label(), None, false)
+            }
+        }
+    }
+
+    async fn publish(
+        &self,
+        channel: &Channel,
+        p: &Due,
+        verified: VerifiedNotification,
+    ) -> Result<bool, SweepError> {
+        let request_id = format!("reconcile-{}", uuid::Uuid::new_v4().simple());
+        let envelope = Envelope::from_verified(
+            verified,
+            &p.merchant,
+            Source::Reconcile,
+            OffsetDateTime::now_utc(),
+            request_id,
+        );
+        let body = serde_json::to_vec(&envelope)?;
+        let confirm = channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                envelope.routing_key().as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &body,
+                envelope_properties(&envelope, "payhook-reconciler"),
+            )
+            .await?;
+        match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+            Ok(Ok(Confirmation::Ack(None))) => {
+                tracing::info!(
+                    event_id = %envelope.event_id, status = ?envelope.status,
+                    "reconcile: published the provider's answer"
+                );
+                Ok(true)
+            }
+            // Not durable: the payment stays due and is queried again next time.
+            Ok(Ok(_)) | Err(_) => {
+                tracing::warn!(event_id = %envelope.event_id, "reconcile: publish not confirmed");
+                Ok(false)
+            }
+            Ok(Err(error)) => Err(error.into()),
+        }
+    }
+
+    async fn record(&self, id: i64, result: &str, stop: bool) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE payments SET reconcile_last = $2, reconciled_at = now(), \
+             reconcile_next_at = CASE WHEN $3 THEN 'infinity'::timestamptz ELSE reconcile_next_at END \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(result)
+        .bind(stop)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+enum Answer {
+    NotCreated(Box<VerifiedNotification>),
+    Found(Box<VerifiedNotification>),
+}
+
+/// Why a sweep stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("envelope: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Makes a payment due now (the admin API's "reconcile now").
+pub async fn reconcile_now(
+    pool: &PgPool,
+    provider: Provider,
+    merchant: &str,
+    out_trade_no: &str,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE payments SET reconcile_next_at = now() \
+         WHERE provider = $1 AND merchant = $2 AND out_trade_no = $3 AND state = 'PENDING'",
+    )
+    .bind(provider.as_str())
+    .bind(merchant)
+    .bind(out_trade_no)
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() > 0)
+}
