@@ -236,6 +236,14 @@ impl TestBroker {
         }
     }
 
+    /// A new channel on the test connection.
+    pub async fn channel(&self) -> lapin::Channel {
+        self.connection
+            .create_channel()
+            .await
+            .expect("test channel")
+    }
+
     /// Messages currently ready in `queue`.
     pub async fn depth(&self, queue: &str) -> u32 {
         self.channel
