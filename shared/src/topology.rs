@@ -213,21 +213,6 @@ pub async fn declare_all(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_share_the_prefix() {
-        let n = Names::new("t1");
-        assert_eq!(n.notifications, "t1.notifications");
-        assert_eq!(n.work, "t1.work");
-        assert_eq!(n.parked, "t1.parked");
-        assert_eq!(n.events, "t1.events");
-        assert_eq!(n.retry(0), "t1.retry.1");
-    }
-}
-
 /// The AMQP properties of an envelope on the notifications exchange, the same for the
 /// receiver and the reconciler (`app_id` says which): persistent, JSON, `message_id` =
 /// the dedup identity, the request id as correlation id and header.
@@ -256,4 +241,19 @@ pub fn envelope_properties(envelope: &Envelope, app_id: &str) -> BasicProperties
         .with_app_id(app_id.into())
         .with_type(envelope.kind.as_str().into())
         .with_headers(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_share_the_prefix() {
+        let n = Names::new("t1");
+        assert_eq!(n.notifications, "t1.notifications");
+        assert_eq!(n.work, "t1.work");
+        assert_eq!(n.parked, "t1.parked");
+        assert_eq!(n.events, "t1.events");
+        assert_eq!(n.retry(0), "t1.retry.1");
+    }
 }
