@@ -8,6 +8,7 @@
 //!   body read → verify → publish with confirm → answer), health and metrics.
 //! - [`publisher`]: RabbitMQ connection supervision and confirmed publishing.
 //! - [`answer`]: success and failure answers in each provider's format.
+//! - [`certificates`]: periodic WeChat V3 platform certificate refresh.
 //! - [`edge`]: client address behind trusted proxies, per-provider allowlists.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`tls`]: optional HTTPS with rustls.
@@ -20,6 +21,7 @@
 //! gets the provider's failure answer, so the provider resends.
 
 pub mod answer;
+pub mod certificates;
 pub mod edge;
 pub mod metrics;
 pub mod publisher;

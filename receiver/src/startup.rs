@@ -70,6 +70,8 @@ impl Application {
             cancel.clone(),
             &tracker,
         );
+        crate::certificates::start(settings, &merchants, clock.clone(), &cancel, &tracker)
+            .context("wechat_v3 certificate refresh")?;
         let r = &settings.receiver;
         let state = web::Data::new(AppState {
             merchants,

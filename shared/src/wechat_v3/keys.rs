@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Arc, RwLock};
 
 use crate::crypto::RsaPublicKey as PublicKey;
 use x509_cert::Certificate;
@@ -18,11 +19,19 @@ use crate::error::KeyError;
 /// Prefix of WeChat platform public-key ids (public-key mode).
 pub const PUBLIC_KEY_ID_PREFIX: &str = "PUB_KEY_ID_";
 
-/// The platform keys of one merchant, by serial.
+/// Lookup form of the serial (see [`lookup_form`]) → (serial as displayed, key).
+type KeyMap = BTreeMap<String, (String, Arc<PublicKey>)>;
+
+/// The platform keys of one merchant, by serial: the configured ones, plus the
+/// certificates downloaded at run time from `/v3/certificates`
+/// ([`PlatformKeys::set_downloaded`]).
+///
+/// The downloaded set is shared by every clone of a `PlatformKeys` (it is a handle):
+/// the receiver's refresher replaces it while the request handlers read it.
 #[derive(Clone, Default)]
 pub struct PlatformKeys {
-    /// Lookup form of the serial (see [`lookup_form`]) → (serial as displayed, key).
-    keys: BTreeMap<String, (String, PublicKey)>,
+    keys: KeyMap,
+    downloaded: Arc<RwLock<Arc<KeyMap>>>,
 }
 
 impl PlatformKeys {
@@ -85,37 +94,72 @@ impl PlatformKeys {
 
     /// The key WeChat names with `serial` (the `Wechatpay-Serial` header value).
     /// Hex serials match regardless of case and of leading zeros.
-    pub fn get(&self, serial: &str) -> Option<&PublicKey> {
-        self.keys.get(&lookup_form(serial)).map(|(_, key)| key)
+    /// The configured key first, then a downloaded one.
+    pub fn get(&self, serial: &str) -> Option<Arc<PublicKey>> {
+        let lookup = lookup_form(serial);
+        if let Some((_, key)) = self.keys.get(&lookup) {
+            return Some(key.clone());
+        }
+        self.downloaded_map()
+            .get(&lookup)
+            .map(|(_, key)| key.clone())
     }
 
-    /// Every serial held, as displayed (for logs and the health endpoint).
+    /// Replaces the downloaded set with the keys of `fresh` (a `/v3/certificates`
+    /// answer: WeChat lists every certificate valid now, old and new during a
+    /// rotation). Visible to every clone of this `PlatformKeys` at once.
+    pub fn set_downloaded(&self, fresh: &PlatformKeys) {
+        let map = Arc::new(fresh.keys.clone());
+        match self.downloaded.write() {
+            Ok(mut guard) => *guard = map,
+            Err(poisoned) => *poisoned.into_inner() = map,
+        }
+    }
+
+    fn downloaded_map(&self) -> Arc<KeyMap> {
+        match self.downloaded.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Every serial held, configured then downloaded, as displayed (for logs and the
+    /// health endpoint).
     pub fn serials(&self) -> Vec<String> {
-        self.keys
+        let downloaded = self.downloaded_map();
+        let mut out: Vec<String> = self
+            .keys
             .values()
             .map(|(serial, _)| serial.clone())
-            .collect()
+            .collect();
+        out.extend(
+            downloaded
+                .iter()
+                .filter(|(lookup, _)| !self.keys.contains_key(*lookup))
+                .map(|(_, (serial, _))| serial.clone()),
+        );
+        out
     }
 
-    /// Adds every key of `other`; a serial present in both takes `other`'s key (the
-    /// fresher download of the same certificate).
+    /// Adds every configured key of `other`; a serial present in both takes `other`'s
+    /// key (the fresher download of the same certificate).
     pub fn merge(&mut self, other: PlatformKeys) {
         self.keys.extend(other.keys);
     }
 
-    /// Number of keys held.
+    /// Number of keys held (configured and downloaded).
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.serials().len()
     }
 
     /// Whether no key is held (every notification would be refused).
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.is_empty() && self.downloaded_map().is_empty()
     }
 
     fn insert(&mut self, serial: String, key: PublicKey) -> String {
         self.keys
-            .insert(lookup_form(&serial), (serial.clone(), key));
+            .insert(lookup_form(&serial), (serial.clone(), Arc::new(key)));
         serial
     }
 }
@@ -223,6 +267,32 @@ mod tests {
         assert!(keys.is_empty());
         assert_eq!(keys.add_certificates_pem(&bundle).map(|s| s.len()), Ok(2));
         assert_eq!(keys.len(), 1, "the same certificate twice is one key");
+    }
+
+    #[test]
+    fn downloaded_keys_are_shared_by_clones_and_replaced_whole() {
+        let mut configured = PlatformKeys::new();
+        configured
+            .add_public_key("PUB_KEY_ID_1", &vector_cert_pem())
+            .expect("key");
+        let handler_copy = configured.clone();
+        assert!(handler_copy.get("D7CE59D1F522D701").is_none());
+
+        let mut download = PlatformKeys::new();
+        download
+            .add_certificate_pem(&vector_cert_pem())
+            .expect("certificate");
+        configured.set_downloaded(&download);
+        // The clone a request handler holds sees the download at once.
+        assert!(handler_copy.get("d7ce59d1f522d701").is_some());
+        assert_eq!(handler_copy.len(), 2);
+        assert_eq!(handler_copy.serials(), ["PUB_KEY_ID_1", "D7CE59D1F522D701"]);
+
+        // A later download replaces the earlier one (expired certificates drop out);
+        // configured keys stay.
+        configured.set_downloaded(&PlatformKeys::new());
+        assert!(handler_copy.get("D7CE59D1F522D701").is_none());
+        assert!(handler_copy.get("PUB_KEY_ID_1").is_some());
     }
 
     #[test]

@@ -115,7 +115,7 @@ pub fn verify_signature(
         message.extend_from_slice(part);
         message.push(b'\n');
     }
-    crypto::verify_rsa(key, RsaHash::Sha256, &message, signature)
+    crypto::verify_rsa(&key, RsaHash::Sha256, &message, signature)
 }
 
 fn required<'a>(value: Option<&'a str>, name: &'static str) -> Result<&'a str, VerifyError> {
