@@ -93,6 +93,24 @@ pub enum Status {
     Other,
 }
 
+impl Status {
+    /// The status as stored and in reconciliation ids (`PAID`, `REFUND_SUCCEEDED`, …),
+    /// the same text as its JSON form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Paid => "PAID",
+            Self::Closed => "CLOSED",
+            Self::Failed => "FAILED",
+            Self::RefundSucceeded => "REFUND_SUCCEEDED",
+            Self::RefundProcessing => "REFUND_PROCESSING",
+            Self::RefundClosed => "REFUND_CLOSED",
+            Self::RefundAbnormal => "REFUND_ABNORMAL",
+            Self::Other => "OTHER",
+        }
+    }
+}
+
 /// The normalized fields every provider maps onto. Money in minor units (fen).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Normalized {
@@ -360,6 +378,24 @@ mod tests {
             Some("alipay:shop:payment:o1:PAID")
         );
         assert_eq!(env.routing_key(), "alipay.payment");
+    }
+
+    #[test]
+    fn status_text_is_its_json_form() {
+        for status in [
+            Status::Pending,
+            Status::Paid,
+            Status::Closed,
+            Status::Failed,
+            Status::RefundSucceeded,
+            Status::RefundProcessing,
+            Status::RefundClosed,
+            Status::RefundAbnormal,
+            Status::Other,
+        ] {
+            let json = serde_json::to_string(&status).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+        }
     }
 
     #[test]

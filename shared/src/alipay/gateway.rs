@@ -183,7 +183,7 @@ pub fn interpret_trade_query(
         event_time: send_pay_date.filter(|_| status == Status::Paid),
         ..Normalized::default()
     };
-    let id = format!("reconcile:{}:{out_trade_no}", status_label(status));
+    let id = format!("reconcile:{}:{out_trade_no}", status.as_str());
     Ok(TradeQuery::Found(Box::new(VerifiedNotification::new(
         Provider::Alipay,
         id,
@@ -216,21 +216,6 @@ pub(crate) fn never_opened(
         fields,
         raw,
     )
-}
-
-/// The status part of a reconciliation result's notification id.
-pub(crate) fn status_label(status: Status) -> &'static str {
-    match status {
-        Status::Pending => "PENDING",
-        Status::Paid => "PAID",
-        Status::Closed => "CLOSED",
-        Status::Failed => "FAILED",
-        Status::RefundSucceeded => "REFUND_SUCCEEDED",
-        Status::RefundProcessing => "REFUND_PROCESSING",
-        Status::RefundClosed => "REFUND_CLOSED",
-        Status::RefundAbnormal => "REFUND_ABNORMAL",
-        Status::Other => "OTHER",
-    }
 }
 
 #[cfg(test)]

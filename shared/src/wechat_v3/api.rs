@@ -15,7 +15,7 @@ use x509_cert::Certificate;
 
 use super::normalize::normalize;
 use super::{PlatformKeys, V3Headers, V3Merchant, certificate_serial, decrypt_resource};
-use crate::alipay::gateway::{never_opened, status_label};
+use crate::alipay::gateway::never_opened;
 use crate::clock::Clock;
 use crate::crypto::{RsaSigningKey, parse_certificates};
 use crate::error::{AnswerError, KeyError, VerifyError};
@@ -156,17 +156,30 @@ pub fn interpret_transaction(
     if n.fields.out_trade_no.as_deref() != Some(out_trade_no) {
         return Err(VerifyError::Malformed("answer names another out_trade_no".into()).into());
     }
-    let id = format!("reconcile:{}:{out_trade_no}", status_label(n.status));
-    Ok(TransactionQuery::Found(Box::new(
-        VerifiedNotification::new(
-            crate::event::Provider::WechatV3,
-            id,
-            n.kind,
-            n.status,
-            n.fields,
-            RawNotification::new(body, headers.to_pairs()),
-        ),
+    Ok(TransactionQuery::Found(reconciled(
+        n,
+        out_trade_no,
+        headers,
+        body,
     )))
+}
+
+/// A verified answer as the notification it stands for: id
+/// `reconcile:<status>:<order or refund number>`, the answer kept as the raw record.
+fn reconciled(
+    n: super::normalize::Normalization,
+    number: &str,
+    headers: &V3Headers<'_>,
+    body: &[u8],
+) -> Box<VerifiedNotification> {
+    Box::new(VerifiedNotification::new(
+        crate::event::Provider::WechatV3,
+        format!("reconcile:{}:{number}", n.status.as_str()),
+        n.kind,
+        n.status,
+        n.fields,
+        RawNotification::new(body, headers.to_pairs()),
+    ))
 }
 
 /// Verifies and interprets the answer to [`refund_path`] for `out_refund_no`.
@@ -204,15 +217,12 @@ pub fn interpret_refund(
     if n.fields.out_refund_no.as_deref() != Some(out_refund_no) {
         return Err(VerifyError::Malformed("answer names another out_refund_no".into()).into());
     }
-    let id = format!("reconcile:{}:{out_refund_no}", status_label(n.status));
-    Ok(RefundQuery::Found(Box::new(VerifiedNotification::new(
-        crate::event::Provider::WechatV3,
-        id,
-        n.kind,
-        n.status,
-        n.fields,
-        RawNotification::new(body, headers.to_pairs()),
-    ))))
+    Ok(RefundQuery::Found(reconciled(
+        n,
+        out_refund_no,
+        headers,
+        body,
+    )))
 }
 
 #[derive(Debug, Deserialize)]

@@ -128,17 +128,7 @@ pub(super) fn is_refund(status: Status) -> bool {
 
 /// The envelope status as stored (`PAID`, `REFUND_SUCCEEDED`, …).
 pub(super) fn status_label(status: Status) -> &'static str {
-    match status {
-        Status::Pending => "PENDING",
-        Status::Paid => "PAID",
-        Status::Closed => "CLOSED",
-        Status::Failed => "FAILED",
-        Status::RefundSucceeded => "REFUND_SUCCEEDED",
-        Status::RefundProcessing => "REFUND_PROCESSING",
-        Status::RefundClosed => "REFUND_CLOSED",
-        Status::RefundAbnormal => "REFUND_ABNORMAL",
-        Status::Other => "OTHER",
-    }
+    status.as_str()
 }
 
 pub(super) fn source_label(envelope: &Envelope) -> &'static str {
