@@ -175,3 +175,30 @@ async fn settled_or_unwatched_payments_are_not_due_until_an_operator_asks() {
     assert_eq!(r.sweep_once(&channel).await.expect("sweeps").taken, 1);
     broker.close().await;
 }
+
+#[tokio::test]
+async fn a_payment_known_only_from_its_refund_is_due() {
+    let db = TestDb::new().await;
+    let settings = settings(&db);
+    let broker = TestBroker::connect().await;
+    let channel = broker.channel().await;
+    // What a refund notification arriving before its payment leaves behind.
+    sqlx::query(
+        "INSERT INTO payments (provider, merchant, out_trade_no, state, refunded_amount) \
+         VALUES ('wechat_v3', $1, 'rf-1', 'REFUNDED', 100), \
+                ('wechat_v3', $1, 'paid-then-refunded', 'REFUNDED', 100)",
+    )
+    .bind(Providers::MERCHANT)
+    .execute(&db.pool)
+    .await
+    .expect("inserts");
+    sqlx::query("UPDATE payments SET paid_at = now() WHERE out_trade_no = 'paid-then-refunded'")
+        .execute(&db.pool)
+        .await
+        .expect("updates");
+    let r = reconciler(&settings, &db);
+    assert_eq!(r.sweep_once(&channel).await.expect("sweeps").taken, 1);
+    let (attempts, _, _) = schedule(&db, "rf-1").await;
+    assert_eq!(attempts, 1);
+    broker.close().await;
+}

@@ -2,7 +2,8 @@
 //! doubtful, and feeds what they answer back through the one apply path.
 //!
 //! Every `sweep_interval` it takes the due payments — registered orders still
-//! `PENDING` some time after registration, quarantined ones, and any pending payment
+//! `PENDING` some time after registration, quarantined ones, payments known only from
+//! a refund (the payment's own notification has not arrived), and any pending payment
 //! an operator asked about ([`reconcile_now`]) — and, for each:
 //!
 //! 1. **claims** it by pushing its next query time out (`min × 2^attempts`, capped at
@@ -171,8 +172,10 @@ impl Reconciler {
             self.record(payment.id, result, stop).await?;
         }
         let watched: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM payments WHERE state = 'PENDING' AND (registered OR quarantined) \
-             AND (reconcile_next_at IS NULL OR reconcile_next_at < 'infinity')",
+            "SELECT count(*) FROM payments \
+             WHERE ((state = 'PENDING' AND (registered OR quarantined)) \
+                    OR (paid_at IS NULL AND refunded_amount > 0)) \
+               AND (reconcile_next_at IS NULL OR reconcile_next_at < 'infinity')",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -185,7 +188,8 @@ impl Reconciler {
         sqlx::query_as(
             "WITH due AS ( \
                  SELECT id FROM payments \
-                 WHERE state = 'PENDING' AND (registered OR quarantined OR reconcile_next_at IS NOT NULL) \
+                 WHERE ((state = 'PENDING' AND (registered OR quarantined OR reconcile_next_at IS NOT NULL)) \
+                        OR (paid_at IS NULL AND refunded_amount > 0)) \
                    AND COALESCE(reconcile_next_at, created_at + make_interval(secs => $1)) <= now() \
                  ORDER BY COALESCE(reconcile_next_at, created_at) \
                  LIMIT $2 \
@@ -346,7 +350,8 @@ pub async fn reconcile_now(
 ) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
         "UPDATE payments SET reconcile_next_at = now() \
-         WHERE provider = $1 AND merchant = $2 AND out_trade_no = $3 AND state = 'PENDING'",
+         WHERE provider = $1 AND merchant = $2 AND out_trade_no = $3 \
+           AND (state = 'PENDING' OR (paid_at IS NULL AND refunded_amount > 0))",
     )
     .bind(provider.as_str())
     .bind(merchant)
