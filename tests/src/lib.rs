@@ -14,4 +14,5 @@ pub mod harness;
 pub mod keys;
 pub mod proxy;
 pub mod signer;
+pub mod sim;
 pub mod worker;
