@@ -28,6 +28,7 @@ pub mod keys_dir;
 mod notify;
 pub mod oneshot;
 mod platform;
+pub mod scenario;
 pub mod schedule;
 mod server;
 
