@@ -132,6 +132,27 @@ async fn alipay_resends_a_refused_notification_after_four_scaled_minutes() {
 }
 
 #[tokio::test]
+async fn a_delayed_notification_waits_its_scaled_delay_before_the_first_attempt() {
+    let s = stack().await;
+    let id = s.paid(
+        Provider::WechatV2,
+        &unique("o"),
+        Faults {
+            delay: Duration::from_secs(300),
+            ..Faults::default()
+        },
+    );
+    let n = s.settled(&id).await;
+    assert!(n.acked);
+    assert!(
+        n.attempts[0].at >= Duration::from_millis(300),
+        "{:?}",
+        n.attempts
+    );
+    assert_eq!(n.faults, ["delay"]);
+}
+
+#[tokio::test]
 async fn a_dropped_notification_is_never_delivered() {
     let s = stack().await;
     let dropped = s.paid(Provider::Alipay, &unique("o"), Faults::dropped());

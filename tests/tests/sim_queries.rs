@@ -12,7 +12,7 @@ use payhook_shared::wechat_v3::{V3Headers, decrypt_resource, verify_signature};
 use payhook_tests::harness::{Providers, eventually};
 use payhook_tests::keys;
 use payhook_tests::signer::wechat_v3::V3Signer;
-use payhook_tests::sim::client::{QueryClient, RawAnswer};
+use payhook_tests::sim::client::{AlipayCertSns, QueryClient, RawAnswer};
 use payhook_tests::sim::{SimConfig, Simulator, api, result};
 use serde_json::Value;
 
@@ -351,4 +351,38 @@ async fn wechat_v2_orderquery_checks_the_request_sign_and_signs_its_answer() {
         .expect("body");
     assert!(forged.contains("FAIL"), "{forged}");
     assert_eq!(sim.rejected_request_signatures(), 1);
+}
+
+#[tokio::test]
+async fn alipay_certificate_mode_requires_the_sns_and_names_the_signing_certificate() {
+    let config = SimConfig {
+        alipay_cert_mode: true,
+        ..SimConfig::default()
+    };
+    let (sim, mut client) = start(config).await;
+    sim.create_order(Provider::Alipay, "o1", 100)
+        .expect("created");
+    sim.pay(Provider::Alipay, "o1").expect("paid");
+    sim.finish("o1").expect("finished");
+    let query = r#"{"out_trade_no":"o1"}"#;
+
+    let without = client.alipay(api::ALIPAY_TRADE_QUERY, query).await;
+    let top: Value = serde_json::from_str(&without.body).expect("JSON");
+    assert_eq!(top[QUERY]["code"], "40002", "no app_cert_sn: refused");
+
+    client.alipay_cert_sns = Some(AlipayCertSns {
+        app_cert_sn: "a".repeat(32),
+        alipay_root_cert_sn: "b".repeat(32),
+    });
+    let answer = client.alipay(api::ALIPAY_TRADE_QUERY, query).await;
+    let top: Value = serde_json::from_str(&answer.body).expect("JSON");
+    let alipay = &sim.providers().alipay;
+    assert_eq!(
+        top["alipay_cert_sn"].as_str(),
+        Some(alipay.cert_sn().as_str())
+    );
+    let keys = AlipayKeys::from_certificates(&alipay.certificate_pem()).expect("certificate");
+    let raw = verify_response(&keys, SignType::Rsa2, &answer.body, QUERY).expect("verifies by SN");
+    let node: Value = serde_json::from_str(raw).expect("JSON");
+    assert_eq!(node["trade_status"], "TRADE_FINISHED");
 }

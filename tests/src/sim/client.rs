@@ -30,14 +30,16 @@ pub fn rsa_sha256(key: &PrivateKey, message: &[u8]) -> String {
 }
 
 /// The signed gateway parameters of one Alipay call: `app_id, method, format=JSON,
-/// charset=utf-8, sign_type=RSA2, timestamp, version=1.0, biz_content`, `sign` over
-/// the V2 content (everything but `sign`, sorted, empty values dropped).
+/// charset=utf-8, sign_type=RSA2, timestamp, version=1.0, biz_content` (plus
+/// `app_cert_sn, alipay_root_cert_sn` in certificate mode), `sign` over the V2
+/// content (everything but `sign`, sorted, empty values dropped).
 pub fn alipay_request(
     app_id: &str,
     app_key: &PrivateKey,
     method: &str,
     biz_content: &str,
     timestamp: &str,
+    cert_sns: Option<&AlipayCertSns>,
 ) -> Vec<(String, String)> {
     let mut params: Vec<(String, String)> = [
         ("app_id", app_id),
@@ -52,9 +54,23 @@ pub fn alipay_request(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
+    if let Some(sns) = cert_sns {
+        params.push(("app_cert_sn".into(), sns.app_cert_sn.clone()));
+        params.push((
+            "alipay_root_cert_sn".into(),
+            sns.alipay_root_cert_sn.clone(),
+        ));
+    }
     let sign = rsa_sha256(app_key, sign_content_v2(&params).as_bytes());
     params.push(("sign".into(), sign));
     params
+}
+
+/// The certificate SNs an app sends in certificate mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlipayCertSns {
+    pub app_cert_sn: String,
+    pub alipay_root_cert_sn: String,
 }
 
 /// `k=v&…`, UTF-8 percent-encoded.
@@ -149,6 +165,8 @@ pub struct QueryClient {
     /// The WeChat merchant key requests are signed with.
     pub wechat_key: &'static PrivateKey,
     pub wechat_serial: String,
+    /// Certificate mode: the SNs sent with every Alipay call.
+    pub alipay_cert_sns: Option<AlipayCertSns>,
 }
 
 impl QueryClient {
@@ -163,6 +181,7 @@ impl QueryClient {
             alipay_app_key: keys::rsa_key(keys::ALIPAY_APP_SLOT),
             wechat_key: keys::rsa_key(keys::WECHAT_MERCHANT_SLOT),
             wechat_serial: TEST_MERCHANT_SERIAL.to_owned(),
+            alipay_cert_sns: None,
         }
     }
 
@@ -175,6 +194,7 @@ impl QueryClient {
             method,
             biz_content,
             &timestamp,
+            self.alipay_cert_sns.as_ref(),
         );
         let request = self
             .http
