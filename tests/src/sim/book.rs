@@ -88,7 +88,8 @@ pub enum NotificationKind {
 /// One delivery attempt of a notification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Attempt {
-    /// When, counted from the notification's creation (real time, i.e. scaled).
+    /// When its answer came (or the request failed), counted from the notification's
+    /// creation, in real (scaled) time.
     pub at: Duration,
     /// The HTTP status, or `None` when the request failed (refused, timed out).
     pub status: Option<u16>,
