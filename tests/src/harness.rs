@@ -287,7 +287,7 @@ impl TestBroker {
 
 /// One merchant of each provider, signed by the test signers, registered under the
 /// name [`Providers::MERCHANT`] in the receiver's settings.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Providers {
     pub alipay: crate::signer::alipay::AlipaySigner,
     pub wechat_v2: crate::signer::wechat_v2::V2Signer,
@@ -315,10 +315,16 @@ impl Providers {
     }
 
     /// Adds the three merchants to `settings` the way an operator would configure them.
+    /// The WeChat V3 merchant trusts the platform public key (`PUB_KEY_ID_…` serial)
+    /// or, when the signer announces a hex serial, its platform certificate.
     pub fn register(&self, settings: &mut Settings) {
         use payhook_shared::config::{
             AlipaySettings, Material, WechatV2Settings, WechatV3Settings,
         };
+        let public_key_mode = self
+            .wechat_v3
+            .serial
+            .starts_with(payhook_shared::wechat_v3::PUBLIC_KEY_ID_PREFIX);
         settings.alipay.insert(
             Self::MERCHANT.into(),
             AlipaySettings {
@@ -345,9 +351,14 @@ impl Providers {
                 mch_id: self.wechat_v3.mch_id.clone(),
                 appid: Some(self.wechat_v3.appid.clone()),
                 api_v3_key: Secret::inline(self.wechat_v3.api_v3_key.clone()),
-                platform_certs: vec![],
-                public_key_id: Some(self.wechat_v3.serial.clone()),
-                public_key: Some(Material::Inline(self.wechat_v3.public_key_pem())),
+                platform_certs: if public_key_mode {
+                    vec![]
+                } else {
+                    vec![Material::Inline(self.wechat_v3.certificate_pem())]
+                },
+                public_key_id: public_key_mode.then(|| self.wechat_v3.serial.clone()),
+                public_key: public_key_mode
+                    .then(|| Material::Inline(self.wechat_v3.public_key_pem())),
                 merchant_private_key: None,
                 merchant_serial: None,
             },

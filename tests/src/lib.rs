@@ -8,10 +8,13 @@
 //! - [`harness`]: starts the receiver as production does, on port 0 with a fresh
 //!   broker name prefix per test, and inspects the broker.
 //! - [`proxy`]: a TCP proxy that can cut and restore the path to the broker.
+//! - [`sim`]: the provider simulator (order book, scheduled delivery with faults,
+//!   signed query APIs), in process for tests and as the `payhook-sim` binary.
 
 pub mod db;
 pub mod harness;
 pub mod keys;
 pub mod proxy;
 pub mod signer;
+pub mod sim;
 pub mod worker;

@@ -26,6 +26,7 @@ use crate::keys;
 use crate::signer::wechat_v3::self_signed_certificate_pem;
 
 /// The Alipay side of one app: signs notifications for `app_id` / `seller_id`.
+#[derive(Clone)]
 pub struct AlipaySigner {
     key: &'static PrivateKey,
     /// The app the notifications are for.
@@ -55,8 +56,14 @@ impl fmt::Debug for AlipaySigner {
 impl AlipaySigner {
     /// A UTF-8, `RSA2`, public-key-mode signer with the key [`keys::rsa_key`]`(0)`.
     pub fn new(app_id: &str, seller_id: &str) -> Self {
+        Self::with_key(keys::rsa_key(0), app_id, seller_id)
+    }
+
+    /// A UTF-8, `RSA2`, public-key-mode signer with `key` (e.g. loaded from a keys
+    /// directory by the simulator).
+    pub fn with_key(key: &'static PrivateKey, app_id: &str, seller_id: &str) -> Self {
         Self {
-            key: keys::rsa_key(0),
+            key,
             app_id: app_id.to_owned(),
             seller_id: seller_id.to_owned(),
             charset: Charset::Utf8,
@@ -291,6 +298,27 @@ impl AlipaySigner {
         ))
     }
 
+    /// The signed params of a `TRADE_FINISHED` notification (the trade can no longer
+    /// be refunded); after refunds it still carries the cumulative `refund_fee`.
+    pub fn finished_params(
+        &self,
+        out_trade_no: &str,
+        total_fen: i64,
+        refund_fee_cumulative_fen: i64,
+        notify_id: &str,
+    ) -> Vec<(String, String)> {
+        let now = beijing_now();
+        let total = format_yuan(total_fen);
+        let mut params = self.trade_params(out_trade_no, &total, notify_id, &now);
+        params.extend(paid_params(&total, &now));
+        params.push(("trade_status", "TRADE_FINISHED".into()));
+        params.push(("gmt_close", now.clone()));
+        if refund_fee_cumulative_fen > 0 {
+            params.push(("refund_fee", format_yuan(refund_fee_cumulative_fen)));
+        }
+        self.signed(params)
+    }
+
     /// The signed params of a `TRADE_CLOSED` notification for an order never paid.
     pub fn close_params(
         &self,
@@ -367,8 +395,8 @@ fn paid_params(total: &str, now: &str) -> [(&'static str, String); 6] {
 }
 
 /// A 28-digit Alipay trade number, stable per `out_trade_no` so that the payment and
-/// refund notifications of one order agree.
-fn trade_no(out_trade_no: &str) -> String {
+/// refund notifications of one order (and the simulator's query answers) agree.
+pub fn trade_no(out_trade_no: &str) -> String {
     let digest = md5_hex(out_trade_no.as_bytes());
     let n = u64::from_str_radix(&digest[..15], 16).expect("hex digits") % 1_000_000_000_000_000;
     format!("2024052022001{n:015}")
@@ -388,7 +416,7 @@ fn charset_of(params: &[(String, String)]) -> Charset {
 }
 
 /// Now in Alipay's format (`yyyy-MM-dd HH:mm:ss`, Beijing time).
-fn beijing_now() -> String {
+pub fn beijing_now() -> String {
     OffsetDateTime::now_utc()
         .to_offset(offset!(+8))
         .format(format_description!(

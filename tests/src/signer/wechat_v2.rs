@@ -131,38 +131,58 @@ impl V2Signer {
         refund_fen: i64,
         refund_status: &str,
     ) -> Vec<u8> {
+        let refund = V2Refund {
+            out_trade_no,
+            out_refund_no,
+            transaction_id: &format!("4200{}", digits(24)),
+            refund_id: &format!("5000{}", digits(25)),
+            total_fen,
+            refund_fen,
+            refund_status,
+        };
+        Self::xml(&self.refund_params(&refund))
+    }
+
+    /// The outer fields of a refund notification for `refund` (ids given by the
+    /// caller, so that they agree with the caller's records), `req_info` encrypted.
+    pub fn refund_params(&self, refund: &V2Refund<'_>) -> Vec<(String, String)> {
         let mut inner = pairs(&[
-            ("out_refund_no", out_refund_no),
-            ("out_trade_no", out_trade_no),
+            ("out_refund_no", refund.out_refund_no),
+            ("out_trade_no", refund.out_trade_no),
             ("refund_account", "REFUND_SOURCE_RECHARGE_FUNDS"),
-            ("refund_fee", &refund_fen.to_string()),
-            ("refund_id", &format!("5000{}", digits(25))),
+            ("refund_fee", &refund.refund_fen.to_string()),
+            ("refund_id", refund.refund_id),
             ("refund_recv_accout", "支付用户零钱"),
             ("refund_request_source", "API"),
-            ("refund_status", refund_status),
-            ("settlement_refund_fee", &refund_fen.to_string()),
-            ("settlement_total_fee", &total_fen.to_string()),
-            ("total_fee", &total_fen.to_string()),
-            ("transaction_id", &format!("4200{}", digits(24))),
+            ("refund_status", refund.refund_status),
+            ("settlement_refund_fee", &refund.refund_fen.to_string()),
+            ("settlement_total_fee", &refund.total_fen.to_string()),
+            ("total_fee", &refund.total_fen.to_string()),
+            ("transaction_id", refund.transaction_id),
         ]);
-        if refund_status == "SUCCESS" {
+        if refund.refund_status == "SUCCESS" {
             inner.push(("success_time".into(), beijing_now("-")));
         }
         let plaintext = render("root", &inner);
-        self.refund_envelope(&encrypt_req_info(&plaintext, &self.api_key))
+        self.refund_envelope_params(&encrypt_req_info(&plaintext, &self.api_key))
     }
 
     /// The outer refund notification around an already encrypted (or deliberately
     /// broken) `req_info`.
     pub fn refund_envelope(&self, req_info: &str) -> Vec<u8> {
+        Self::xml(&self.refund_envelope_params(req_info))
+    }
+
+    /// The fields of [`Self::refund_envelope`].
+    pub fn refund_envelope_params(&self, req_info: &str) -> Vec<(String, String)> {
         let nonce = Alphanumeric.sample_string(&mut rand::rng(), 32);
-        Self::xml(&pairs(&[
+        pairs(&[
             ("return_code", "SUCCESS"),
             ("appid", &self.appid),
             ("mch_id", &self.mch_id),
             ("nonce_str", &nonce),
             ("req_info", req_info),
-        ]))
+        ])
     }
 
     /// Renders `<xml>…</xml>` the way WeChat does: integers as plain text, everything
@@ -170,6 +190,19 @@ impl V2Signer {
     pub fn xml(params: &[(String, String)]) -> Vec<u8> {
         render("xml", params)
     }
+}
+
+/// One refund as a refund notification describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct V2Refund<'a> {
+    pub out_trade_no: &'a str,
+    pub out_refund_no: &'a str,
+    pub transaction_id: &'a str,
+    pub refund_id: &'a str,
+    pub total_fen: i64,
+    pub refund_fen: i64,
+    /// `SUCCESS`, `CHANGE` or `REFUNDCLOSE`.
+    pub refund_status: &'a str,
 }
 
 /// The APIv2 signature, computed independently of the verifier (see the module doc).

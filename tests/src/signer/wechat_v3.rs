@@ -43,6 +43,7 @@ use crate::keys;
 pub const HEADER_REQUEST_ID: &str = "Request-ID";
 
 /// The platform (WeChat) side of one APIv3 merchant.
+#[derive(Clone)]
 pub struct V3Signer {
     key: &'static PrivateKey,
     /// The `Wechatpay-Serial` this signer announces: a `PUB_KEY_ID_…` (default) or a
@@ -251,6 +252,28 @@ impl V3Signer {
         refund_fen: i64,
         refund_status: &str,
     ) -> Vec<u8> {
+        let resource = self.refund_resource(
+            out_trade_no,
+            out_refund_no,
+            total_fen,
+            refund_fen,
+            refund_status,
+        );
+        let event_type = format!("REFUND.{refund_status}");
+        self.notification(id, &event_type, "refund", resource.to_string().as_bytes())
+    }
+
+    /// The decrypted refund payload, with random `transaction_id` and `refund_id`,
+    /// for tests (and the simulator) that set their own before passing it to
+    /// [`Self::notification`].
+    pub fn refund_resource(
+        &self,
+        out_trade_no: &str,
+        out_refund_no: &str,
+        total_fen: i64,
+        refund_fen: i64,
+        refund_status: &str,
+    ) -> Value {
         let mut resource = json!({
             "mchid": self.mch_id,
             "out_trade_no": out_trade_no,
@@ -265,8 +288,12 @@ impl V3Signer {
         if refund_status == "SUCCESS" {
             resource["success_time"] = json!(now_beijing());
         }
-        let event_type = format!("REFUND.{refund_status}");
-        self.notification(id, &event_type, "refund", resource.to_string().as_bytes())
+        resource
+    }
+
+    /// The platform private key (the simulator signs its API responses with it).
+    pub fn private_key(&self) -> &'static PrivateKey {
+        self.key
     }
 }
 
@@ -320,7 +347,7 @@ impl BuilderProfile for SelfSigned {
     }
 }
 
-fn random_ascii(len: usize) -> String {
+pub fn random_ascii(len: usize) -> String {
     rand::rng()
         .sample_iter(Alphanumeric)
         .take(len)
@@ -336,7 +363,7 @@ fn random_digits(len: usize) -> String {
 }
 
 /// Now in WeChat's format: RFC 3339, whole seconds, Beijing time.
-fn now_beijing() -> String {
+pub fn now_beijing() -> String {
     let now = OffsetDateTime::now_utc().to_offset(time::macros::offset!(+8));
     now.replace_nanosecond(0)
         .unwrap_or(now)

@@ -1,0 +1,329 @@
+//! `payhook-sim`: the provider simulator for people. See `payhook-sim --help`.
+//!
+//! Everything lives in [`payhook_tests::sim`]; this file only reads arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use payhook_shared::event::Provider;
+use payhook_tests::sim::keys_dir::{KeysDir, SNIPPET_FILE};
+use payhook_tests::sim::oneshot::{self, OneShotKind};
+use payhook_tests::sim::scenario::{self, Scenario};
+use payhook_tests::sim::{Simulator, is_ack, schedule};
+
+const HELP: &str = "payhook-sim — plays Alipay, WeChat Pay V2 and V3 against payhook
+
+USAGE:
+    payhook-sim <COMMAND> [OPTIONS]
+
+COMMANDS:
+    send     send one signed notification
+    run      play a seeded scenario of orders with faults, print a summary
+    serve    serve the query APIs (Alipay gateway, WeChat V3 and V2)
+
+Every command takes --keys-dir DIR (default ./payhook-sim-keys): the simulator's
+TEST ONLY keys, generated on first use, with payhook-merchants.toml, the payhook
+configuration that trusts them (merchant name m1).
+
+Run `payhook-sim <COMMAND> --help` for the options of a command.";
+
+const SEND_HELP: &str = "payhook-sim send — send one signed notification
+
+USAGE:
+    payhook-sim send --kind KIND --url URL [OPTIONS]
+
+OPTIONS:
+    --kind KIND           alipay-payment | alipay-refund | alipay-full-refund |
+                          alipay-close | alipay-finished | wechat-v2-payment |
+                          wechat-v2-refund | wechat-v3-transaction | wechat-v3-refund
+    --url URL             the notify URL, e.g. http://127.0.0.1:8080/notify/alipay/m1
+    --amount FEN          order amount in fen (default 8888)
+    --out-trade-no NO     order number (default a fresh one)
+    --keys-dir DIR        keys directory (default ./payhook-sim-keys)";
+
+const RUN_HELP: &str = "payhook-sim run — play a scenario against payhook and print a summary
+
+USAGE:
+    payhook-sim run --notify-base URL [OPTIONS]
+
+OPTIONS:
+    --notify-base URL     payhook's receiver, e.g. http://127.0.0.1:8080
+    --orders N            number of orders (default 10)
+    --providers LIST      alipay,wechat-v2,wechat-v3 (default all)
+    --drop P              probability a notification is never delivered (default 0)
+    --duplicate P         probability a notification is sent twice at once
+    --reorder P           probability a payment is held until its refund went out
+    --delay P             probability of a delay before the first attempt
+    --max-delay-secs S    largest delay, provider time (default 600)
+    --corrupt P           probability the first attempt has a corrupt signature
+    --probe P             probability of a WECHATPAY/SIGNTEST/ probe first (V3)
+    --stale P             probability the first attempt has a stale timestamp (V3)
+    --gbk P               probability an Alipay notification is GBK
+    --refund P            share of paid orders refunded (default 0.3)
+    --close P             share of orders closed unpaid (default 0.1)
+    --time-scale F        provider time to real time (default 0.001: 4 min = 240 ms)
+    --seed N              RNG seed (default 0)
+    --listen ADDR         query API address (default 127.0.0.1:0)
+    --keys-dir DIR        keys directory (default ./payhook-sim-keys)";
+
+const SERVE_HELP: &str = "payhook-sim serve — serve the query APIs until Ctrl-C
+
+USAGE:
+    payhook-sim serve [OPTIONS]
+
+Routes: POST /gateway.do (Alipay), GET /v3/pay/transactions/out-trade-no/{no}?mchid=,
+GET /v3/refund/domestic/refunds/{no}, GET /v3/certificates, POST /pay/orderquery.
+
+OPTIONS:
+    --listen ADDR         address (default 127.0.0.1:8090)
+    --orders N            demo orders to create and play first (default 0)
+    --notify-base URL     also deliver the demo orders' notifications there
+    --time-scale F        provider time to real time (default 1)
+    --seed N              RNG seed (default 0)
+    --keys-dir DIR        keys directory (default ./payhook-sim-keys)";
+
+/// `--name value` pairs and bare `--flags`.
+struct Args(Vec<(String, Option<String>)>);
+
+impl Args {
+    fn parse(raw: impl Iterator<Item = String>) -> anyhow::Result<Self> {
+        let mut out: Vec<(String, Option<String>)> = Vec::new();
+        let mut raw = raw.peekable();
+        while let Some(arg) = raw.next() {
+            let Some(name) = arg.strip_prefix("--") else {
+                bail!("unexpected argument {arg:?}");
+            };
+            let value = match raw.peek() {
+                Some(next) if !next.starts_with("--") => raw.next(),
+                _ => None,
+            };
+            out.push((name.to_owned(), value));
+        }
+        Ok(Self(out))
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _)| n == name)
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    fn parsed<T: std::str::FromStr>(&self, name: &str, default: T) -> anyhow::Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(name) {
+            None => Ok(default),
+            Some(text) => text
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--{name} {text:?}: {e}")),
+        }
+    }
+
+    fn check_known(&self, known: &[&str]) -> anyhow::Result<()> {
+        for (name, _) in &self.0 {
+            if !known.contains(&name.as_str()) && name != "help" {
+                bail!("unknown option --{name} (see --help)");
+            }
+        }
+        Ok(())
+    }
+
+    fn keys(&self) -> anyhow::Result<KeysDir> {
+        let dir = PathBuf::from(self.get("keys-dir").unwrap_or("payhook-sim-keys"));
+        let keys = KeysDir::load_or_generate(&dir)?;
+        eprintln!(
+            "keys: {} (payhook config: {})",
+            dir.display(),
+            dir.join(SNIPPET_FILE).display()
+        );
+        Ok(keys)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut raw = std::env::args().skip(1);
+    let command = raw.next().unwrap_or_else(|| "--help".into());
+    let args = Args::parse(raw)?;
+    match command.as_str() {
+        "send" if args.flag("help") => println!("{SEND_HELP}"),
+        "run" if args.flag("help") => println!("{RUN_HELP}"),
+        "serve" if args.flag("help") => println!("{SERVE_HELP}"),
+        "send" => send(&args).await?,
+        "run" => run(&args).await?,
+        "serve" => serve(&args).await?,
+        "--help" | "-h" | "help" => println!("{HELP}"),
+        other => bail!("unknown command {other:?}\n\n{HELP}"),
+    }
+    Ok(())
+}
+
+async fn send(args: &Args) -> anyhow::Result<()> {
+    args.check_known(&["kind", "url", "amount", "out-trade-no", "keys-dir"])?;
+    let kind: OneShotKind = args
+        .get("kind")
+        .context("--kind is required (see --help)")?
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    let url = args.get("url").context("--url is required (see --help)")?;
+    let amount: i64 = args.parsed("amount", 8_888)?;
+    let fresh = format!("sim{}", uuid::Uuid::new_v4().simple());
+    let out_trade_no = args.get("out-trade-no").unwrap_or(&fresh);
+    let keys = args.keys()?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let request = oneshot::build(&keys.providers, kind, out_trade_no, amount, &id);
+    let mut builder = reqwest::Client::new()
+        .post(url)
+        .header("Content-Type", request.content_type)
+        .body(request.body);
+    for (name, value) in &request.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let response = builder.send().await.context("sending")?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.unwrap_or_default();
+    let acked = is_ack(kind.provider(), status, &body);
+    println!("out_trade_no: {out_trade_no}");
+    println!("status: {status}");
+    println!("body: {}", String::from_utf8_lossy(&body));
+    println!("acked: {acked}");
+    if !acked {
+        bail!("the notification was not acknowledged");
+    }
+    Ok(())
+}
+
+fn providers(list: &str) -> anyhow::Result<Vec<Provider>> {
+    list.split(',')
+        .map(|name| match name.trim() {
+            "alipay" => Ok(Provider::Alipay),
+            "wechat-v2" | "wechat_v2" => Ok(Provider::WechatV2),
+            "wechat-v3" | "wechat_v3" => Ok(Provider::WechatV3),
+            other => bail!("unknown provider {other:?}"),
+        })
+        .collect()
+}
+
+async fn run(args: &Args) -> anyhow::Result<()> {
+    args.check_known(&[
+        "notify-base",
+        "orders",
+        "providers",
+        "drop",
+        "duplicate",
+        "reorder",
+        "delay",
+        "max-delay-secs",
+        "corrupt",
+        "probe",
+        "stale",
+        "gbk",
+        "refund",
+        "close",
+        "time-scale",
+        "seed",
+        "listen",
+        "keys-dir",
+    ])?;
+    let notify_base = args
+        .get("notify-base")
+        .context("--notify-base is required (see --help)")?;
+    let keys = args.keys()?;
+    let mut config = keys.sim_config();
+    config.notify_base = Some(notify_base.to_owned());
+    config.time_scale = args.parsed("time-scale", 0.001)?;
+    config.seed = args.parsed("seed", 0)?;
+    config.listen = args.parsed("listen", SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let rates = &mut config.fault_rates;
+    rates.drop = args.parsed("drop", 0.0)?;
+    rates.duplicate = args.parsed("duplicate", 0.0)?;
+    rates.reorder = args.parsed("reorder", 0.0)?;
+    rates.delay = args.parsed("delay", 0.0)?;
+    rates.max_delay = Duration::from_secs(args.parsed("max-delay-secs", 600)?);
+    rates.corrupt = args.parsed("corrupt", 0.0)?;
+    rates.sign_test_probe = args.parsed("probe", 0.0)?;
+    rates.stale_timestamp = args.parsed("stale", 0.0)?;
+    rates.gbk = args.parsed("gbk", 0.0)?;
+    let scale = schedule::TimeScale(config.time_scale);
+    let seed = config.seed;
+    let sim = Simulator::start(config).await?;
+    eprintln!("query API: {}", sim.base_url());
+    let scenario = Scenario {
+        orders: args.parsed("orders", 10)?,
+        providers: providers(
+            args.get("providers")
+                .unwrap_or("alipay,wechat-v2,wechat-v3"),
+        )?,
+        order_prefix: format!("sim{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        refund_rate: args.parsed("refund", 0.3)?,
+        close_rate: args.parsed("close", 0.1)?,
+        finish_rate: 0.1,
+        seed,
+    };
+    scenario::play(&sim, &scenario)?;
+    // The longest a notification can take: the longest schedule plus the largest
+    // delay and reorder hold, scaled, with room for the requests themselves.
+    let horizon = schedule::WECHAT.iter().sum::<Duration>() + Duration::from_secs(3600);
+    let within = scale.apply(horizon) + Duration::from_secs(30);
+    let settled = sim.settle(within).await;
+    println!("{}", serde_json::to_string_pretty(&sim.summary())?);
+    sim.stop().await;
+    if !settled {
+        bail!("some notifications were still being delivered after {within:?}");
+    }
+    Ok(())
+}
+
+async fn serve(args: &Args) -> anyhow::Result<()> {
+    args.check_known(&[
+        "listen",
+        "orders",
+        "notify-base",
+        "time-scale",
+        "seed",
+        "keys-dir",
+    ])?;
+    let keys = args.keys()?;
+    let mut config = keys.sim_config();
+    config.listen = args.parsed("listen", SocketAddr::from(([127, 0, 0, 1], 8090)))?;
+    config.notify_base = args.get("notify-base").map(str::to_owned);
+    config.time_scale = args.parsed("time-scale", 1.0)?;
+    config.seed = args.parsed("seed", 0)?;
+    let seed = config.seed;
+    let sim = Simulator::start(config).await?;
+    let orders: usize = args.parsed("orders", 0)?;
+    if orders > 0 {
+        let scenario = Scenario {
+            orders,
+            order_prefix: "demo".into(),
+            seed,
+            ..Scenario::default()
+        };
+        scenario::play(&sim, &scenario)?;
+        for order in sim.orders() {
+            println!(
+                "{} {} {} fen {}",
+                order.provider,
+                order.out_trade_no,
+                order.total_fen,
+                order.state.as_str()
+            );
+        }
+    }
+    println!(
+        "serving the query APIs on {} (Ctrl-C stops)",
+        sim.base_url()
+    );
+    tokio::signal::ctrl_c().await?;
+    println!("{}", serde_json::to_string_pretty(&sim.query_stats())?);
+    sim.stop().await;
+    Ok(())
+}
