@@ -412,3 +412,88 @@ async fn query_answers_with_a_bad_signature_are_counted_and_never_applied() {
     s.worker.stop().await;
     s.receiver.stop().await;
 }
+
+#[tokio::test]
+async fn platform_certificate_rotation_during_a_run_loses_no_notification() {
+    use payhook_tests::harness::Providers;
+    use payhook_tests::keys;
+    use payhook_tests::signer::wechat_v3::V3Signer;
+
+    // WeChat V3 in certificate mode: the receiver trusts the configured certificate
+    // and refreshes the listing every second from the simulator.
+    let mut config = SimConfig::new(Providers {
+        wechat_v3: V3Signer::with_key(
+            keys::rsa_key(1),
+            "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
+            "1900000110",
+        ),
+        ..Providers::new()
+    });
+    config.time_scale = 0.001;
+    config.cert_overlap = Duration::from_secs(2_000); // 2 s real
+    config.cert_retire_after = Duration::from_secs(600_000);
+    // The receiver must know the simulator's address before the simulator knows the
+    // receiver's: reserve the simulator's port first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    config.listen = format!("127.0.0.1:{port}").parse().expect("address");
+    let mut settings = test_settings();
+    config.providers.register(&mut settings);
+    register_query_credentials(&mut settings);
+    settings.reconcile.wechat_base = format!("http://127.0.0.1:{port}");
+    settings.reconcile.certificates_refresh_secs = 1;
+    let receiver = TestReceiver::spawn(settings.clone(), Arc::new(SystemClock)).await;
+    config.notify_base = Some(receiver.base_url.clone());
+    let sim = Simulator::start(config).await.expect("simulator starts");
+    let db = TestDb::new().await;
+    let worker = TestWorker::spawn(&worker_settings(&settings, db.settings.clone())).await;
+
+    let pay = |phase: &str, n: usize| {
+        for i in 0..n {
+            let no = format!("rot-{phase}-{i}");
+            sim.create_order(Provider::WechatV3, &no, 100)
+                .expect("creates");
+            sim.pay(Provider::WechatV3, &no).expect("pays");
+        }
+    };
+    let old_serial = sim.wechat_signing_serial();
+    pay("before", 10);
+    let new_serial = sim.rotate_wechat_platform_cert().await;
+    assert_ne!(new_serial, old_serial);
+    pay("overlap", 10);
+    assert!(
+        eventually_async(Duration::from_secs(15), || async {
+            sim.wechat_signing_serial() == new_serial
+        })
+        .await,
+        "the simulator switches to the new certificate"
+    );
+    pay("after", 10);
+    assert!(
+        sim.settle(Duration::from_secs(30)).await,
+        "{:?}\nreceiver: {}",
+        sim.summary(),
+        receiver
+            .metrics
+            .render()
+            .lines()
+            .filter(|l| l.contains("verify_failures") && !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let summary = sim.summary();
+    assert_eq!(summary.acked, summary.notifications, "{summary:?}");
+    assert!(
+        eventually_async(Duration::from_secs(20), || async {
+            let states = payhook_states(&db).await;
+            states.len() == 30 && states.values().all(|(state, _)| state == "PAID")
+        })
+        .await,
+        "{:?}",
+        payhook_states(&db).await
+    );
+    worker.stop().await;
+    receiver.stop().await;
+}

@@ -13,6 +13,7 @@
 use serde::Deserialize;
 use x509_cert::Certificate;
 
+use super::keys::lookup_form;
 use super::normalize::normalize;
 use super::{PlatformKeys, V3Headers, V3Merchant, certificate_serial, decrypt_resource};
 use crate::alipay::gateway::never_opened;
@@ -287,7 +288,8 @@ pub fn interpret_certificates(
         let certs: Vec<Certificate> =
             parse_certificates(&pem).map_err(|e| VerifyError::Malformed(e.to_string()))?;
         for cert in &certs {
-            if !certificate_serial(cert).eq_ignore_ascii_case(&entry.serial_no) {
+            // Serials compare as numbers (case and leading zeros do not matter).
+            if lookup_form(&certificate_serial(cert)) != lookup_form(&entry.serial_no) {
                 return Err(VerifyError::Malformed(
                     "serial_no does not match its certificate".into(),
                 )
@@ -538,6 +540,16 @@ mod tests {
                 &empty, s, h, b, c
             ))
             .is_err()
+        );
+        // The same serial zero-padded and in lower case is the same certificate.
+        let padded = certificates_body(&format!("00{}", v.serial.to_lowercase()), KEY);
+        assert_eq!(
+            signed(200, &padded, |s, h, b, c| interpret_certificates(
+                &empty, s, h, b, c
+            ))
+            .expect("padded serial")
+            .len(),
+            1
         );
         // A serial that is not the certificate's.
         let mislabelled = certificates_body("0123ABCD", KEY);

@@ -189,7 +189,7 @@ pub fn certificate_serial(cert: &Certificate) -> String {
 /// wechatpay-go prints the serial's bytes (`%X`, even length), wechatpay-java prints
 /// `BigInteger.toString(16)` (drops a leading zero nibble), and configuration files
 /// are often written in lower case.
-fn lookup_form(serial: &str) -> String {
+pub(crate) fn lookup_form(serial: &str) -> String {
     let serial = serial.trim();
     if !serial.is_empty() && serial.bytes().all(|b| b.is_ascii_hexdigit()) {
         let digits = serial.trim_start_matches('0');
