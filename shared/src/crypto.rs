@@ -210,6 +210,16 @@ impl RsaSigningKey {
         })
     }
 
+    /// A PKCS#8 DER key (test tooling that holds `rsa` keys).
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
+        let pair = ring::signature::RsaKeyPair::from_pkcs8(der)
+            .map_err(|e| KeyError::PrivateKey(e.to_string()))?;
+        Ok(Self {
+            pair,
+            rng: ring::rand::SystemRandom::new(),
+        })
+    }
+
     /// The Base64 SHA256withRSA signature of `message`.
     pub fn sign_sha256_b64(&self, message: &[u8]) -> Result<String, KeyError> {
         let mut signature = vec![0; self.pair.public().modulus_len()];

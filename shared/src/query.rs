@@ -269,15 +269,18 @@ impl QueryClient {
         let answer = self
             .send(|| {
                 // Signed per attempt: the timestamp is part of the signature.
+                let signing =
+                    |e: crate::error::KeyError| QueryError::Transport(format!("signing: {e}"));
+                let timestamp = gateway::timestamp(self.clock.now()).map_err(signing)?;
                 let form = gateway::signed_request(
                     &q.app.app_id,
                     gateway::TRADE_QUERY,
                     &biz,
-                    self.clock.now(),
+                    &timestamp,
                     q.cert_sns.as_ref(),
                     &q.key,
                 )
-                .map_err(|e| QueryError::Transport(format!("signing: {e}")))?;
+                .map_err(signing)?;
                 Ok(self.http.post(&self.alipay_gateway).form(&form))
             })
             .await?;

@@ -105,15 +105,17 @@ fn truth(sim: &Simulator) -> BTreeMap<(String, String), (String, i64)> {
 #[tokio::test]
 async fn two_hundred_orders_with_drops_duplicates_and_reordering_reach_the_truth_once() {
     let started = Instant::now();
-    let mut config = SimConfig::default();
-    config.time_scale = 0.0005;
-    config.seed = 42;
     // Refund notifications are never dropped here: payhook only learns of a refund
     // from its notification until refund registration and refund queries exist.
-    config.fault_rates = FaultRates {
-        duplicate: 0.1,
-        reorder: 0.1,
-        ..FaultRates::default()
+    let config = SimConfig {
+        time_scale: 0.0005,
+        seed: 42,
+        fault_rates: FaultRates {
+            duplicate: 0.1,
+            reorder: 0.1,
+            ..FaultRates::default()
+        },
+        ..SimConfig::default()
     };
     let s = stack(config).await;
     let mut rng = StdRng::seed_from_u64(42);

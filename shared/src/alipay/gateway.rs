@@ -40,30 +40,33 @@ pub struct CertSns {
     pub alipay_root_cert_sn: String,
 }
 
+/// A gateway `timestamp`: Beijing time, `yyyy-MM-dd HH:mm:ss`.
+pub fn timestamp(now: OffsetDateTime) -> Result<String, KeyError> {
+    now.to_offset(offset!(+8))
+        .format(format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second]"
+        ))
+        .map_err(|e| KeyError::Invalid(format!("timestamp: {e}")))
+}
+
 /// The signed form of a gateway call, ready to be POSTed
-/// (`application/x-www-form-urlencoded;charset=utf-8`).
+/// (`application/x-www-form-urlencoded;charset=utf-8`). `timestamp` is
+/// [`timestamp`]`(now)`.
 pub fn signed_request(
     app_id: &str,
     method: &str,
     biz_content: &str,
-    now: OffsetDateTime,
+    timestamp: &str,
     cert_sns: Option<&CertSns>,
     key: &RsaSigningKey,
 ) -> Result<Vec<(String, String)>, KeyError> {
-    // Alipay reads the timestamp as Beijing time.
-    let timestamp = now
-        .to_offset(offset!(+8))
-        .format(format_description!(
-            "[year]-[month]-[day] [hour]:[minute]:[second]"
-        ))
-        .map_err(|e| KeyError::Invalid(format!("timestamp: {e}")))?;
     let mut params: Vec<(String, String)> = [
         ("app_id", app_id),
         ("method", method),
         ("format", "JSON"),
         ("charset", "utf-8"),
         ("sign_type", SignType::Rsa2.as_str()),
-        ("timestamp", timestamp.as_str()),
+        ("timestamp", timestamp),
         ("version", "1.0"),
         ("biz_content", biz_content),
     ]
@@ -257,7 +260,8 @@ mod tests {
             alipay_root_cert_sn: "rootsn".into(),
         };
         let biz = trade_query_biz_content("order-1");
-        let params = signed_request("2021", TRADE_QUERY, &biz, now, Some(&sns), &key)
+        let ts = timestamp(now).expect("formats");
+        let params = signed_request("2021", TRADE_QUERY, &biz, &ts, Some(&sns), &key)
             .expect("request signs");
         let get = |k: &str| {
             params

@@ -2,16 +2,12 @@
 //! PROTOCOLS.md §1 and §3 says — so tests can call the simulator directly, and the
 //! credentials a worker needs to call it ([`register_query_credentials`]).
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use payhook_shared::alipay::sign_content_v2;
+use payhook_shared::alipay::gateway;
 use payhook_shared::config::{Secret, Settings};
+use payhook_shared::crypto::RsaSigningKey;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use rsa::PrivateKey;
-use rsa::pkcs1v15::SigningKey;
 use rsa::pkcs8::EncodePrivateKey as _;
-use rsa::signature::{SignatureEncoding as _, Signer as _};
-use sha2::Sha256;
 use spki::der::pem::LineEnding;
 
 use super::{Simulator, TEST_MERCHANT_SERIAL};
@@ -20,19 +16,8 @@ use crate::keys;
 use crate::signer::wechat_v2::{V2Signer, sign};
 use crate::signer::wechat_v3::random_ascii;
 
-/// Base64 SHA256withRSA PKCS#1 v1.5.
-pub fn rsa_sha256(key: &PrivateKey, message: &[u8]) -> String {
-    STANDARD.encode(
-        SigningKey::<Sha256>::new(key.clone())
-            .sign(message)
-            .to_bytes(),
-    )
-}
-
-/// The signed gateway parameters of one Alipay call: `app_id, method, format=JSON,
-/// charset=utf-8, sign_type=RSA2, timestamp, version=1.0, biz_content` (plus
-/// `app_cert_sn, alipay_root_cert_sn` in certificate mode), `sign` over the V2
-/// content (everything but `sign`, sorted, empty values dropped).
+/// The signed gateway parameters of one Alipay call, signed by payhook's own request
+/// signer ([`payhook_shared::alipay::gateway::signed_request`]) with `app_key`.
 pub fn alipay_request(
     app_id: &str,
     app_key: &PrivateKey,
@@ -41,36 +26,24 @@ pub fn alipay_request(
     timestamp: &str,
     cert_sns: Option<&AlipayCertSns>,
 ) -> Vec<(String, String)> {
-    let mut params: Vec<(String, String)> = [
-        ("app_id", app_id),
-        ("method", method),
-        ("format", "JSON"),
-        ("charset", "utf-8"),
-        ("sign_type", "RSA2"),
-        ("timestamp", timestamp),
-        ("version", "1.0"),
-        ("biz_content", biz_content),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    if let Some(sns) = cert_sns {
-        params.push(("app_cert_sn".into(), sns.app_cert_sn.clone()));
-        params.push((
-            "alipay_root_cert_sn".into(),
-            sns.alipay_root_cert_sn.clone(),
-        ));
-    }
-    let sign = rsa_sha256(app_key, sign_content_v2(&params).as_bytes());
-    params.push(("sign".into(), sign));
-    params
+    gateway::signed_request(
+        app_id,
+        method,
+        biz_content,
+        timestamp,
+        cert_sns,
+        &signing_key(app_key),
+    )
+    .expect("request signs")
 }
 
 /// The certificate SNs an app sends in certificate mode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AlipayCertSns {
-    pub app_cert_sn: String,
-    pub alipay_root_cert_sn: String,
+pub use payhook_shared::alipay::gateway::CertSns as AlipayCertSns;
+
+/// payhook's request signing key for a test key.
+fn signing_key(key: &PrivateKey) -> RsaSigningKey {
+    let der = key.to_pkcs8_der().expect("PKCS#8 encoding");
+    RsaSigningKey::from_pkcs8_der(der.as_bytes()).expect("ring accepts the test key")
 }
 
 /// `k=v&…`, UTF-8 percent-encoded.
@@ -88,7 +61,8 @@ pub fn form_encode(params: &[(String, String)]) -> String {
         .join("&")
 }
 
-/// The V3 `Authorization` header value for one request.
+/// The V3 `Authorization` header value for one request, built by payhook's own
+/// ([`payhook_shared::wechat_v3::api::authorization`]) with `key`.
 #[expect(clippy::too_many_arguments, reason = "the fields of the header")]
 pub fn wechat_v3_authorization(
     mchid: &str,
@@ -100,11 +74,17 @@ pub fn wechat_v3_authorization(
     timestamp: i64,
     nonce: &str,
 ) -> String {
-    let message = format!("{method}\n{path_and_query}\n{timestamp}\n{nonce}\n{body}\n");
-    let signature = rsa_sha256(key, message.as_bytes());
-    format!(
-        "WECHATPAY2-SHA256-RSA2048 mchid=\"{mchid}\",nonce_str=\"{nonce}\",signature=\"{signature}\",timestamp=\"{timestamp}\",serial_no=\"{serial}\""
+    payhook_shared::wechat_v3::api::authorization(
+        mchid,
+        serial,
+        &signing_key(key),
+        method,
+        path_and_query,
+        body,
+        timestamp,
+        nonce,
     )
+    .expect("request signs")
 }
 
 /// A V2 `orderquery` body, MD5-signed with the merchant's API key.
