@@ -9,3 +9,16 @@ ALTER TABLE payments
 CREATE INDEX payments_reconcile_due_idx
     ON payments (COALESCE(reconcile_next_at, created_at))
     WHERE state = 'PENDING' AND (registered OR quarantined);
+
+-- Refund registration: the merchant tells payhook about a refund it asked the provider
+-- for, so that a refund whose notification never comes is found by a refund query.
+ALTER TABLE refunds
+    ADD COLUMN registered          BOOLEAN     NOT NULL DEFAULT FALSE,
+    ADD COLUMN expected_amount     BIGINT,
+    ADD COLUMN reconcile_next_at   TIMESTAMPTZ,
+    ADD COLUMN reconcile_attempts  INTEGER     NOT NULL DEFAULT 0,
+    ADD COLUMN reconcile_last      TEXT,
+    ADD COLUMN reconciled_at       TIMESTAMPTZ;
+CREATE INDEX refunds_reconcile_due_idx
+    ON refunds (COALESCE(reconcile_next_at, created_at))
+    WHERE status = 'REFUND_PROCESSING' AND registered;

@@ -14,6 +14,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
         .route("/orders", web::post().to(register_order))
+        .route("/refunds", web::post().to(register_refund))
         .route(
             "/payments/{provider}/{merchant}/{out_trade_no}",
             web::get().to(history),
@@ -60,7 +61,19 @@ async fn metrics(shared: web::Data<Shared>) -> HttpResponse {
 }
 
 async fn register_order(shared: web::Data<Shared>, order: web::Json<NewOrder>) -> HttpResponse {
-    match orders::register(&shared.pool, &order).await {
+    registration_answer(orders::register(&shared.pool, &order).await)
+}
+
+/// Registers a refund the merchant asked the provider for (see [`crate::db::refunds`]).
+async fn register_refund(
+    shared: web::Data<Shared>,
+    refund: web::Json<crate::db::NewRefund>,
+) -> HttpResponse {
+    registration_answer(crate::db::register_refund(&shared.pool, &refund).await)
+}
+
+fn registration_answer(result: Result<Registered, sqlx::Error>) -> HttpResponse {
+    match result {
         Ok(Registered::Created) => HttpResponse::Created().json(json!({"status": "created"})),
         Ok(Registered::AlreadyRegistered) => {
             HttpResponse::Ok().json(json!({"status": "already_registered"}))
@@ -72,7 +85,7 @@ async fn register_order(shared: web::Data<Shared>, order: web::Json<NewOrder>) -
             HttpResponse::BadRequest().json(json!({"status": "invalid", "reason": reason}))
         }
         Err(error) => {
-            tracing::error!(%error, "order registration failed");
+            tracing::error!(%error, "registration failed");
             HttpResponse::ServiceUnavailable().json(json!({"error": "database unavailable"}))
         }
     }

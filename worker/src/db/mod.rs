@@ -17,6 +17,7 @@ pub mod cloudevents;
 mod facts;
 pub mod history;
 pub mod orders;
+pub mod refunds;
 mod rows;
 pub mod state;
 
@@ -31,6 +32,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 pub use apply::{ApplyError, ApplyOutcome, Expectations, apply};
 pub use history::{PaymentHistory, payment_history};
 pub use orders::{NewOrder, Registered, register};
+pub use refunds::{NewRefund, register_refund};
 pub use state::PaymentState;
 
 /// The schema migrations, embedded at build time.
