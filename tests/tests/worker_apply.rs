@@ -916,6 +916,108 @@ async fn pending_notification_records_a_pending_payment_without_transition() {
     assert_eq!(h.notifications[0].outcome, "recorded");
 }
 
+/// The audit row is written once with the outcome the apply is expected to end in;
+/// every other ending must still leave the outcome it returned in the row.
+#[tokio::test]
+async fn every_audit_row_stores_the_outcome_its_apply_returned() {
+    let db = TestDb::new().await;
+    let order = unique("o");
+    let quarantined_order = unique("o");
+    db::register(
+        &db.pool,
+        &new_order(Provider::Alipay, &quarantined_order, 8888),
+    )
+    .await
+    .expect("registers");
+    let payment = paid(Provider::Alipay, &order, 100);
+    let pending = envelope(
+        Provider::Alipay,
+        Kind::Payment,
+        Status::Pending,
+        Normalized {
+            out_trade_no: Some(order.clone()),
+            provider_status: "WAIT_BUYER_PAY".into(),
+            currency: "CNY".into(),
+            ..Normalized::default()
+        },
+    );
+    let wrong = paid(Provider::Alipay, &quarantined_order, 100);
+    let notifications = [
+        payment.clone(),
+        resent(&payment),
+        pending,
+        refunded(Provider::Alipay, &order, &unique("r"), 10),
+        wrong.clone(),
+        resent(&wrong),
+    ];
+
+    let mut returned = Vec::new();
+    for n in &notifications {
+        returned.push(apply(&db, n).await.label().to_owned());
+    }
+
+    assert_eq!(
+        returned,
+        [
+            "applied",
+            "duplicate_transition",
+            "recorded",
+            "applied",
+            "quarantined",
+            "duplicate_transition"
+        ]
+    );
+    for (n, label) in notifications.iter().zip(&returned) {
+        let stored: String =
+            sqlx::query_scalar("SELECT outcome FROM notifications WHERE event_id = $1")
+                .bind(&n.event_id)
+                .fetch_one(&db.pool)
+                .await
+                .expect("audit row");
+        assert_eq!(&stored, label, "{}", n.event_id);
+    }
+}
+
+/// A redelivered notification stops at its audit row: it neither waits for the
+/// payment's row lock nor changes any row.
+#[tokio::test]
+async fn a_duplicate_notification_neither_locks_nor_writes() {
+    let db = TestDb::new().await;
+    let order = unique("o");
+    let payment = paid(Provider::WechatV2, &order, 100);
+    apply(&db, &payment).await;
+    let snapshot = async || -> (String, i64, i64, i64) {
+        sqlx::query_as(
+            "SELECT (SELECT xmin::text FROM payments),
+                    (SELECT count(*) FROM notifications),
+                    (SELECT count(*) FROM transitions),
+                    (SELECT count(*) FROM outbox)",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .expect("snapshot")
+    };
+    let before = snapshot().await;
+    // Another transaction holds the payment's row lock for the whole duplicate apply.
+    let mut holder = db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM payments FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .expect("lock the payment");
+
+    let duplicate = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        db::apply(&db.pool, &payment, &Expectations::default()),
+    )
+    .await
+    .expect("a duplicate must not wait for the payment lock")
+    .expect("applies");
+
+    assert_eq!(duplicate, ApplyOutcome::Duplicate);
+    holder.rollback().await.expect("rollback");
+    assert_eq!(snapshot().await, before);
+}
+
 #[tokio::test]
 async fn uninterpreted_notification_is_recorded_for_audit_only() {
     let db = TestDb::new().await;

@@ -129,25 +129,76 @@ impl From<sqlx::Error> for ApplyError {
 }
 
 /// Applies `envelope` exactly once (see the module documentation).
+///
+/// Round trips: a notification that names no payment is one statement; otherwise
+/// `BEGIN`, audit row + payment lock (one statement), the transition with all its
+/// effects (one statement), `COMMIT`.
 pub async fn apply(
     pool: &PgPool,
     envelope: &Envelope,
     expect: &Expectations,
 ) -> Result<ApplyOutcome, ApplyError> {
     check(envelope)?;
+    let plan = Plan::of(envelope);
+    let Some(out_trade_no) = plan.out_trade_no else {
+        let recorded = ApplyOutcome::Recorded;
+        return Ok(
+            if rows::record_notification(pool, envelope, recorded.label()).await? {
+                recorded
+            } else {
+                ApplyOutcome::Duplicate
+            },
+        );
+    };
     let mut tx = pool.begin().await?;
-    if !rows::record_notification(&mut tx, envelope).await? {
-        tx.rollback().await?;
+    let expected = plan.expected_label();
+    let Some(payment) =
+        rows::record_and_lock_payment(&mut tx, envelope, out_trade_no, expected).await?
+    else {
+        // Nothing was written; dropping the transaction rolls it back without waiting.
         return Ok(ApplyOutcome::Duplicate);
+    };
+    let outcome = apply_new(&mut tx, envelope, expect, &plan, out_trade_no, payment).await?;
+    if outcome.label() != expected {
+        rows::set_outcome(&mut tx, &envelope.event_id, outcome.label()).await?;
     }
-    let outcome = apply_new(&mut tx, envelope, expect).await?;
-    sqlx::query("UPDATE notifications SET outcome = $2 WHERE event_id = $1")
-        .bind(&envelope.event_id)
-        .bind(outcome.label())
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
     Ok(outcome)
+}
+
+/// What the envelope asks for, decided before touching the database.
+struct Plan<'a> {
+    /// The payment it names; `None`: no payment, the audit row is all there is.
+    out_trade_no: Option<&'a str>,
+    /// The transition it makes, if any: the event kind and the ledger key.
+    transition: Option<(EventKind, String)>,
+}
+
+impl<'a> Plan<'a> {
+    fn of(envelope: &'a Envelope) -> Self {
+        let f = &envelope.fields;
+        let out_trade_no = f
+            .out_trade_no
+            .as_deref()
+            .filter(|s| !s.is_empty() && envelope.kind != Kind::Other);
+        let key = envelope
+            .transition_key
+            .clone()
+            .or_else(|| transition_key(envelope.provider, &envelope.merchant, envelope.status, f));
+        Self {
+            out_trade_no,
+            transition: EventKind::for_status(envelope.status).zip(key),
+        }
+    }
+
+    /// The outcome the audit row is inserted with: the one a new transition ends in
+    /// (the common case), else `recorded`. Any other ending rewrites it.
+    fn expected_label(&self) -> &'static str {
+        match self.transition {
+            Some(_) => ApplyOutcome::Applied { events: Vec::new() }.label(),
+            None => ApplyOutcome::Recorded.label(),
+        }
+    }
 }
 
 /// What can be refused before touching the database.
@@ -183,54 +234,41 @@ fn check(envelope: &Envelope) -> Result<(), ApplyError> {
     Ok(())
 }
 
-/// Steps 2–4 for a notification seen for the first time.
+/// Steps 3–4 for a notification seen for the first time, its payment locked.
 async fn apply_new(
     conn: &mut PgConnection,
     envelope: &Envelope,
     expect: &Expectations,
+    plan: &Plan<'_>,
+    out_trade_no: &str,
+    payment: Payment,
 ) -> Result<ApplyOutcome, ApplyError> {
-    let f = &envelope.fields;
-    let out_trade_no = f.out_trade_no.as_deref().filter(|s| !s.is_empty());
-    let Some(out_trade_no) = out_trade_no.filter(|_| envelope.kind != Kind::Other) else {
-        return Ok(ApplyOutcome::Recorded);
-    };
-    let payment = rows::lock_payment(conn, envelope, out_trade_no).await?;
-    let key = envelope
-        .transition_key
-        .clone()
-        .or_else(|| transition_key(envelope.provider, &envelope.merchant, envelope.status, f));
-    let (Some(kind), Some(key)) = (EventKind::for_status(envelope.status), key) else {
+    let Some((kind, key)) = &plan.transition else {
         if envelope.status == Status::RefundProcessing {
             rows::note_refund_in_progress(conn, payment.id, envelope).await?;
         }
         return Ok(ApplyOutcome::Recorded);
     };
+    let f = &envelope.fields;
     if envelope.status == Status::Paid
         && let Some(reason) = mismatch(&payment, f, expect)
     {
-        return quarantine(conn, &payment, envelope, out_trade_no, &key, reason).await;
+        return quarantine(conn, &payment, envelope, out_trade_no, key, reason).await;
     }
 
     let next = facts::next_facts(&payment, envelope)?;
-    let Some(transition_id) = rows::insert_transition(
-        conn,
-        &key,
-        &payment,
-        envelope.kind.as_str(),
+    let data = facts::event_data(envelope, out_trade_no, key, &payment.currency, &next, None);
+    let event = CloudEvent::new(*kind, data, OffsetDateTime::now_utc());
+    let transition = rows::Transition {
+        key,
+        payment: &payment,
         envelope,
-        next.state,
-    )
-    .await?
-    else {
-        return Ok(ApplyOutcome::DuplicateTransition);
+        next: &next,
+        event: &event,
     };
-    rows::update_payment(conn, payment.id, &next).await?;
-    if facts::is_refund(envelope.status) {
-        rows::upsert_refund(conn, payment.id, envelope).await?;
+    if rows::apply_transition(conn, &transition).await?.is_none() {
+        return Ok(ApplyOutcome::DuplicateTransition);
     }
-    let data = facts::event_data(envelope, out_trade_no, &key, &payment.currency, &next, None);
-    let event = CloudEvent::new(kind, data, OffsetDateTime::now_utc());
-    rows::insert_outbox(conn, transition_id, &event).await?;
     Ok(ApplyOutcome::Applied {
         events: vec![event.routing_key()],
     })

@@ -26,14 +26,17 @@ use std::time::Duration;
 
 use payhook_shared::config::PostgresSettings;
 use secrecy::ExposeSecret as _;
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection as _, PgPool};
 
 pub use apply::{ApplyError, ApplyOutcome, Expectations, apply};
 pub use history::{PaymentHistory, payment_history};
 pub use orders::{NewOrder, Registered, register};
 pub use refunds::{NewRefund, register_refund};
 pub use state::PaymentState;
+
+/// A pooled connection idle at least this long is pinged before it is handed out.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// The schema migrations, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -66,6 +69,20 @@ pub fn connect_lazy(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error> 
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        // sqlx pings every connection it hands out by default: one more round trip per
+        // transaction. Only a connection that sat idle is pinged (a server restart or
+        // an idle-connection killer may have closed it); one in steady use that broke
+        // fails its statement instead, which the apply path treats as transient
+        // (retry tier) and the relay retries.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options))
 }
 

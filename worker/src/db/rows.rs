@@ -1,42 +1,83 @@
-//! The SQL of the apply path, one function per write. Each insert is guarded by its
-//! table's unique key; callers hold the transaction (see [`super::apply`]).
+//! The SQL of the apply path. Each insert is guarded by its table's unique key; callers
+//! hold the transaction (see [`super::apply`]). The common path is two statements —
+//! [`record_and_lock_payment`] and [`apply_transition`] — each folding several writes
+//! into data-modifying CTEs, because every statement is a round trip to the database.
 
 use payhook_shared::event::Envelope;
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
 use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor, Postgres};
 use time::OffsetDateTime;
 
 use super::apply::ApplyError;
 use super::cloudevents::CloudEvent;
-use super::facts::{Next, source_label, status_label};
+use super::facts::{Next, is_refund, source_label, status_label};
 use super::state::PaymentState;
 
-/// Inserts the audit row; `false` when this notification was already recorded.
-pub(super) async fn record_notification(
-    conn: &mut PgConnection,
-    envelope: &Envelope,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
+/// The audit row's insert. `ON CONFLICT DO NOTHING` on `event_id` is the dedup guard:
+/// `RETURNING` yields no row for a notification already recorded. The outcome is
+/// written with the row (`$11`), the one the caller expects; only an apply that ends
+/// otherwise rewrites it ([`set_outcome`]), so the common path writes the row once.
+/// (A macro so that [`record_and_lock_payment`] can embed it with `concat!`.)
+macro_rules! insert_notification {
+    () => {
         "INSERT INTO notifications (event_id, provider, merchant, kind, status, source,
              out_trade_no, transition_key, request_id, received_at, outcome, envelope)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'recorded', $11)
-         ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(&envelope.event_id)
-    .bind(envelope.provider.as_str())
-    .bind(&envelope.merchant)
-    .bind(envelope.kind.as_str())
-    .bind(status_label(envelope.status))
-    .bind(source_label(envelope))
-    .bind(&envelope.fields.out_trade_no)
-    .bind(&envelope.transition_key)
-    .bind(&envelope.request_id)
-    .bind(envelope.received_at)
-    .bind(Json(envelope))
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING 1"
+    };
+}
+
+/// Binds `$1`–`$12` of `insert_notification!()`.
+fn bind_notification<'q, O>(
+    query: sqlx::query::QueryAs<'q, Postgres, O, PgArguments>,
+    envelope: &'q Envelope,
+    outcome: &'static str,
+) -> sqlx::query::QueryAs<'q, Postgres, O, PgArguments> {
+    query
+        .bind(&envelope.event_id)
+        .bind(envelope.provider.as_str())
+        .bind(&envelope.merchant)
+        .bind(envelope.kind.as_str())
+        .bind(status_label(envelope.status))
+        .bind(source_label(envelope))
+        .bind(&envelope.fields.out_trade_no)
+        .bind(&envelope.transition_key)
+        .bind(&envelope.request_id)
+        .bind(envelope.received_at)
+        .bind(outcome)
+        .bind(Json(envelope))
+}
+
+/// Inserts the audit row of a notification that names no payment, with its final
+/// `outcome`; `false` when this notification was already recorded. One statement,
+/// so it needs no transaction of its own.
+pub(super) async fn record_notification(
+    db: impl PgExecutor<'_>,
+    envelope: &Envelope,
+    outcome: &'static str,
+) -> Result<bool, sqlx::Error> {
+    let query = sqlx::query_as::<_, (i32,)>(insert_notification!());
+    let inserted = bind_notification(query, envelope, outcome)
+        .fetch_optional(db)
+        .await?;
+    Ok(inserted.is_some())
+}
+
+/// Rewrites the audit row's outcome when the apply ended otherwise than expected
+/// when the row was inserted (a duplicate transition, a quarantine).
+pub(super) async fn set_outcome(
+    conn: &mut PgConnection,
+    event_id: &str,
+    outcome: &'static str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE notifications SET outcome = $2 WHERE event_id = $1")
+        .bind(event_id)
+        .bind(outcome)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// The locked payment row, as the transaction found it.
@@ -59,27 +100,35 @@ pub(super) struct Payment {
     pub(super) closed_at: Option<OffsetDateTime>,
 }
 
-/// Creates the payment row if needed and locks it until the transaction ends: the
-/// upsert takes the row lock, so concurrent notifications of one order queue here.
-pub(super) async fn lock_payment(
+/// In one statement: inserts the audit row (with `outcome`, as [`record_notification`])
+/// and, only if it was new, creates the payment row if needed and locks it until the
+/// transaction ends — the upsert takes the row lock, so concurrent notifications of one
+/// order queue here. `None` when this notification was already recorded: nothing was
+/// written.
+pub(super) async fn record_and_lock_payment(
     conn: &mut PgConnection,
     envelope: &Envelope,
     out_trade_no: &str,
-) -> Result<Payment, sqlx::Error> {
-    sqlx::query_as(
-        "INSERT INTO payments (provider, merchant, out_trade_no, currency)
-         VALUES ($1, $2, $3, $4)
+    outcome: &'static str,
+) -> Result<Option<Payment>, sqlx::Error> {
+    // The payment upsert reads the audit insert's RETURNING, so it runs only when the
+    // notification is new (a duplicate leaves the payment row untouched and unlocked).
+    const SQL: &str = concat!(
+        "WITH n AS (",
+        insert_notification!(),
+        ")
+         INSERT INTO payments (provider, merchant, out_trade_no, currency)
+         SELECT $2, $3, $13, $14 FROM n
          ON CONFLICT (provider, merchant, out_trade_no) DO UPDATE SET updated_at = now()
          RETURNING id, state, registered, expected_amount, currency, expected_app_id,
                    expected_mch_id, expected_payee, total_amount, paid_amount,
-                   refunded_amount, provider_trade_no, paid_at, closed_at",
-    )
-    .bind(envelope.provider.as_str())
-    .bind(&envelope.merchant)
-    .bind(out_trade_no)
-    .bind(&envelope.fields.currency)
-    .fetch_one(conn)
-    .await
+                   refunded_amount, provider_trade_no, paid_at, closed_at"
+    );
+    bind_notification(sqlx::query_as(SQL), envelope, outcome)
+        .bind(out_trade_no)
+        .bind(&envelope.fields.currency)
+        .fetch_optional(conn)
+        .await
 }
 
 /// The ledger row; `None` when the transition was already applied.
@@ -110,30 +159,6 @@ pub(super) async fn insert_transition(
     .await
 }
 
-pub(super) async fn update_payment(
-    conn: &mut PgConnection,
-    id: i64,
-    next: &Next,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE payments SET state = $2, total_amount = $3, paid_amount = $4,
-             refunded_amount = $5, provider_trade_no = $6, paid_at = $7, closed_at = $8,
-             updated_at = now()
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(next.state.as_str())
-    .bind(next.total_amount)
-    .bind(next.paid_amount)
-    .bind(next.refunded_amount)
-    .bind(&next.provider_trade_no)
-    .bind(next.paid_at)
-    .bind(next.closed_at)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// Flags the payment for a person; its state is left as it was.
 pub(super) async fn mark_quarantined(
     conn: &mut PgConnection,
@@ -151,14 +176,10 @@ pub(super) async fn mark_quarantined(
     Ok(())
 }
 
-/// The refund row of a refund transition. A terminal status (succeeded, closed) is
-/// never overwritten: a late `ABNORMAL` does not undo a success.
-pub(super) async fn upsert_refund(
-    conn: &mut PgConnection,
-    payment_id: i64,
-    envelope: &Envelope,
-) -> Result<(), sqlx::Error> {
-    refund_query(
+/// How a refund transition updates an existing refund row. A terminal status
+/// (succeeded, closed) is never overwritten: a late `ABNORMAL` does not undo a success.
+macro_rules! refund_transition_conflict {
+    () => {
         "ON CONFLICT (provider, merchant, out_refund_no) DO UPDATE SET
              status = CASE WHEN refunds.status IN ('REFUND_SUCCEEDED', 'REFUND_CLOSED')
                            THEN refunds.status ELSE EXCLUDED.status END,
@@ -167,12 +188,109 @@ pub(super) async fn upsert_refund(
                            THEN refunds.amount_cumulative ELSE EXCLUDED.amount_cumulative END,
              provider_refund_no = COALESCE(refunds.provider_refund_no,
                                            EXCLUDED.provider_refund_no),
-             updated_at = now()",
-        conn,
-        payment_id,
-        envelope,
-    )
-    .await
+             updated_at = now()"
+    };
+}
+
+/// A transition and all its effects, in one statement keyed on the ledger insert:
+/// the ledger row (`t`, `ON CONFLICT (transition_key) DO NOTHING`), and only if that
+/// returned a row, the payment's new facts (`p`), the outbox event tied to the ledger
+/// row (`o`) and, for a refund transition, the refund row (`r`). Data-modifying CTEs
+/// all run to completion whether or not the final `SELECT` reads them, and each one
+/// after `t` reads `t`: a transition already applied writes nothing.
+macro_rules! apply_transition_sql {
+    ($refund:expr) => {
+        concat!(
+            "WITH t AS (
+                 INSERT INTO transitions (transition_key, payment_id, kind, status,
+                     from_state, to_state, event_id, source)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (transition_key) DO NOTHING
+                 RETURNING id
+             ), p AS (
+                 UPDATE payments SET state = $9, total_amount = $10, paid_amount = $11,
+                     refunded_amount = $12, provider_trade_no = $13, paid_at = $14,
+                     closed_at = $15, updated_at = now()
+                 WHERE id = $2 AND EXISTS (SELECT 1 FROM t)
+             ), o AS (
+                 INSERT INTO outbox (event_id, transition_id, routing_key, payload)
+                 SELECT $16, t.id, $17, $18 FROM t
+             )",
+            $refund,
+            " SELECT id FROM t"
+        )
+    };
+}
+
+/// What [`apply_transition`] writes.
+pub(super) struct Transition<'a> {
+    pub(super) key: &'a str,
+    pub(super) payment: &'a Payment,
+    pub(super) envelope: &'a Envelope,
+    pub(super) next: &'a Next,
+    pub(super) event: &'a CloudEvent,
+}
+
+/// Applies a transition (see `apply_transition_sql!`); returns the ledger row's id,
+/// `None` when the transition was already applied (then nothing was written).
+pub(super) async fn apply_transition(
+    conn: &mut PgConnection,
+    t: &Transition<'_>,
+) -> Result<Option<i64>, ApplyError> {
+    const PLAIN: &str = apply_transition_sql!("");
+    const WITH_REFUND: &str = apply_transition_sql!(concat!(
+        ", r AS (
+             INSERT INTO refunds (payment_id, provider, merchant, out_refund_no, status,
+                 amount, amount_cumulative, provider_refund_no)
+             SELECT $2, $19, $20, $21, $4, $22, $23, $24 FROM t ",
+        refund_transition_conflict!(),
+        ")"
+    ));
+    let payload = t
+        .event
+        .to_json()
+        .map_err(|e| ApplyError::Permanent(format!("event document: {e}")))?;
+    let envelope = t.envelope;
+    let refund = is_refund(envelope.status);
+    let query = sqlx::query_scalar(if refund { WITH_REFUND } else { PLAIN })
+        .bind(t.key)
+        .bind(t.payment.id)
+        .bind(envelope.kind.as_str())
+        .bind(status_label(envelope.status))
+        .bind(t.payment.state.as_str())
+        .bind(t.next.state.as_str())
+        .bind(&envelope.event_id)
+        .bind(source_label(envelope))
+        .bind(t.next.state.as_str())
+        .bind(t.next.total_amount)
+        .bind(t.next.paid_amount)
+        .bind(t.next.refunded_amount)
+        .bind(&t.next.provider_trade_no)
+        .bind(t.next.paid_at)
+        .bind(t.next.closed_at)
+        .bind(t.event.id)
+        .bind(t.event.routing_key())
+        .bind(payload);
+    let query = if refund {
+        let f = &envelope.fields;
+        query
+            .bind(envelope.provider.as_str())
+            .bind(&envelope.merchant)
+            .bind(refund_number(envelope))
+            .bind(f.refund_amount)
+            .bind(f.refund_amount_cumulative)
+            .bind(&f.provider_refund_no)
+    } else {
+        query
+    };
+    Ok(query.fetch_optional(conn).await?)
+}
+
+/// Alipay full refunds may come without out_biz_no: the trade is the refund (the
+/// same rule as the transition key).
+fn refund_number(envelope: &Envelope) -> Option<&String> {
+    let f = &envelope.fields;
+    f.out_refund_no.as_ref().or(f.out_trade_no.as_ref())
 }
 
 /// A refund in progress has no transition; its row is created if it is the first
@@ -182,41 +300,23 @@ pub(super) async fn note_refund_in_progress(
     payment_id: i64,
     envelope: &Envelope,
 ) -> Result<(), sqlx::Error> {
-    refund_query(
-        "ON CONFLICT (provider, merchant, out_refund_no) DO NOTHING",
-        conn,
-        payment_id,
-        envelope,
-    )
-    .await
-}
-
-async fn refund_query(
-    on_conflict: &str,
-    conn: &mut PgConnection,
-    payment_id: i64,
-    envelope: &Envelope,
-) -> Result<(), sqlx::Error> {
     let f = &envelope.fields;
-    // Alipay full refunds may come without out_biz_no: the trade is the refund (the
-    // same rule as the transition key).
-    let out_refund_no = f.out_refund_no.as_ref().or(f.out_trade_no.as_ref());
-    let sql = format!(
+    sqlx::query(
         "INSERT INTO refunds (payment_id, provider, merchant, out_refund_no, status, amount,
              amount_cumulative, provider_refund_no)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) {on_conflict}"
-    );
-    sqlx::query(&sql)
-        .bind(payment_id)
-        .bind(envelope.provider.as_str())
-        .bind(&envelope.merchant)
-        .bind(out_refund_no)
-        .bind(status_label(envelope.status))
-        .bind(f.refund_amount)
-        .bind(f.refund_amount_cumulative)
-        .bind(&f.provider_refund_no)
-        .execute(conn)
-        .await?;
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (provider, merchant, out_refund_no) DO NOTHING",
+    )
+    .bind(payment_id)
+    .bind(envelope.provider.as_str())
+    .bind(&envelope.merchant)
+    .bind(refund_number(envelope))
+    .bind(status_label(envelope.status))
+    .bind(f.refund_amount)
+    .bind(f.refund_amount_cumulative)
+    .bind(&f.provider_refund_no)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
