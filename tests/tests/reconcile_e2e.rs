@@ -499,3 +499,89 @@ async fn platform_certificate_rotation_during_a_run_loses_no_notification() {
     worker.stop().await;
     receiver.stop().await;
 }
+
+#[tokio::test]
+async fn a_registered_refund_whose_notification_is_lost_is_found_by_a_refund_query() {
+    let s = stack(SimConfig::default()).await;
+    let provider = Provider::WechatV3;
+    s.sim.create_order(provider, "rq-1", 1000).expect("creates");
+    db::register(&s.db.pool, &new_order(provider, "rq-1", 1000, None))
+        .await
+        .expect("registers");
+    s.sim.pay(provider, "rq-1").expect("pays");
+    let refund = |no: &str, amount: i64| -> db::NewRefund {
+        serde_json::from_value(serde_json::json!({
+            "provider": "wechat_v3", "merchant": "m1", "out_trade_no": "rq-1",
+            "out_refund_no": no, "amount": amount,
+        }))
+        .expect("refund literal")
+    };
+    // The merchant asks WeChat for two refunds and tells payhook; the first refund's
+    // notification is lost, the second's arrives.
+    for (no, amount) in [("rq-1-a", 300), ("rq-1-b", 700)] {
+        assert_eq!(
+            db::register_refund(&s.db.pool, &refund(no, amount))
+                .await
+                .expect("registers"),
+            db::Registered::Created
+        );
+    }
+    assert_eq!(
+        db::register_refund(&s.db.pool, &refund("rq-1-a", 300))
+            .await
+            .expect("registers"),
+        db::Registered::AlreadyRegistered
+    );
+    s.sim
+        .set_order_faults(provider, "rq-1", Faults::dropped())
+        .expect("order exists");
+    s.sim
+        .refund(provider, "rq-1", "rq-1-a", 300)
+        .expect("refunds");
+    s.sim.clear_order_faults(provider, "rq-1");
+    s.sim
+        .refund(provider, "rq-1", "rq-1-b", 700)
+        .expect("refunds");
+
+    assert!(
+        eventually_async(Duration::from_secs(20), || async {
+            payhook_states(&s.db)
+                .await
+                .get(&("wechat_v3".into(), "rq-1".into()))
+                == Some(&("REFUNDED".into(), 1000))
+        })
+        .await,
+        "{:?} {:?}",
+        payhook_states(&s.db).await,
+        s.sim.query_stats()
+    );
+    let refunds: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT r.out_refund_no, r.status, t.source FROM refunds r \
+         JOIN transitions t ON t.transition_key LIKE '%:refund:' || r.out_refund_no || ':%' \
+         ORDER BY r.out_refund_no",
+    )
+    .fetch_all(&s.db.pool)
+    .await
+    .expect("refunds");
+    assert_eq!(
+        refunds,
+        [
+            (
+                "rq-1-a".into(),
+                "REFUND_SUCCEEDED".into(),
+                "reconcile".into()
+            ),
+            ("rq-1-b".into(), "REFUND_SUCCEEDED".into(), "notify".into()),
+        ]
+    );
+    assert!(s.sim.queries_served(api::WECHAT_V3_REFUND, result::OK) >= 1);
+    let refund_events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE routing_key LIKE 'refund.succeeded.%'",
+    )
+    .fetch_one(&s.db.pool)
+    .await
+    .expect("counts");
+    assert_eq!(refund_events, 2, "one event per refund");
+    s.worker.stop().await;
+    s.receiver.stop().await;
+}

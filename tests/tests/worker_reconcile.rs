@@ -202,3 +202,47 @@ async fn a_payment_known_only_from_its_refund_is_due() {
     assert_eq!(attempts, 1);
     broker.close().await;
 }
+
+#[tokio::test]
+async fn refund_registration_is_idempotent_and_refuses_other_terms() {
+    let db = TestDb::new().await;
+    let refund = |order: &str, no: &str, amount: i64| -> db::NewRefund {
+        serde_json::from_value(serde_json::json!({
+            "provider": "wechat_v3", "merchant": Providers::MERCHANT, "out_trade_no": order,
+            "out_refund_no": no, "amount": amount,
+        }))
+        .expect("refund literal")
+    };
+    let register = |r: db::NewRefund| {
+        let pool = db.pool.clone();
+        async move { db::register_refund(&pool, &r).await.expect("registers") }
+    };
+    // Before payhook has heard of the order: a pending payment row is created for it.
+    assert_eq!(
+        register(refund("o-1", "r-1", 100)).await,
+        db::Registered::Created
+    );
+    assert_eq!(
+        register(refund("o-1", "r-1", 100)).await,
+        db::Registered::AlreadyRegistered
+    );
+    assert!(matches!(
+        register(refund("o-1", "r-1", 101)).await,
+        db::Registered::Conflict(_)
+    ));
+    assert!(matches!(
+        register(refund("o-2", "r-1", 100)).await,
+        db::Registered::Conflict(_)
+    ));
+    assert!(matches!(
+        register(refund("o-1", "r-2", 0)).await,
+        db::Registered::Invalid(_)
+    ));
+    let rows: Vec<(String, bool, Option<i64>)> = sqlx::query_as(
+        "SELECT status, registered, expected_amount FROM refunds WHERE out_refund_no = 'r-1'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("rows");
+    assert_eq!(rows, [("REFUND_PROCESSING".into(), true, Some(100))]);
+}

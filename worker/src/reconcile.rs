@@ -18,6 +18,9 @@
 //!    dedup, same transition key, so a later real notification of the same transition
 //!    is a duplicate transition, not a second effect.
 //!
+//! Registered refunds (`POST /refunds`) still processing are queried the same way
+//! (WeChat V3 refund query; Alipay refund queries are not built yet, see the README).
+//!
 //! "Not created" (`ACQ.TRADE_NOT_EXIST`, `ORDER_NOT_EXIST`) means the buyer never opened
 //! the order: it is left pending, and closed once the order's `expires_at` has passed.
 //! A payment still pending `give_up_after` past its expiry (or its registration) is no
@@ -36,7 +39,7 @@ use payhook_shared::event::{Envelope, Provider, Source, Status, VerifiedNotifica
 use payhook_shared::merchants::Merchants;
 use payhook_shared::query::{Queriers, QueryClient, QueryError};
 use payhook_shared::topology::envelope_properties;
-use payhook_shared::wechat_v3::api::TransactionQuery;
+use payhook_shared::wechat_v3::api::{RefundQuery, TransactionQuery};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -65,6 +68,16 @@ struct Due {
     merchant: String,
     out_trade_no: String,
     expires_at: Option<OffsetDateTime>,
+    created_at: OffsetDateTime,
+}
+
+/// One due refund.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct DueRefund {
+    id: i64,
+    provider: String,
+    merchant: String,
+    out_refund_no: String,
     created_at: OffsetDateTime,
 }
 
@@ -165,11 +178,22 @@ impl Reconciler {
             let (result, publish, stop) = self.query(payment).await;
             self.metrics.reconcile_query(&payment.provider, result);
             if let Some(verified) = publish
-                && self.publish(channel, payment, *verified).await?
+                && self.publish(channel, &payment.merchant, *verified).await?
             {
                 report.published += 1;
             }
-            self.record(payment.id, result, stop).await?;
+            self.record("payments", payment.id, result, stop).await?;
+        }
+        for refund in &self.claim_due_refunds().await? {
+            report.taken += 1;
+            let (result, publish, stop) = self.query_refund(refund).await;
+            self.metrics.reconcile_query(&refund.provider, result);
+            if let Some(verified) = publish
+                && self.publish(channel, &refund.merchant, *verified).await?
+            {
+                report.published += 1;
+            }
+            self.record("refunds", refund.id, result, stop).await?;
         }
         let watched: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM payments \
@@ -207,6 +231,66 @@ impl Reconciler {
         .bind(s.interval_max.as_secs_f64())
         .fetch_all(&self.pool)
         .await
+    }
+
+    async fn claim_due_refunds(&self) -> Result<Vec<DueRefund>, sqlx::Error> {
+        let s = &self.schedule;
+        sqlx::query_as(
+            "WITH due AS ( \
+                 SELECT id FROM refunds \
+                 WHERE status = 'REFUND_PROCESSING' AND registered \
+                   AND COALESCE(reconcile_next_at, created_at + make_interval(secs => $1)) <= now() \
+                 ORDER BY COALESCE(reconcile_next_at, created_at) \
+                 LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED) \
+             UPDATE refunds r \
+             SET reconcile_attempts = r.reconcile_attempts + 1, \
+                 reconcile_next_at = now() + make_interval(secs => \
+                     LEAST($4, $3 * power(2, LEAST(r.reconcile_attempts, 30)))) \
+             FROM due WHERE r.id = due.id \
+             RETURNING r.id, r.provider, r.merchant, r.out_refund_no, r.created_at",
+        )
+        .bind(s.pending_after.as_secs_f64())
+        .bind(i64::from(s.batch))
+        .bind(s.interval_min.as_secs_f64())
+        .bind(s.interval_max.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Asks the provider about a registered refund (WeChat V3 only for now).
+    async fn query_refund(
+        &self,
+        r: &DueRefund,
+    ) -> (&'static str, Option<Box<VerifiedNotification>>, bool) {
+        let give_up = r.created_at + self.schedule.give_up_after <= self.clock.now();
+        let Some(q) = (r.provider == "wechat_v3")
+            .then(|| self.queriers.wechat_v3.get(&r.merchant))
+            .flatten()
+        else {
+            let result = if r.provider == "wechat_v3" {
+                "no_credentials"
+            } else {
+                "unsupported"
+            };
+            return (result, None, r.provider != "wechat_v3");
+        };
+        match self.client.wechat_refund(q, &r.out_refund_no).await {
+            Ok(RefundQuery::Found(n)) => match n.status() {
+                Status::RefundSucceeded => ("refund_succeeded", Some(n), false),
+                Status::RefundClosed => ("refund_closed", Some(n), false),
+                Status::RefundAbnormal => ("refund_abnormal", Some(n), false),
+                _ => ("refund_processing", None, give_up),
+            },
+            Ok(RefundQuery::NotFound) => ("not_found", None, give_up),
+            Err(error) => {
+                tracing::warn!(
+                    provider = %r.provider, merchant = %r.merchant, refund_id = r.id,
+                    error = %error, "reconcile: refund query failed"
+                );
+                (error.label(), None, false)
+            }
+        }
     }
 
     /// Asks the provider; returns the metric result, the answer to publish if it
@@ -269,13 +353,13 @@ impl Reconciler {
     async fn publish(
         &self,
         channel: &Channel,
-        p: &Due,
+        merchant: &str,
         verified: VerifiedNotification,
     ) -> Result<bool, SweepError> {
         let request_id = format!("reconcile-{}", uuid::Uuid::new_v4().simple());
         let envelope = Envelope::from_verified(
             verified,
-            &p.merchant,
+            merchant,
             Source::Reconcile,
             OffsetDateTime::now_utc(),
             request_id,
@@ -310,17 +394,26 @@ impl Reconciler {
         }
     }
 
-    async fn record(&self, id: i64, result: &str, stop: bool) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE payments SET reconcile_last = $2, reconciled_at = now(), \
-             reconcile_next_at = CASE WHEN $3 THEN 'infinity'::timestamptz ELSE reconcile_next_at END \
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(result)
-        .bind(stop)
-        .execute(&self.pool)
-        .await?;
+    /// Notes the answer on the payment or refund row (`table` is one of the two).
+    async fn record(
+        &self,
+        table: &'static str,
+        id: i64,
+        result: &str,
+        stop: bool,
+    ) -> Result<(), sqlx::Error> {
+        let sql = format!(
+            "UPDATE {table} SET reconcile_last = $2, reconciled_at = now(), \
+             reconcile_next_at = CASE WHEN $3 THEN 'infinity'::timestamptz \
+                                      ELSE reconcile_next_at END \
+             WHERE id = $1"
+        );
+        sqlx::query(&sql)
+            .bind(id)
+            .bind(result)
+            .bind(stop)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }
