@@ -6,9 +6,12 @@ ALTER TABLE payments
     ADD COLUMN reconcile_attempts  INTEGER     NOT NULL DEFAULT 0,
     ADD COLUMN reconcile_last      TEXT,
     ADD COLUMN reconciled_at       TIMESTAMPTZ;
-CREATE INDEX payments_reconcile_due_idx
-    ON payments (COALESCE(reconcile_next_at, created_at))
-    WHERE state = 'PENDING' AND (registered OR quarantined);
+-- The sweeper looks only at payments that can be due: pending ones, and those known
+-- only from a refund. A partial index keeps each sweep proportional to those rows, not
+-- to the whole table.
+CREATE INDEX payments_reconcile_watch_idx
+    ON payments (created_at)
+    WHERE state = 'PENDING' OR (paid_at IS NULL AND refunded_amount > 0);
 
 -- Refund registration: the merchant tells payhook about a refund it asked the provider
 -- for, so that a refund whose notification never comes is found by a refund query.
