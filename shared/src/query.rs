@@ -14,7 +14,7 @@ use std::time::Duration;
 use rand::RngExt as _;
 use secrecy::ExposeSecret as _;
 
-use crate::alipay::gateway::{self, CertSns, TradeQuery};
+use crate::alipay::gateway::{self, CertSns, RefundAnswer, TradeQuery};
 use crate::alipay::{AlipayApp, cert_sn, root_cert_sn};
 use crate::clock::Clock;
 use crate::config::{ConfigError, ReconcileSettings, Settings};
@@ -259,13 +259,13 @@ impl QueryClient {
         Err(QueryError::Transport(last))
     }
 
-    /// `alipay.trade.query` for one order.
-    pub async fn alipay_trade_query(
+    /// A signed gateway call of `method`; the raw answer body.
+    async fn alipay_call(
         &self,
         q: &AlipayQuerier,
-        out_trade_no: &str,
-    ) -> Result<TradeQuery, QueryError> {
-        let biz = gateway::trade_query_biz_content(out_trade_no);
+        method: &str,
+        biz: &str,
+    ) -> Result<String, QueryError> {
         let answer = self
             .send(|| {
                 // Signed per attempt: the timestamp is part of the signature.
@@ -274,8 +274,8 @@ impl QueryClient {
                 let timestamp = gateway::timestamp(self.clock.now()).map_err(signing)?;
                 let form = gateway::signed_request(
                     &q.app.app_id,
-                    gateway::TRADE_QUERY,
-                    &biz,
+                    method,
+                    biz,
                     &timestamp,
                     q.cert_sns.as_ref(),
                     &q.key,
@@ -284,8 +284,38 @@ impl QueryClient {
                 Ok(self.http.post(&self.alipay_gateway).form(&form))
             })
             .await?;
-        let body = String::from_utf8_lossy(&answer.body);
+        Ok(String::from_utf8_lossy(&answer.body).into_owned())
+    }
+
+    /// `alipay.trade.query` for one order.
+    pub async fn alipay_trade_query(
+        &self,
+        q: &AlipayQuerier,
+        out_trade_no: &str,
+    ) -> Result<TradeQuery, QueryError> {
+        let biz = gateway::trade_query_biz_content(out_trade_no);
+        let body = self.alipay_call(q, gateway::TRADE_QUERY, &biz).await?;
         Ok(gateway::interpret_trade_query(&q.app, out_trade_no, &body)?)
+    }
+
+    /// `alipay.trade.fastpay.refund.query` for one refund request; see
+    /// [`gateway::interpret_refund_query`] for `refunded_before_fen`.
+    pub async fn alipay_refund_query(
+        &self,
+        q: &AlipayQuerier,
+        out_trade_no: &str,
+        out_request_no: &str,
+        refunded_before_fen: i64,
+    ) -> Result<RefundAnswer, QueryError> {
+        let biz = gateway::refund_query_biz_content(out_trade_no, out_request_no);
+        let body = self.alipay_call(q, gateway::REFUND_QUERY, &biz).await?;
+        Ok(gateway::interpret_refund_query(
+            &q.app,
+            out_trade_no,
+            out_request_no,
+            refunded_before_fen,
+            &body,
+        )?)
     }
 
     /// A signed APIv3 `GET`.

@@ -19,7 +19,9 @@
 //!    is a duplicate transition, not a second effect.
 //!
 //! Registered refunds (`POST /refunds`) still processing are queried the same way
-//! (WeChat V3 refund query; Alipay refund queries are not built yet, see the README).
+//! (WeChat V3 refund query, Alipay `alipay.trade.fastpay.refund.query`; Alipay's answer
+//! is turned into the running total its notifications use, from the trade's other
+//! refunds known to have succeeded: see `interpret_refund_query`).
 //!
 //! "Not created" (`ACQ.TRADE_NOT_EXIST`, `ORDER_NOT_EXIST`) means the buyer never opened
 //! the order: it is left pending, and closed once the order's `expires_at` has passed.
@@ -32,7 +34,7 @@ use std::time::Duration;
 use lapin::Channel;
 use lapin::Confirmation;
 use lapin::options::BasicPublishOptions;
-use payhook_shared::alipay::gateway::TradeQuery;
+use payhook_shared::alipay::gateway::{RefundAnswer, TradeQuery};
 use payhook_shared::clock::Clock;
 use payhook_shared::config::Settings;
 use payhook_shared::event::{Envelope, Provider, Source, Status, VerifiedNotification};
@@ -75,8 +77,10 @@ struct Due {
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct DueRefund {
     id: i64,
+    payment_id: i64,
     provider: String,
     merchant: String,
+    out_trade_no: String,
     out_refund_no: String,
     created_at: OffsetDateTime,
 }
@@ -248,7 +252,9 @@ impl Reconciler {
                  reconcile_next_at = now() + make_interval(secs => \
                      LEAST($4, $3 * power(2, LEAST(r.reconcile_attempts, 30)))) \
              FROM due WHERE r.id = due.id \
-             RETURNING r.id, r.provider, r.merchant, r.out_refund_no, r.created_at",
+             RETURNING r.id, r.payment_id, r.provider, r.merchant, \
+                 (SELECT out_trade_no FROM payments WHERE id = r.payment_id), \
+                 r.out_refund_no, r.created_at",
         )
         .bind(s.pending_after.as_secs_f64())
         .bind(i64::from(s.batch))
@@ -258,31 +264,51 @@ impl Reconciler {
         .await
     }
 
-    /// Asks the provider about a registered refund (WeChat V3 only for now).
+    /// Asks the provider about a registered refund.
     async fn query_refund(
         &self,
         r: &DueRefund,
     ) -> (&'static str, Option<Box<VerifiedNotification>>, bool) {
         let give_up = r.created_at + self.schedule.give_up_after <= self.clock.now();
-        let Some(q) = (r.provider == "wechat_v3")
-            .then(|| self.queriers.wechat_v3.get(&r.merchant))
-            .flatten()
-        else {
-            let result = if r.provider == "wechat_v3" {
-                "no_credentials"
-            } else {
-                "unsupported"
-            };
-            return (result, None, r.provider != "wechat_v3");
+        let answer = match r.provider.as_str() {
+            "wechat_v3" => match self.queriers.wechat_v3.get(&r.merchant) {
+                Some(q) => self
+                    .client
+                    .wechat_refund(q, &r.out_refund_no)
+                    .await
+                    .map(|a| match a {
+                        RefundQuery::Found(n) => Some(n),
+                        RefundQuery::NotFound => None,
+                    }),
+                None => return ("no_credentials", None, false),
+            },
+            "alipay" => match self.queriers.alipay.get(&r.merchant) {
+                Some(q) => match self.refunded_before(r).await {
+                    Ok(before) => self
+                        .client
+                        .alipay_refund_query(q, &r.out_trade_no, &r.out_refund_no, before)
+                        .await
+                        .map(|a| match a {
+                            RefundAnswer::Refunded(n) => Some(n),
+                            RefundAnswer::NotRefunded => None,
+                        }),
+                    Err(error) => {
+                        tracing::warn!(%error, refund_id = r.id, "reconcile: refund sums unavailable");
+                        return ("database_error", None, false);
+                    }
+                },
+                None => return ("no_credentials", None, false),
+            },
+            _ => return ("unsupported", None, true),
         };
-        match self.client.wechat_refund(q, &r.out_refund_no).await {
-            Ok(RefundQuery::Found(n)) => match n.status() {
+        match answer {
+            Ok(Some(n)) => match n.status() {
                 Status::RefundSucceeded => ("refund_succeeded", Some(n), false),
                 Status::RefundClosed => ("refund_closed", Some(n), false),
                 Status::RefundAbnormal => ("refund_abnormal", Some(n), false),
                 _ => ("refund_processing", None, give_up),
             },
-            Ok(RefundQuery::NotFound) => ("not_found", None, give_up),
+            Ok(None) => ("not_found", None, give_up),
             Err(error) => {
                 tracing::warn!(
                     provider = %r.provider, merchant = %r.merchant, refund_id = r.id,
@@ -291,6 +317,20 @@ impl Reconciler {
                 (error.label(), None, false)
             }
         }
+    }
+
+    /// What the trade's other registered refunds already refunded, as far as payhook
+    /// knows (their registered amounts, once succeeded): the base of an Alipay refund
+    /// answer's running total.
+    async fn refunded_before(&self, r: &DueRefund) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT COALESCE(sum(expected_amount), 0)::bigint FROM refunds \
+             WHERE payment_id = $1 AND id <> $2 AND registered AND status = 'REFUND_SUCCEEDED'",
+        )
+        .bind(r.payment_id)
+        .bind(r.id)
+        .fetch_one(&self.pool)
+        .await
     }
 
     /// Asks the provider; returns the metric result, the answer to publish if it

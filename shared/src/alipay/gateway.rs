@@ -28,6 +28,12 @@ use crate::money::parse_yuan;
 pub const TRADE_QUERY: &str = "alipay.trade.query";
 /// The response node of [`TRADE_QUERY`].
 pub const TRADE_QUERY_NODE: &str = "alipay_trade_query_response";
+/// `alipay.trade.fastpay.refund.query`.
+pub const REFUND_QUERY: &str = "alipay.trade.fastpay.refund.query";
+/// The response node of [`REFUND_QUERY`].
+pub const REFUND_QUERY_NODE: &str = "alipay_trade_fastpay_refund_query_response";
+/// `refund_status` of a refund that went through.
+pub const REFUND_SUCCESS: &str = "REFUND_SUCCESS";
 /// `code` of a call that worked.
 pub const CODE_SUCCESS: &str = "10000";
 /// `sub_code` of an order the buyer never opened: "not created yet".
@@ -88,6 +94,109 @@ pub fn signed_request(
 /// The `biz_content` of `alipay.trade.query` for one order.
 pub fn trade_query_biz_content(out_trade_no: &str) -> String {
     serde_json::json!({ "out_trade_no": out_trade_no }).to_string()
+}
+
+/// The `biz_content` of `alipay.trade.fastpay.refund.query` for one refund request.
+pub fn refund_query_biz_content(out_trade_no: &str, out_request_no: &str) -> String {
+    serde_json::json!({ "out_trade_no": out_trade_no, "out_request_no": out_request_no })
+        .to_string()
+}
+
+/// What a verified `alipay.trade.fastpay.refund.query` answer says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundAnswer {
+    /// No such refund (yet), or not through: `code 10000` alone does not mean refunded
+    /// (PROTOCOLS.md trap 12). `ACQ.TRADE_NOT_EXIST` counts as not refunded too.
+    NotRefunded,
+    /// `refund_status = REFUND_SUCCESS`: the refund as a notification would state it.
+    Refunded(Box<VerifiedNotification>),
+}
+
+#[derive(Debug, Deserialize)]
+struct RefundNode {
+    code: Option<String>,
+    sub_code: Option<String>,
+    out_trade_no: Option<String>,
+    trade_no: Option<String>,
+    out_request_no: Option<String>,
+    refund_status: Option<String>,
+    refund_amount: Option<String>,
+    total_amount: Option<String>,
+    gmt_refund_pay: Option<String>,
+}
+
+/// Verifies and interprets an `alipay.trade.fastpay.refund.query` answer.
+///
+/// Alipay's refund *notifications* carry the trade's cumulative `refund_fee`; this
+/// answer carries only *this* refund's `refund_amount`. So that both can be applied in
+/// any order, the refund is stated the notifications' way: cumulative, as
+/// `refunded_before_fen` (what the caller already knows was refunded by the trade's
+/// other refunds) plus this refund. That is a lower bound of the true running total,
+/// and payhook keeps the highest running total it has seen, so a refund is never
+/// counted twice; the next notification brings the exact figure.
+pub fn interpret_refund_query(
+    app: &AlipayApp,
+    out_trade_no: &str,
+    out_request_no: &str,
+    refunded_before_fen: i64,
+    body: &str,
+) -> Result<RefundAnswer, QueryAnswerError> {
+    let raw = verify_response(&app.keys, SignType::Rsa2, body, REFUND_QUERY_NODE)?;
+    let node: RefundNode = serde_json::from_str(raw)
+        .map_err(|e| VerifyError::Malformed(format!("{REFUND_QUERY_NODE}: {e}")))?;
+    let code = node.code.clone().unwrap_or_default();
+    let sub_code = node.sub_code.clone().unwrap_or_default();
+    if code != CODE_SUCCESS {
+        if sub_code == TRADE_NOT_EXIST {
+            return Ok(RefundAnswer::NotRefunded);
+        }
+        return Err(QueryAnswerError::Provider { code, sub_code });
+    }
+    if node.refund_status.as_deref() != Some(REFUND_SUCCESS) {
+        return Ok(RefundAnswer::NotRefunded);
+    }
+    let names_other = |named: &Option<String>, ours: &str| {
+        named.as_deref().is_some_and(|n| !n.is_empty() && n != ours)
+    };
+    if names_other(&node.out_trade_no, out_trade_no)
+        || names_other(&node.out_request_no, out_request_no)
+    {
+        return Err(VerifyError::Malformed("answer names another refund".into()).into());
+    }
+    let amount = |key: &'static str, value: &Option<String>| {
+        value
+            .as_deref()
+            .filter(|v| !v.is_empty())
+            .map(|v| parse_yuan(v).map_err(|_| VerifyError::Amount(key)))
+            .transpose()
+    };
+    let this_refund = amount("refund_amount", &node.refund_amount)?
+        .ok_or(VerifyError::MissingField("refund_amount"))?;
+    let cumulative = this_refund
+        .checked_add(refunded_before_fen.max(0))
+        .ok_or(VerifyError::Amount("refund_amount"))?;
+    let fields = Normalized {
+        out_trade_no: Some(out_trade_no.to_owned()),
+        provider_trade_no: node.trade_no.filter(|s| !s.is_empty()),
+        provider_status: REFUND_SUCCESS.to_owned(),
+        event_type: Some(REFUND_QUERY.to_owned()),
+        total_amount: amount("total_amount", &node.total_amount)?,
+        refund_amount: Some(cumulative),
+        refund_amount_cumulative: true,
+        currency: "CNY".to_owned(),
+        out_refund_no: Some(out_request_no.to_owned()),
+        app_id: Some(app.app_id.clone()),
+        event_time: node.gmt_refund_pay.filter(|s| !s.is_empty()),
+        ..Normalized::default()
+    };
+    Ok(RefundAnswer::Refunded(Box::new(VerifiedNotification::new(
+        Provider::Alipay,
+        format!("reconcile:REFUND_SUCCEEDED:{out_request_no}"),
+        Kind::Refund,
+        Status::RefundSucceeded,
+        fields,
+        RawNotification::new(body.as_bytes(), vec![]),
+    ))))
 }
 
 /// What a verified `alipay.trade.query` answer says.
@@ -327,6 +436,61 @@ mod tests {
             (Kind::Payment, Status::Paid)
         );
         assert_eq!(state("SOMETHING_NEW", ""), (Kind::Other, Status::Other));
+    }
+
+    fn refund_answer(node: &str) -> String {
+        answer(node).replace(TRADE_QUERY_NODE, REFUND_QUERY_NODE)
+    }
+
+    #[test]
+    fn refund_success_is_stated_cumulatively_from_what_is_known() {
+        let app = testkit::app(testkit::PROVIDER);
+        let body = refund_answer(
+            r#"{"code":"10000","msg":"Success","out_trade_no":"order-1","trade_no":"2024x","out_request_no":"r-1","refund_status":"REFUND_SUCCESS","refund_amount":"3.00","total_amount":"10.00"}"#,
+        );
+        let Ok(RefundAnswer::Refunded(n)) =
+            interpret_refund_query(&app, "order-1", "r-1", 700, &body)
+        else {
+            panic!("expected a refund");
+        };
+        assert_eq!(
+            (n.kind(), n.status()),
+            (Kind::Refund, Status::RefundSucceeded)
+        );
+        assert_eq!(n.notification_id(), "reconcile:REFUND_SUCCEEDED:r-1");
+        let f = n.fields();
+        assert_eq!(
+            (f.refund_amount, f.refund_amount_cumulative),
+            (Some(1000), true)
+        );
+        assert_eq!(f.out_refund_no.as_deref(), Some("r-1"));
+        assert_eq!(f.total_amount, Some(1000));
+        // About another refund: refused.
+        assert!(interpret_refund_query(&app, "order-1", "r-2", 0, &body).is_err());
+    }
+
+    #[test]
+    fn code_10000_without_refund_success_is_not_refunded() {
+        let app = testkit::app(testkit::PROVIDER);
+        for node in [
+            r#"{"code":"10000","msg":"Success","out_trade_no":"order-1","out_request_no":"r-1"}"#,
+            r#"{"code":"10000","msg":"Success","refund_status":"REFUND_PROCESSING"}"#,
+            r#"{"code":"40004","msg":"Business Failed","sub_code":"ACQ.TRADE_NOT_EXIST"}"#,
+        ] {
+            assert_eq!(
+                interpret_refund_query(&app, "order-1", "r-1", 0, &refund_answer(node)),
+                Ok(RefundAnswer::NotRefunded),
+                "{node}"
+            );
+        }
+        let tampered = refund_answer(
+            r#"{"code":"10000","out_request_no":"r-1","refund_status":"REFUND_SUCCESS","refund_amount":"3.00"}"#,
+        )
+        .replace("3.00", "9.00");
+        assert!(matches!(
+            interpret_refund_query(&app, "order-1", "r-1", 0, &tampered),
+            Err(QueryAnswerError::Unverified(_))
+        ));
     }
 
     #[test]
