@@ -20,8 +20,8 @@
 //!
 //! Registered refunds (`POST /refunds`) still processing are queried the same way
 //! (WeChat V3 refund query, Alipay `alipay.trade.fastpay.refund.query`; Alipay's answer
-//! is turned into the running total its notifications use, from the trade's other
-//! refunds known to have succeeded: see `interpret_refund_query`).
+//! is turned into the running total its notifications use, by asking about the trade's
+//! other registered refunds too: see `interpret_refund_query`).
 //!
 //! "Not created" (`ACQ.TRADE_NOT_EXIST`, `ORDER_NOT_EXIST`) means the buyer never opened
 //! the order: it is left pending, and closed once the order's `expires_at` has passed.
@@ -283,7 +283,7 @@ impl Reconciler {
                 None => return ("no_credentials", None, false),
             },
             "alipay" => match self.queriers.alipay.get(&r.merchant) {
-                Some(q) => match self.refunded_before(r).await {
+                Some(q) => match self.alipay_refunded_before(q, r).await {
                     Ok(before) => self
                         .client
                         .alipay_refund_query(q, &r.out_trade_no, &r.out_refund_no, before)
@@ -292,10 +292,7 @@ impl Reconciler {
                             RefundAnswer::Refunded(n) => Some(n),
                             RefundAnswer::NotRefunded => None,
                         }),
-                    Err(error) => {
-                        tracing::warn!(%error, refund_id = r.id, "reconcile: refund sums unavailable");
-                        return ("database_error", None, false);
-                    }
+                    Err(error) => Err(error),
                 },
                 None => return ("no_credentials", None, false),
             },
@@ -319,18 +316,35 @@ impl Reconciler {
         }
     }
 
-    /// What the trade's other registered refunds already refunded, as far as payhook
-    /// knows (their registered amounts, once succeeded): the base of an Alipay refund
-    /// answer's running total.
-    async fn refunded_before(&self, r: &DueRefund) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT COALESCE(sum(expected_amount), 0)::bigint FROM refunds \
-             WHERE payment_id = $1 AND id <> $2 AND registered AND status = 'REFUND_SUCCEEDED'",
+    /// What the trade's other registered refunds refunded, as Alipay answers for each
+    /// of them now: the base of this refund's running total (Alipay's notifications
+    /// state refunds as the trade's running total; its refund query, per refund).
+    /// Refunds payhook was never told about are not counted: the total is then a lower
+    /// bound, which the apply path's "highest running total wins" rule keeps safe.
+    async fn alipay_refunded_before(
+        &self,
+        q: &payhook_shared::query::AlipayQuerier,
+        r: &DueRefund,
+    ) -> Result<i64, QueryError> {
+        let others: Vec<String> = sqlx::query_scalar(
+            "SELECT out_refund_no FROM refunds WHERE payment_id = $1 AND id <> $2 AND registered",
         )
         .bind(r.payment_id)
         .bind(r.id)
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await
+        .map_err(|e| QueryError::Transport(format!("database: {e}")))?;
+        let mut before = 0_i64;
+        for other in &others {
+            if let RefundAnswer::Refunded(n) = self
+                .client
+                .alipay_refund_query(q, &r.out_trade_no, other, 0)
+                .await?
+            {
+                before = before.saturating_add(n.fields().refund_amount.unwrap_or(0));
+            }
+        }
+        Ok(before)
     }
 
     /// Asks the provider; returns the metric result, the answer to publish if it

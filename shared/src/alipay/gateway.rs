@@ -130,10 +130,10 @@ struct RefundNode {
 /// Alipay's refund *notifications* carry the trade's cumulative `refund_fee`; this
 /// answer carries only *this* refund's `refund_amount`. So that both can be applied in
 /// any order, the refund is stated the notifications' way: cumulative, as
-/// `refunded_before_fen` (what the caller already knows was refunded by the trade's
-/// other refunds) plus this refund. That is a lower bound of the true running total,
-/// and payhook keeps the highest running total it has seen, so a refund is never
-/// counted twice; the next notification brings the exact figure.
+/// `refunded_before_fen` (what the trade's other refunds refunded, as the caller learnt
+/// from Alipay's answers about them) plus this refund. If the caller does not know
+/// every refund of the trade this is a lower bound of the running total; payhook keeps
+/// the highest running total it has seen, so a refund is never counted twice.
 pub fn interpret_refund_query(
     app: &AlipayApp,
     out_trade_no: &str,
