@@ -5,7 +5,7 @@
 //!
 //! Only merchants configured with a private key can be queried: an Alipay app with
 //! `app_private_key`, a WeChat V3 merchant with `merchant_private_key` and
-//! `merchant_serial`. [`Queriers::build`] parses those keys once, at start-up.
+//! `merchant_serial`; a WeChat V2 merchant with its `appid` (the API key signs). [`Queriers::build`] parses those keys once, at start-up.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +21,8 @@ use crate::config::{ConfigError, ReconcileSettings, Settings};
 use crate::crypto::{RsaSigningKey, parse_certificates};
 use crate::error::AnswerError;
 use crate::merchants::Merchants;
+use crate::wechat_v2::V2Merchant;
+use crate::wechat_v2::orderquery::{self, OrderQuery};
 use crate::wechat_v3::api::{self, RefundQuery, TransactionQuery};
 use crate::wechat_v3::{PlatformKeys, V3Headers, V3Merchant};
 
@@ -74,10 +76,19 @@ impl V3Querier {
     }
 }
 
+/// A WeChat Pay APIv2 merchant that can be queried (its `appid` is configured; the API
+/// key signs the request).
+#[derive(Debug, Clone)]
+pub struct V2Querier {
+    pub merchant: Arc<V2Merchant>,
+    appid: String,
+}
+
 /// Every queryable merchant, by configured name.
 #[derive(Debug, Clone, Default)]
 pub struct Queriers {
     pub alipay: HashMap<String, AlipayQuerier>,
+    pub wechat_v2: HashMap<String, V2Querier>,
     pub wechat_v3: HashMap<String, V3Querier>,
 }
 
@@ -131,6 +142,17 @@ impl Queriers {
                     cert_sns,
                 },
             );
+        }
+        for (name, m) in &settings.wechat_v2 {
+            if let (Some(appid), Some(parsed)) = (&m.appid, merchants.wechat_v2.get(name)) {
+                out.wechat_v2.insert(
+                    name.clone(),
+                    V2Querier {
+                        merchant: parsed.clone(),
+                        appid: appid.clone(),
+                    },
+                );
+            }
         }
         for (name, m) in &settings.wechat_v3 {
             let field = |f: &str| format!("wechat_v3.{name}.{f}");
@@ -315,6 +337,32 @@ impl QueryClient {
             out_request_no,
             refunded_before_fen,
             &body,
+        )?)
+    }
+
+    /// WeChat Pay APIv2 `POST /pay/orderquery` for one order.
+    pub async fn wechat_v2_orderquery(
+        &self,
+        q: &V2Querier,
+        out_trade_no: &str,
+    ) -> Result<OrderQuery, QueryError> {
+        let url = format!("{}{}", self.wechat_base, orderquery::ORDERQUERY_PATH);
+        let answer = self
+            .send(|| {
+                let nonce = uuid::Uuid::new_v4().simple().to_string();
+                let body =
+                    orderquery::orderquery_request(&q.appid, &q.merchant, out_trade_no, &nonce);
+                Ok(self
+                    .http
+                    .post(&url)
+                    .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=utf-8")
+                    .body(body))
+            })
+            .await?;
+        Ok(orderquery::interpret_orderquery(
+            &q.merchant,
+            out_trade_no,
+            &answer.body,
         )?)
     }
 

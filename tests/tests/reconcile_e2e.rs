@@ -14,7 +14,7 @@ use payhook_shared::event::Provider;
 use payhook_tests::db::TestDb;
 use payhook_tests::harness::{EventsTap, TestReceiver, eventually_async, test_settings};
 use payhook_tests::sim::client::register_query_credentials;
-use payhook_tests::sim::{FaultRates, Faults, SimConfig, Simulator, api, result};
+use payhook_tests::sim::{Faults, SimConfig, Simulator, api, result};
 use payhook_tests::worker::{TestWorker, worker_settings};
 use payhook_worker::db::{self, NewOrder};
 use rand::rngs::StdRng;
@@ -604,4 +604,54 @@ async fn a_registered_wechat_refund_whose_notification_is_lost_is_found_by_a_ref
 #[tokio::test]
 async fn a_registered_alipay_refund_whose_notification_is_lost_is_found_without_double_counting() {
     registered_refund_with_a_lost_notification(Provider::Alipay).await;
+}
+
+#[tokio::test]
+async fn wechat_v2_orders_are_reconciled_with_orderquery() {
+    let s = stack(SimConfig::default()).await;
+    let provider = Provider::WechatV2;
+    // Paid, notification lost.
+    s.sim
+        .create_order(provider, "v2-paid", 1200)
+        .expect("creates");
+    db::register(&s.db.pool, &new_order(provider, "v2-paid", 1200, None))
+        .await
+        .expect("registers");
+    s.sim
+        .set_order_faults(provider, "v2-paid", Faults::dropped())
+        .expect("order exists");
+    s.sim.pay(provider, "v2-paid").expect("pays");
+    // Never opened, expires.
+    db::register(
+        &s.db.pool,
+        &new_order(provider, "v2-unopened", 500, Some(Duration::from_secs(2))),
+    )
+    .await
+    .expect("registers");
+    let expected: BTreeMap<(String, String), (String, i64)> = [
+        (("wechat_v2".into(), "v2-paid".into()), ("PAID".into(), 0)),
+        (
+            ("wechat_v2".into(), "v2-unopened".into()),
+            ("CLOSED".into(), 0),
+        ),
+    ]
+    .into();
+    assert!(
+        eventually_async(Duration::from_secs(20), || async {
+            payhook_states(&s.db).await == expected
+        })
+        .await,
+        "{:?} {:?}",
+        payhook_states(&s.db).await,
+        s.sim.query_stats()
+    );
+    assert!(s.sim.queries_served(api::WECHAT_V2_ORDERQUERY, result::OK) >= 1);
+    assert!(
+        s.sim
+            .queries_served(api::WECHAT_V2_ORDERQUERY, result::NOT_FOUND)
+            >= 1
+    );
+    assert_eq!(s.sim.rejected_request_signatures(), 0);
+    s.worker.stop().await;
+    s.receiver.stop().await;
 }

@@ -10,7 +10,7 @@
 //!    `max`) in the same statement that selects it (`FOR UPDATE SKIP LOCKED`), so two
 //!    workers never query the same payment at once and a crash only delays it;
 //! 2. **queries** the provider (`alipay.trade.query`, WeChat V3 transaction by
-//!    `out_trade_no`) with the merchant's private key, and verifies the answer's
+//!    `out_trade_no`, WeChat V2 `orderquery`) with the merchant's private key, and verifies the answer's
 //!    signature — an answer that does not verify is counted and never used;
 //! 3. **publishes** a verified final answer (paid, closed, failed) to the notifications
 //!    exchange as an envelope with `source = reconcile`, with a publisher confirm, like
@@ -41,6 +41,7 @@ use payhook_shared::event::{Envelope, Provider, Source, Status, VerifiedNotifica
 use payhook_shared::merchants::Merchants;
 use payhook_shared::query::{Queriers, QueryClient, QueryError};
 use payhook_shared::topology::envelope_properties;
+use payhook_shared::wechat_v2::orderquery::OrderQuery;
 use payhook_shared::wechat_v3::api::{RefundQuery, TransactionQuery};
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -373,6 +374,17 @@ impl Reconciler {
                     .map(|a| match a {
                         TransactionQuery::NotCreated(close) => Answer::NotCreated(close),
                         TransactionQuery::Found(n) => Answer::Found(n),
+                    }),
+                None => return ("no_credentials", None, false),
+            },
+            "wechat_v2" => match self.queriers.wechat_v2.get(&p.merchant) {
+                Some(q) => self
+                    .client
+                    .wechat_v2_orderquery(q, &p.out_trade_no)
+                    .await
+                    .map(|a| match a {
+                        OrderQuery::NotCreated(close) => Answer::NotCreated(close),
+                        OrderQuery::Found(n) => Answer::Found(n),
                     }),
                 None => return ("no_credentials", None, false),
             },

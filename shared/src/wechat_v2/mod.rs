@@ -8,6 +8,7 @@
 //! - [`refund`](decrypt_req_info): the AES-256-ECB `req_info` of refund notifications.
 //! - [`notify`](verify_notification): the one entry point the receiver calls —
 //!   body bytes in, [`VerifiedNotification`](crate::event::VerifiedNotification) out.
+//! - [`orderquery`]: the reconciler's order query and what a verified answer means.
 //! - This file: the merchant's credentials and the answers WeChat expects.
 //!
 //! Everything is a pure function of the body and the merchant's key; the receiver
@@ -15,6 +16,7 @@
 
 mod fields;
 mod notify;
+pub mod orderquery;
 mod refund;
 mod sign;
 mod xml;
