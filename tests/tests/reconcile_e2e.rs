@@ -47,7 +47,11 @@ fn reconciling(settings: &Settings, db: &TestDb, sim: &Simulator) -> Settings {
     w
 }
 
-async fn stack(mut config: SimConfig) -> Stack {
+async fn stack(config: SimConfig) -> Stack {
+    stack_with(config, |_| {}).await
+}
+
+async fn stack_with(mut config: SimConfig, worker: impl FnOnce(&mut Settings)) -> Stack {
     let mut settings = test_settings();
     config.providers.register(&mut settings);
     let receiver = TestReceiver::spawn(settings.clone(), Arc::new(SystemClock)).await;
@@ -55,7 +59,9 @@ async fn stack(mut config: SimConfig) -> Stack {
     let sim = Simulator::start(config).await.expect("simulator starts");
     let db = TestDb::new().await;
     let events = EventsTap::bind(&receiver.names).await;
-    let worker = TestWorker::spawn(&reconciling(&settings, &db, &sim)).await;
+    let mut worker_settings = reconciling(&settings, &db, &sim);
+    worker(&mut worker_settings);
+    let worker = TestWorker::spawn(&worker_settings).await;
     Stack {
         sim,
         receiver,
@@ -652,6 +658,44 @@ async fn wechat_v2_orders_are_reconciled_with_orderquery() {
             >= 1
     );
     assert_eq!(s.sim.rejected_request_signatures(), 0);
+    s.worker.stop().await;
+    s.receiver.stop().await;
+}
+
+#[tokio::test]
+async fn strict_mode_holds_an_unregistered_payment_until_the_provider_confirms_it() {
+    let s = stack_with(SimConfig::default(), |w| w.reconcile.strict = true).await;
+    // Nobody registered this order; its notification arrives and verifies.
+    s.sim
+        .create_order(Provider::WechatV3, "strict-1", 2000)
+        .expect("creates");
+    s.sim.pay(Provider::WechatV3, "strict-1").expect("pays");
+    let events = s.events.wait_for(2, Duration::from_secs(20)).await;
+    let keys: Vec<&str> = events.iter().map(|e| e.routing_key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "payment.quarantined.wechat_v3",
+            "payment.succeeded.wechat_v3"
+        ],
+        "quarantined first, paid once the query confirmed it"
+    );
+    let transitions: Vec<(String, String)> =
+        sqlx::query_as("SELECT kind, source FROM transitions ORDER BY id")
+            .fetch_all(&s.db.pool)
+            .await
+            .expect("transitions");
+    let expected: Vec<(String, String)> = vec![
+        ("quarantine".into(), "notify".into()),
+        ("payment".into(), "reconcile".into()),
+    ];
+    assert_eq!(transitions, expected);
+    assert_eq!(
+        payhook_states(&s.db)
+            .await
+            .get(&("wechat_v3".into(), "strict-1".into())),
+        Some(&("PAID".into(), 0))
+    );
     s.worker.stop().await;
     s.receiver.stop().await;
 }

@@ -579,6 +579,7 @@ async fn matching_identities_are_applied() {
             app_id: Some("wx1".into()),
             mch_id: Some("1900000110".into()),
             payee: None,
+            strict: false,
         },
     )
     .await;

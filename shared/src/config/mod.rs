@@ -144,6 +144,7 @@ pub struct RedisSettings {
 #[serde(deny_unknown_fields)]
 pub struct ReconcileSettings {
     pub enabled: bool,
+    pub strict: bool,
     pub pending_after_secs: u64,
     pub interval_min_secs: u64,
     pub interval_max_secs: u64,

@@ -21,7 +21,7 @@
 
 use payhook_shared::config::Settings;
 use payhook_shared::event::{
-    Envelope, Kind, Normalized, Provider, SCHEMA_VERSION, Status, transition_key,
+    Envelope, Kind, Provider, SCHEMA_VERSION, Source, Status, transition_key,
 };
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
@@ -41,6 +41,9 @@ pub struct Expectations {
     pub mch_id: Option<String>,
     /// Alipay `seller_id`.
     pub payee: Option<String>,
+    /// `reconcile.strict`: a paid notification for an order nobody registered is
+    /// quarantined until the provider confirms it in answer to a query.
+    pub strict: bool,
 }
 
 impl Expectations {
@@ -54,19 +57,25 @@ impl Expectations {
                 app_id: Some(app.app_id.clone()),
                 mch_id: None,
                 payee: app.seller_id.clone(),
+                strict: false,
             }),
             Provider::WechatV2 => settings.wechat_v2.get(merchant).map(|m| Self {
                 app_id: m.appid.clone(),
                 mch_id: Some(m.mch_id.clone()),
                 payee: None,
+                strict: false,
             }),
             Provider::WechatV3 => settings.wechat_v3.get(merchant).map(|m| Self {
                 app_id: m.appid.clone(),
                 mch_id: Some(m.mch_id.clone()),
                 payee: None,
+                strict: false,
             }),
         };
-        found.unwrap_or_default()
+        Self {
+            strict: settings.reconcile.strict,
+            ..found.unwrap_or_default()
+        }
     }
 }
 
@@ -249,9 +258,8 @@ async fn apply_new(
         }
         return Ok(ApplyOutcome::Recorded);
     };
-    let f = &envelope.fields;
     if envelope.status == Status::Paid
-        && let Some(reason) = mismatch(&payment, f, expect)
+        && let Some(reason) = mismatch(&payment, envelope, expect)
     {
         return quarantine(conn, &payment, envelope, out_trade_no, key, reason).await;
     }
@@ -275,7 +283,13 @@ async fn apply_new(
 }
 
 /// Why a paid notification must not be applied as paid, if it must not.
-fn mismatch(payment: &Payment, f: &Normalized, expect: &Expectations) -> Option<String> {
+fn mismatch(payment: &Payment, envelope: &Envelope, expect: &Expectations) -> Option<String> {
+    let f = &envelope.fields;
+    // Strict mode: an order nobody registered is doubtful until a query's answer (the
+    // provider speaking for itself, source = reconcile) confirms the payment.
+    if expect.strict && !payment.registered && envelope.source == Source::Notify {
+        return Some("order not registered (strict mode): awaiting reconciliation".into());
+    }
     if payment.registered {
         if let Some(expected) = payment.expected_amount {
             match f.total_amount {
