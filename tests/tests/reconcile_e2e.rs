@@ -699,3 +699,62 @@ async fn strict_mode_holds_an_unregistered_payment_until_the_provider_confirms_i
     s.worker.stop().await;
     s.receiver.stop().await;
 }
+
+#[tokio::test]
+async fn a_late_real_notification_after_the_query_is_a_duplicate_transition() {
+    let s = stack(SimConfig::default()).await; // time scale 1: delays are real seconds
+    for provider in [Provider::Alipay, Provider::WechatV3] {
+        let no = format!("late-{}", provider.as_str());
+        s.sim.create_order(provider, &no, 1500).expect("creates");
+        db::register(&s.db.pool, &new_order(provider, &no, 1500, None))
+            .await
+            .expect("registers");
+        // The notification is held back 4 s; the reconciler asks after ~1 s.
+        s.sim
+            .set_order_faults(
+                provider,
+                &no,
+                Faults {
+                    delay: Duration::from_secs(4),
+                    ..Faults::default()
+                },
+            )
+            .expect("order exists");
+        s.sim.pay(provider, &no).expect("pays");
+    }
+    let outcomes = || async {
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT source, outcome FROM notifications ORDER BY source, event_id",
+        )
+        .fetch_all(&s.db.pool)
+        .await
+        .expect("notifications")
+    };
+    let expected: Vec<(String, String)> = vec![
+        ("notify".into(), "duplicate_transition".into()),
+        ("notify".into(), "duplicate_transition".into()),
+        ("reconcile".into(), "applied".into()),
+        ("reconcile".into(), "applied".into()),
+    ];
+    assert!(
+        eventually_async(Duration::from_secs(20), || async {
+            outcomes().await == expected
+        })
+        .await,
+        "{:?}",
+        outcomes().await
+    );
+    let succeeded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE routing_key LIKE 'payment.succeeded.%'",
+    )
+    .fetch_one(&s.db.pool)
+    .await
+    .expect("counts");
+    assert_eq!(succeeded, 2, "one event per payment, not two");
+    assert!(
+        s.sim.settle(Duration::from_secs(10)).await,
+        "the late notifications were acked"
+    );
+    s.worker.stop().await;
+    s.receiver.stop().await;
+}
