@@ -248,6 +248,19 @@ impl VerifiedNotification {
     }
 }
 
+/// What a provider's verified answer to a payment query (the reconciler's
+/// `alipay.trade.query`, WeChat V3 transaction query, V2 `orderquery`) says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentAnswer {
+    /// The provider does not know the order: the buyer never opened it (yet). Carries
+    /// the close this proves **once the order has expired** (an expired order can no
+    /// longer be paid); publish it only then. Even a premature close could not undo a
+    /// later payment: the state machine ranks PAID above CLOSED.
+    NotCreated(Box<VerifiedNotification>),
+    /// The order as a notification would have described it.
+    Found(Box<VerifiedNotification>),
+}
+
 /// The message published on `payhook.work`: versioned JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {

@@ -34,15 +34,16 @@ use std::time::Duration;
 use lapin::Channel;
 use lapin::Confirmation;
 use lapin::options::BasicPublishOptions;
-use payhook_shared::alipay::gateway::{RefundAnswer, TradeQuery};
+use payhook_shared::alipay::gateway::RefundAnswer;
 use payhook_shared::clock::Clock;
 use payhook_shared::config::Settings;
-use payhook_shared::event::{Envelope, Provider, Source, Status, VerifiedNotification};
+use payhook_shared::event::{
+    Envelope, PaymentAnswer, Provider, Source, Status, VerifiedNotification,
+};
 use payhook_shared::merchants::Merchants;
 use payhook_shared::query::{Queriers, QueryClient, QueryError};
 use payhook_shared::topology::envelope_properties;
-use payhook_shared::wechat_v2::orderquery::OrderQuery;
-use payhook_shared::wechat_v3::api::{RefundQuery, TransactionQuery};
+use payhook_shared::wechat_v3::api::RefundQuery;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -356,50 +357,31 @@ impl Reconciler {
         let give_up = p.expires_at.unwrap_or(p.created_at) + self.schedule.give_up_after <= now;
         let answer = match p.provider.as_str() {
             "alipay" => match self.queriers.alipay.get(&p.merchant) {
-                Some(q) => self
-                    .client
-                    .alipay_trade_query(q, &p.out_trade_no)
-                    .await
-                    .map(|a| match a {
-                        TradeQuery::NotCreated(close) => Answer::NotCreated(close),
-                        TradeQuery::Found(n) => Answer::Found(n),
-                    }),
+                Some(q) => self.client.alipay_trade_query(q, &p.out_trade_no).await,
                 None => return ("no_credentials", None, false),
             },
             "wechat_v3" => match self.queriers.wechat_v3.get(&p.merchant) {
-                Some(q) => self
-                    .client
-                    .wechat_transaction(q, &p.out_trade_no)
-                    .await
-                    .map(|a| match a {
-                        TransactionQuery::NotCreated(close) => Answer::NotCreated(close),
-                        TransactionQuery::Found(n) => Answer::Found(n),
-                    }),
+                Some(q) => self.client.wechat_transaction(q, &p.out_trade_no).await,
                 None => return ("no_credentials", None, false),
             },
             "wechat_v2" => match self.queriers.wechat_v2.get(&p.merchant) {
-                Some(q) => self
-                    .client
-                    .wechat_v2_orderquery(q, &p.out_trade_no)
-                    .await
-                    .map(|a| match a {
-                        OrderQuery::NotCreated(close) => Answer::NotCreated(close),
-                        OrderQuery::Found(n) => Answer::Found(n),
-                    }),
+                Some(q) => self.client.wechat_v2_orderquery(q, &p.out_trade_no).await,
                 None => return ("no_credentials", None, false),
             },
             _ => return ("unsupported", None, true),
         };
         match answer {
-            Ok(Answer::Found(n)) => match n.status() {
+            Ok(PaymentAnswer::Found(n)) => match n.status() {
                 Status::Pending => ("pending", None, give_up),
                 Status::Paid => ("paid", Some(n), false),
                 Status::Closed => ("closed", Some(n), false),
                 Status::Failed => ("failed", Some(n), false),
                 _ => ("other", None, give_up),
             },
-            Ok(Answer::NotCreated(close)) if expired => ("not_created_expired", Some(close), false),
-            Ok(Answer::NotCreated(_)) => ("not_created", None, give_up),
+            Ok(PaymentAnswer::NotCreated(close)) if expired => {
+                ("not_created_expired", Some(close), false)
+            }
+            Ok(PaymentAnswer::NotCreated(_)) => ("not_created", None, give_up),
             Err(error) => {
                 match &error {
                     QueryError::Answer(a) => tracing::warn!(
@@ -482,11 +464,6 @@ impl Reconciler {
             .await?;
         Ok(())
     }
-}
-
-enum Answer {
-    NotCreated(Box<VerifiedNotification>),
-    Found(Box<VerifiedNotification>),
 }
 
 /// Why a sweep stopped.

@@ -21,7 +21,9 @@ use time::macros::{format_description, offset};
 use super::{AlipayApp, SignType, sign_content_v2, verify_response};
 use crate::crypto::RsaSigningKey;
 use crate::error::{AnswerError as QueryAnswerError, KeyError, VerifyError};
-use crate::event::{Kind, Normalized, Provider, RawNotification, Status, VerifiedNotification};
+use crate::event::{
+    Kind, Normalized, PaymentAnswer, Provider, RawNotification, Status, VerifiedNotification,
+};
 use crate::money::parse_yuan;
 
 /// `alipay.trade.query`.
@@ -199,17 +201,8 @@ pub fn interpret_refund_query(
     ))))
 }
 
-/// What a verified `alipay.trade.query` answer says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TradeQuery {
-    /// `ACQ.TRADE_NOT_EXIST`: the buyer has not opened the order (yet). Carries the
-    /// close this answer proves **once the order has expired** (an expired order can
-    /// no longer be paid); publish it only then. Even a premature close could not undo
-    /// a later payment: the state machine ranks PAID above CLOSED.
-    NotCreated(Box<VerifiedNotification>),
-    /// The trade exists: its state as a notification would have said it.
-    Found(Box<VerifiedNotification>),
-}
+/// What a verified answer says: see [`PaymentAnswer`].
+pub type TradeQuery = PaymentAnswer;
 
 #[derive(Debug, Deserialize)]
 struct TradeNode {

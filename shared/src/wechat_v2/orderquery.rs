@@ -15,7 +15,9 @@ use super::xml::cdata;
 use super::{V2Merchant, parse_xml};
 use crate::alipay::gateway::never_opened;
 use crate::error::{AnswerError, VerifyError};
-use crate::event::{Kind, Normalized, Provider, RawNotification, Status, VerifiedNotification};
+use crate::event::{
+    Kind, Normalized, PaymentAnswer, Provider, RawNotification, Status, VerifiedNotification,
+};
 
 /// The path of the order query under the API base URL.
 pub const ORDERQUERY_PATH: &str = "/pay/orderquery";
@@ -46,15 +48,8 @@ pub fn orderquery_request(
     xml.into_bytes()
 }
 
-/// What a verified order query answer says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OrderQuery {
-    /// `ORDERNOTEXIST`: never opened. Carries the close it proves once the order has
-    /// expired (as [`crate::alipay::gateway::TradeQuery::NotCreated`]).
-    NotCreated(Box<VerifiedNotification>),
-    /// The order as a notification would have described it.
-    Found(Box<VerifiedNotification>),
-}
+/// What a verified answer says: see [`PaymentAnswer`].
+pub type OrderQuery = PaymentAnswer;
 
 /// Verifies and interprets an order query answer for `out_trade_no`.
 pub fn interpret_orderquery(

@@ -20,7 +20,7 @@ use crate::alipay::gateway::never_opened;
 use crate::clock::Clock;
 use crate::crypto::{RsaSigningKey, parse_certificates};
 use crate::error::{AnswerError, KeyError, VerifyError};
-use crate::event::{RawNotification, VerifiedNotification};
+use crate::event::{PaymentAnswer, RawNotification, VerifiedNotification};
 use secrecy::ExposeSecret as _;
 
 /// The `Authorization` scheme.
@@ -80,16 +80,8 @@ pub fn authorization(
     ))
 }
 
-/// What a verified transaction answer says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TransactionQuery {
-    /// 404 `ORDER_NOT_EXIST`: the order is unknown to WeChat (not created yet). Carries
-    /// the close this proves once the order has expired (see the Alipay equivalent,
-    /// [`crate::alipay::gateway::TradeQuery::NotCreated`]).
-    NotCreated(Box<VerifiedNotification>),
-    /// The transaction as a notification would have described it.
-    Found(Box<VerifiedNotification>),
-}
+/// What a verified answer says: see [`PaymentAnswer`].
+pub type TransactionQuery = PaymentAnswer;
 
 /// What a verified refund answer says.
 #[derive(Debug, Clone, PartialEq, Eq)]
