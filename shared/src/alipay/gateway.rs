@@ -98,6 +98,25 @@ pub fn trade_query_biz_content(out_trade_no: &str) -> String {
     serde_json::json!({ "out_trade_no": out_trade_no }).to_string()
 }
 
+/// The `node` of a gateway answer, once its signature checked out, parsed.
+fn verified_node<T: serde::de::DeserializeOwned>(
+    app: &AlipayApp,
+    body: &str,
+    node: &str,
+) -> Result<T, VerifyError> {
+    let raw = verify_response(&app.keys, SignType::Rsa2, body, node)?;
+    serde_json::from_str(raw).map_err(|e| VerifyError::Malformed(format!("{node}: {e}")))
+}
+
+/// A decimal-yuan field of an answer in fen (absent or empty: `None`).
+fn yuan(key: &'static str, value: &Option<String>) -> Result<Option<i64>, VerifyError> {
+    value
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .map(|v| parse_yuan(v).map_err(|_| VerifyError::Amount(key)))
+        .transpose()
+}
+
 /// The `biz_content` of `alipay.trade.fastpay.refund.query` for one refund request.
 pub fn refund_query_biz_content(out_trade_no: &str, out_request_no: &str) -> String {
     serde_json::json!({ "out_trade_no": out_trade_no, "out_request_no": out_request_no })
@@ -143,9 +162,7 @@ pub fn interpret_refund_query(
     refunded_before_fen: i64,
     body: &str,
 ) -> Result<RefundAnswer, QueryAnswerError> {
-    let raw = verify_response(&app.keys, SignType::Rsa2, body, REFUND_QUERY_NODE)?;
-    let node: RefundNode = serde_json::from_str(raw)
-        .map_err(|e| VerifyError::Malformed(format!("{REFUND_QUERY_NODE}: {e}")))?;
+    let node: RefundNode = verified_node(app, body, REFUND_QUERY_NODE)?;
     let code = node.code.clone().unwrap_or_default();
     let sub_code = node.sub_code.clone().unwrap_or_default();
     if code != CODE_SUCCESS {
@@ -165,14 +182,7 @@ pub fn interpret_refund_query(
     {
         return Err(VerifyError::Malformed("answer names another refund".into()).into());
     }
-    let amount = |key: &'static str, value: &Option<String>| {
-        value
-            .as_deref()
-            .filter(|v| !v.is_empty())
-            .map(|v| parse_yuan(v).map_err(|_| VerifyError::Amount(key)))
-            .transpose()
-    };
-    let this_refund = amount("refund_amount", &node.refund_amount)?
+    let this_refund = yuan("refund_amount", &node.refund_amount)?
         .ok_or(VerifyError::MissingField("refund_amount"))?;
     let cumulative = this_refund
         .checked_add(refunded_before_fen.max(0))
@@ -182,7 +192,7 @@ pub fn interpret_refund_query(
         provider_trade_no: node.trade_no.filter(|s| !s.is_empty()),
         provider_status: REFUND_SUCCESS.to_owned(),
         event_type: Some(REFUND_QUERY.to_owned()),
-        total_amount: amount("total_amount", &node.total_amount)?,
+        total_amount: yuan("total_amount", &node.total_amount)?,
         refund_amount: Some(cumulative),
         refund_amount_cumulative: true,
         currency: "CNY".to_owned(),
@@ -232,9 +242,7 @@ pub fn interpret_trade_query(
     out_trade_no: &str,
     body: &str,
 ) -> Result<TradeQuery, QueryAnswerError> {
-    let raw = verify_response(&app.keys, SignType::Rsa2, body, TRADE_QUERY_NODE)?;
-    let node: TradeNode = serde_json::from_str(raw)
-        .map_err(|e| VerifyError::Malformed(format!("{TRADE_QUERY_NODE}: {e}")))?;
+    let node: TradeNode = verified_node(app, body, TRADE_QUERY_NODE)?;
     let code = node.code.clone().unwrap_or_default();
     let sub_code = node.sub_code.clone().unwrap_or_default();
     if code != CODE_SUCCESS {
@@ -252,17 +260,10 @@ pub fn interpret_trade_query(
     if answered.is_some_and(|no| no != out_trade_no) {
         return Err(VerifyError::Malformed("answer names another out_trade_no".into()).into());
     }
-    let amount = |key: &'static str, value: &Option<String>| {
-        value
-            .as_deref()
-            .filter(|v| !v.is_empty())
-            .map(|v| parse_yuan(v).map_err(|_| VerifyError::Amount(key)))
-            .transpose()
-    };
-    let total_amount = amount("total_amount", &node.total_amount)?;
-    let paid_amount = match amount("buyer_pay_amount", &node.buyer_pay_amount)? {
+    let total_amount = yuan("total_amount", &node.total_amount)?;
+    let paid_amount = match yuan("buyer_pay_amount", &node.buyer_pay_amount)? {
         Some(fen) => Some(fen),
-        None => amount("receipt_amount", &node.receipt_amount)?,
+        None => yuan("receipt_amount", &node.receipt_amount)?,
     };
     let send_pay_date = node.send_pay_date.clone().filter(|s| !s.is_empty());
     let status_text = node.trade_status.clone().unwrap_or_default();
