@@ -50,6 +50,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
+/// The payments the reconciler watches: registered or quarantined ones still pending,
+/// and those known only from a refund. (Covered by `payments_reconcile_watch_idx`.)
+const WATCHED_PAYMENTS: &str = "((state = 'PENDING' AND (registered OR quarantined)) \
+     OR (paid_at IS NULL AND refunded_amount > 0))";
+
 /// How long a reconciliation publish may wait for the broker's confirm.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -201,12 +206,10 @@ impl Reconciler {
             }
             self.record("refunds", refund.id, result, stop).await?;
         }
-        let watched: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM payments \
-             WHERE ((state = 'PENDING' AND (registered OR quarantined)) \
-                    OR (paid_at IS NULL AND refunded_amount > 0)) \
-               AND (reconcile_next_at IS NULL OR reconcile_next_at < 'infinity')",
-        )
+        let watched: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM payments WHERE {WATCHED_PAYMENTS} \
+                 AND (reconcile_next_at IS NULL OR reconcile_next_at < 'infinity')"
+        ))
         .fetch_one(&self.pool)
         .await?;
         self.metrics.reconcile_pending.set(watched);
@@ -214,56 +217,63 @@ impl Reconciler {
     }
 
     async fn claim_due(&self) -> Result<Vec<Due>, sqlx::Error> {
-        let s = &self.schedule;
-        sqlx::query_as(
-            "WITH due AS ( \
-                 SELECT id FROM payments \
-                 WHERE ((state = 'PENDING' AND (registered OR quarantined OR reconcile_next_at IS NOT NULL)) \
-                        OR (paid_at IS NULL AND refunded_amount > 0)) \
-                   AND COALESCE(reconcile_next_at, created_at + make_interval(secs => $1)) <= now() \
-                 ORDER BY COALESCE(reconcile_next_at, created_at) \
-                 LIMIT $2 \
-                 FOR UPDATE SKIP LOCKED) \
-             UPDATE payments p \
-             SET reconcile_attempts = p.reconcile_attempts + 1, \
-                 reconcile_next_at = now() + make_interval(secs => \
-                     LEAST($4, $3 * power(2, LEAST(p.reconcile_attempts, 30)))) \
-             FROM due WHERE p.id = due.id \
-             RETURNING p.id, p.provider, p.merchant, p.out_trade_no, p.expires_at, p.created_at",
+        self.claim(
+            "payments",
+            &format!(
+                "({WATCHED_PAYMENTS} OR (state = 'PENDING' AND reconcile_next_at IS NOT NULL))"
+            ),
+            "t.id, t.provider, t.merchant, t.out_trade_no, t.expires_at, t.created_at",
         )
-        .bind(s.pending_after.as_secs_f64())
-        .bind(i64::from(s.batch))
-        .bind(s.interval_min.as_secs_f64())
-        .bind(s.interval_max.as_secs_f64())
-        .fetch_all(&self.pool)
         .await
     }
 
     async fn claim_due_refunds(&self) -> Result<Vec<DueRefund>, sqlx::Error> {
+        self.claim(
+            "refunds",
+            "status = 'REFUND_PROCESSING' AND registered",
+            "t.id, t.payment_id, t.provider, t.merchant, \
+             (SELECT out_trade_no FROM payments WHERE id = t.payment_id), \
+             t.out_refund_no, t.created_at",
+        )
+        .await
+    }
+
+    /// Takes up to `batch` rows of `table` (payments or refunds) matching `watched`
+    /// whose query is due, and pushes each one's next query out (`min × 2^attempts`,
+    /// capped) in the same statement: a crash only delays a query, and two sweepers
+    /// never take the same row (`SKIP LOCKED`).
+    async fn claim<T>(
+        &self,
+        table: &'static str,
+        watched: &str,
+        returning: &'static str,
+    ) -> Result<Vec<T>, sqlx::Error>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
         let s = &self.schedule;
-        sqlx::query_as(
+        let sql = format!(
             "WITH due AS ( \
-                 SELECT id FROM refunds \
-                 WHERE status = 'REFUND_PROCESSING' AND registered \
+                 SELECT id FROM {table} \
+                 WHERE {watched} \
                    AND COALESCE(reconcile_next_at, created_at + make_interval(secs => $1)) <= now() \
                  ORDER BY COALESCE(reconcile_next_at, created_at) \
                  LIMIT $2 \
                  FOR UPDATE SKIP LOCKED) \
-             UPDATE refunds r \
-             SET reconcile_attempts = r.reconcile_attempts + 1, \
+             UPDATE {table} t \
+             SET reconcile_attempts = t.reconcile_attempts + 1, \
                  reconcile_next_at = now() + make_interval(secs => \
-                     LEAST($4, $3 * power(2, LEAST(r.reconcile_attempts, 30)))) \
-             FROM due WHERE r.id = due.id \
-             RETURNING r.id, r.payment_id, r.provider, r.merchant, \
-                 (SELECT out_trade_no FROM payments WHERE id = r.payment_id), \
-                 r.out_refund_no, r.created_at",
-        )
-        .bind(s.pending_after.as_secs_f64())
-        .bind(i64::from(s.batch))
-        .bind(s.interval_min.as_secs_f64())
-        .bind(s.interval_max.as_secs_f64())
-        .fetch_all(&self.pool)
-        .await
+                     LEAST($4, $3 * power(2, LEAST(t.reconcile_attempts, 30)))) \
+             FROM due WHERE t.id = due.id \
+             RETURNING {returning}"
+        );
+        sqlx::query_as(&sql)
+            .bind(s.pending_after.as_secs_f64())
+            .bind(i64::from(s.batch))
+            .bind(s.interval_min.as_secs_f64())
+            .bind(s.interval_max.as_secs_f64())
+            .fetch_all(&self.pool)
+            .await
     }
 
     /// Asks the provider about a registered refund.
