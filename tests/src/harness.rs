@@ -314,6 +314,19 @@ impl Providers {
         }
     }
 
+    /// The same merchants with WeChat V3 in platform-certificate mode (a hex serial,
+    /// so [`Providers::register`] configures the certificate, not a public-key id).
+    pub fn with_v3_certificate() -> Self {
+        Self {
+            wechat_v3: crate::signer::wechat_v3::V3Signer::with_key(
+                crate::keys::rsa_key(1),
+                "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
+                "1900000110",
+            ),
+            ..Self::new()
+        }
+    }
+
     /// Adds the three merchants to `settings` the way an operator would configure them.
     /// The WeChat V3 merchant trusts the platform public key (`PUB_KEY_ID_…` serial)
     /// or, when the signer announces a hex serial, its platform certificate.

@@ -423,19 +423,10 @@ async fn query_answers_with_a_bad_signature_are_counted_and_never_applied() {
 #[tokio::test]
 async fn platform_certificate_rotation_during_a_run_loses_no_notification() {
     use payhook_tests::harness::Providers;
-    use payhook_tests::keys;
-    use payhook_tests::signer::wechat_v3::V3Signer;
 
     // WeChat V3 in certificate mode: the receiver trusts the configured certificate
     // and refreshes the listing every second from the simulator.
-    let mut config = SimConfig::new(Providers {
-        wechat_v3: V3Signer::with_key(
-            keys::rsa_key(1),
-            "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
-            "1900000110",
-        ),
-        ..Providers::new()
-    });
+    let mut config = SimConfig::new(Providers::with_v3_certificate());
     config.time_scale = 0.001;
     config.cert_overlap = Duration::from_secs(2_000); // 2 s real
     config.cert_retire_after = Duration::from_secs(600_000);

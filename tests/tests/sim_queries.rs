@@ -242,14 +242,7 @@ async fn wechat_v3_requests_with_a_bad_signature_or_a_stale_timestamp_get_a_sign
 
 #[tokio::test]
 async fn rotated_platform_certificate_is_listed_at_once_and_signs_after_the_overlap() {
-    let mut config = SimConfig::new(Providers {
-        wechat_v3: V3Signer::with_key(
-            keys::rsa_key(1),
-            "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
-            "1900000110",
-        ),
-        ..Providers::new()
-    });
+    let mut config = SimConfig::new(Providers::with_v3_certificate());
     config.time_scale = 0.001;
     config.cert_overlap = Duration::from_secs(1_000); // 1 s real
     config.cert_retire_after = Duration::from_secs(1_000);
