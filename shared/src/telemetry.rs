@@ -32,6 +32,16 @@ pub fn init(format: LogFormat, filter: &str) {
     };
 }
 
+/// The subscriber of command-line tools: human-readable lines on stderr (stdout is the
+/// command's answer), `RUST_LOG` wins over `filter`.
+pub fn init_cli(filter: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    let _already_set = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// Cancels `token` on SIGTERM or Ctrl-C (the one shutdown signal of every binary).
 pub async fn on_shutdown_signal(token: tokio_util::sync::CancellationToken) {
     let ctrl_c = async {

@@ -6,7 +6,7 @@ use payhook_shared::event::Provider;
 use serde_json::json;
 
 use crate::db::orders::{self, NewOrder, Registered};
-use crate::replay::ReplayFilter;
+use crate::parked::ReplayFilter;
 use crate::startup::Shared;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

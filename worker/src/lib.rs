@@ -11,18 +11,21 @@
 //! - [`outbox`]: relays committed outbox rows to the events exchange as CloudEvents.
 //! - [`reconcile`]: queries the providers about pending / doubtful payments and
 //!   publishes their verified answers for the same apply path.
-//! - [`retry`]: retry tiers and parking; [`replay`]: parked messages back to work.
+//! - [`retry`]: retry tiers and parking; [`parked`]: listing parked messages and
+//!   replaying them to the work queue.
 //! - [`admin`]: health, readiness, metrics, order registration, history, replay.
+//! - [`cli`]: `payhook-admin`, the operator's command line.
 //! - [`metrics`]: the Prometheus registry.
 
 pub mod admin;
+pub mod cli;
 pub mod consumer;
 pub mod db;
 pub mod dedup;
 pub mod metrics;
 pub mod outbox;
+pub mod parked;
 pub mod reconcile;
-pub mod replay;
 pub mod retry;
 pub mod startup;
 

@@ -26,8 +26,8 @@ use crate::db::apply::Expectations;
 use crate::dedup::Dedup;
 use crate::metrics::Metrics;
 use crate::outbox::{OutboxRelay, RelayConfig};
+use crate::parked::{self, ReplayFilter, ReplayReport};
 use crate::reconcile::Reconciler;
-use crate::replay::{self, ReplayFilter, ReplayReport};
 
 /// State shared by the admin handlers and the supervisor.
 #[derive(Debug)]
@@ -84,7 +84,7 @@ impl Shared {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        let report = replay::replay_parked(&channel, &self.names, filter).await;
+        let report = parked::replay_parked(&channel, &self.names, filter).await;
         let _ = connection.close(200, "replay done".into()).await;
         Ok(report?)
     }

@@ -184,3 +184,26 @@ pub async fn payment_history(
         events,
     }))
 }
+
+/// The payments payhook heard of most recently (newest first), optionally only those in
+/// one state: what an operator watches while notifications arrive. Ordered by id, which
+/// the primary key serves: indexing `updated_at` would cost every payment update its
+/// HOT update.
+pub async fn recent_payments(
+    pool: &PgPool,
+    limit: i64,
+    state: Option<PaymentState>,
+) -> Result<Vec<PaymentRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, provider, merchant, out_trade_no, state, registered, expected_amount,
+                currency, expected_app_id, expected_mch_id, expected_payee, expires_at,
+                total_amount, paid_amount, refunded_amount, provider_trade_no, paid_at,
+                closed_at, quarantined, quarantine_reason, created_at, updated_at
+         FROM payments WHERE $2::text IS NULL OR state = $2
+         ORDER BY id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .bind(state.map(PaymentState::as_str))
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,295 @@
+//! `payhook-admin` against the real services: a message parked by the worker is
+//! listed, replayed (after a dry run) and applied; a payment's history, the recent
+//! payments, queue depths, order registration and reconcile-now answer as documented,
+//! in human and JSON form.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser as _;
+use payhook_shared::clock::SystemClock;
+use payhook_shared::config::{Secret, Settings};
+use payhook_tests::db::TestDb;
+use payhook_tests::harness::{
+    Providers, TestBroker, TestReceiver, eventually_async, post, test_settings,
+};
+use payhook_tests::proxy::Proxy;
+use payhook_tests::worker::{TestWorker, worker_settings};
+use serde_json::Value;
+
+const FORM: &str = "application/x-www-form-urlencoded";
+const QUIET: Duration = Duration::from_secs(20);
+
+fn unique(tag: &str) -> String {
+    format!("{tag}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Runs `payhook-admin <args>` in process; returns its stdout, or its error text.
+async fn admin(settings: &Settings, args: &[&str]) -> Result<String, String> {
+    let cli = payhook_worker::cli::Cli::try_parse_from(
+        std::iter::once("payhook-admin").chain(args.iter().copied()),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    payhook_worker::cli::run(cli, settings, &mut out)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(String::from_utf8(out).expect("utf-8 output"))
+}
+
+async fn admin_json(settings: &Settings, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = admin(settings, &all).await.expect("command succeeds");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+struct Stack {
+    providers: Providers,
+    receiver: TestReceiver,
+    settings: Settings,
+    db: TestDb,
+    broker: TestBroker,
+}
+
+async fn stack() -> Stack {
+    let providers = Providers::new();
+    let mut receiver_settings = test_settings();
+    providers.register(&mut receiver_settings);
+    let receiver = TestReceiver::spawn(receiver_settings.clone(), Arc::new(SystemClock)).await;
+    let db = TestDb::new().await;
+    let settings = worker_settings(&receiver_settings, db.settings.clone());
+    Stack {
+        providers,
+        receiver,
+        settings,
+        db,
+        broker: TestBroker::connect().await,
+    }
+}
+
+impl Stack {
+    async fn pay(&self, order: &str, fen: i64) {
+        let body = self.providers.alipay.payment(order, fen, &unique("n"));
+        let client = reqwest::Client::new();
+        let answer = post(
+            &client,
+            &self.receiver.url("/notify/alipay/m1"),
+            FORM,
+            &[],
+            body,
+        )
+        .await;
+        assert_eq!(answer.body, "success");
+    }
+
+    async fn parked_depth_is(&self, n: u32) -> bool {
+        eventually_async(QUIET, || async {
+            self.broker.depth(&self.receiver.names.parked).await == n
+        })
+        .await
+    }
+
+    async fn state(&self, order: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT state FROM payments WHERE out_trade_no = $1")
+            .bind(order)
+            .fetch_optional(&self.db.pool)
+            .await
+            .expect("state query")
+    }
+
+    /// Parks a real payment the way production does: the worker cannot reach
+    /// PostgreSQL through every retry tier. Plus a poison message of an unknown schema.
+    async fn park_two(&self, order: &str) {
+        let proxy = Proxy::start("127.0.0.1:5432".parse().expect("addr")).await;
+        let mut cut_off = self.settings.clone();
+        cut_off.postgres.url = Secret::inline(format!("postgres://postgres@{}/test", proxy.addr));
+        cut_off.postgres.acquire_timeout_ms = 300;
+        let worker = TestWorker::spawn(&cut_off).await;
+        proxy.cut();
+        self.pay(order, 4_200).await;
+        let poison = serde_json::json!({"schema_version": 99, "event_id": "x"});
+        self.broker
+            .publish_raw(
+                &self.receiver.names.work,
+                poison.to_string().as_bytes(),
+                lapin::BasicProperties::default(),
+            )
+            .await;
+        assert!(self.parked_depth_is(2).await, "both parked");
+        worker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_parked_payment_is_listed_dry_run_replayed_and_applied() {
+    let s = stack().await;
+    let order = unique("o");
+    s.park_two(&order).await;
+
+    let listed = admin_json(&s.settings, &["parked", "list"]).await;
+    let listed = listed.as_array().expect("a list");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let payment = listed
+        .iter()
+        .find(|m| m["reason"] == "retries_exhausted")
+        .expect("the payment parked after its retries");
+    assert_eq!(payment["provider"], "alipay");
+    assert_eq!(payment["out_trade_no"], order.as_str());
+    assert_eq!(payment["amount"], 4_200);
+    assert_eq!(payment["attempts"], 3, "one per retry tier");
+    assert!(
+        payment["last_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty())
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|m| m["reason"] == "unknown_schema_version")
+    );
+    // Listing takes nothing away.
+    assert!(s.parked_depth_is(2).await);
+
+    let human = admin(&s.settings, &["parked", "list", "--provider", "alipay"])
+        .await
+        .expect("list");
+    assert!(human.contains(&order), "{human}");
+    assert!(human.contains("42.00"), "{human}");
+    assert!(human.contains("1 parked message(s)"), "{human}");
+
+    let dry = admin_json(
+        &s.settings,
+        &[
+            "parked",
+            "replay",
+            "--reason",
+            "retries_exhausted",
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["matched"], 1);
+    assert_eq!(dry["replayed"], 0);
+    assert!(s.parked_depth_is(2).await, "a dry run moves nothing");
+    assert_eq!(s.state(&order).await, None, "nothing applied yet");
+
+    let worker = TestWorker::spawn(&s.settings).await;
+    let replayed = admin_json(
+        &s.settings,
+        &["parked", "replay", "--reason", "retries_exhausted"],
+    )
+    .await;
+    assert_eq!(replayed["replayed"], 1);
+    assert_eq!(replayed["kept"], 1);
+    assert_eq!(replayed["messages"][0]["out_trade_no"], order.as_str());
+    let applied = eventually_async(QUIET, || async {
+        s.state(&order).await.as_deref() == Some("PAID")
+    })
+    .await;
+    assert!(applied, "the replayed payment is applied");
+    assert!(s.parked_depth_is(1).await, "the poison stays parked");
+
+    let history = admin_json(&s.settings, &["payment", "alipay", "m1", &order]).await;
+    assert_eq!(history["payment"]["state"], "PAID");
+    assert_eq!(history["transitions"].as_array().map(Vec::len), Some(1));
+    assert_eq!(history["notifications"][0]["outcome"], "applied");
+    let human = admin(&s.settings, &["payment", "alipay", "m1", &order])
+        .await
+        .expect("history");
+    assert!(human.contains("PENDING → PAID"), "{human}");
+    assert!(human.contains("payment.succeeded.alipay"), "{human}");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn queue_depths_name_every_queue_and_say_which_is_missing() {
+    let s = stack().await;
+    let worker = TestWorker::spawn(&s.settings).await;
+    let depths = admin_json(&s.settings, &["queues"]).await;
+    let depths = depths.as_array().expect("a list");
+    let names = &s.receiver.names;
+    let row = |q: &str| {
+        depths
+            .iter()
+            .find(|d| d["queue"] == q)
+            .unwrap_or_else(|| panic!("{q} in {depths:?}"))
+            .clone()
+    };
+    assert_eq!(row(&names.work)["consumers"], 1);
+    assert_eq!(row(&names.parked)["messages"], 0);
+    assert_eq!(row(&names.retry(2))["messages"], 0);
+    assert_eq!(depths.len(), 3 + 3, "work, three tiers, parked, unrouted");
+    worker.stop().await;
+
+    let mut elsewhere = s.settings.clone();
+    elsewhere.amqp.prefix = unique("never-declared");
+    let human = admin(&elsewhere, &["queues"]).await.expect("queues");
+    assert!(human.contains("missing"), "{human}");
+}
+
+#[tokio::test]
+async fn an_order_registered_from_the_command_line_is_pending_and_can_be_reconciled() {
+    let s = stack().await;
+    let order = unique("o");
+    let registered = admin_json(
+        &s.settings,
+        &[
+            "order",
+            "register",
+            "--provider",
+            "alipay",
+            "--merchant",
+            "m1",
+            "--out-trade-no",
+            &order,
+            "--amount",
+            "1999",
+            "--expires-in",
+            "900",
+        ],
+    )
+    .await;
+    assert_eq!(registered["status"], "created");
+    let again = admin(
+        &s.settings,
+        &[
+            "order",
+            "register",
+            "--provider",
+            "alipay",
+            "--merchant",
+            "m1",
+            "--out-trade-no",
+            &order,
+            "--amount",
+            "2000",
+        ],
+    )
+    .await;
+    assert!(
+        again.as_ref().is_err_and(|e| e.contains("conflict")),
+        "{again:?}"
+    );
+    assert_eq!(s.state(&order).await.as_deref(), Some("PENDING"));
+
+    let recent = admin_json(&s.settings, &["payments", "--state", "PENDING"]).await;
+    assert_eq!(recent[0]["out_trade_no"], order.as_str());
+    assert_eq!(recent[0]["expected_amount"], 1999);
+
+    let scheduled = admin_json(&s.settings, &["reconcile", "alipay", "m1", &order]).await;
+    assert_eq!(scheduled["status"], "scheduled");
+    let unknown = admin(&s.settings, &["reconcile", "alipay", "m1", "nope"]).await;
+    assert!(
+        unknown
+            .as_ref()
+            .is_err_and(|e| e.contains("no pending payment")),
+        "{unknown:?}"
+    );
+    let bad = admin(&s.settings, &["reconcile", "paypal", "m1", &order]).await;
+    assert!(
+        bad.as_ref().is_err_and(|e| e.contains("unknown provider")),
+        "{bad:?}"
+    );
+}

@@ -1,0 +1,17 @@
+//! `payhook-admin`: the operator's command line. See `payhook-admin --help` and
+//! [`payhook_worker::cli`].
+
+use clap::Parser as _;
+use payhook_shared::config::Settings;
+use payhook_worker::cli::{self, Cli};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load()?;
+    // lapin logs a channel closed by a passive declare of a missing queue as an error;
+    // `queues` expects that and says `missing`. Real failures come back as errors.
+    payhook_shared::telemetry::init_cli("warn,lapin::channel=off");
+    let stdout = std::io::stdout();
+    cli::run(cli, &settings, &mut stdout.lock()).await
+}
