@@ -21,6 +21,8 @@ USAGE:
 COMMANDS:
     send     send one signed notification
     run      play a seeded scenario of orders with faults, print a summary
+    trickle  play a steady stream of orders until Ctrl-C / SIGTERM (demos)
+    keys     generate the keys directory (if missing) and print its config snippet's path
     serve    serve the query APIs (Alipay gateway, WeChat V3 and V2)
 
 Every command takes --keys-dir DIR (default ./payhook-sim-keys): the simulator's
@@ -64,6 +66,29 @@ OPTIONS:
     --refund P            share of paid orders refunded (default 0.3)
     --close P             share of orders closed unpaid (default 0.1)
     --time-scale F        provider time to real time (default 0.001: 4 min = 240 ms)
+    --seed N              RNG seed (default 0)
+    --listen ADDR         query API address (default 127.0.0.1:0)
+    --keys-dir DIR        keys directory (default ./payhook-sim-keys)";
+
+const TRICKLE_HELP: &str = "payhook-sim trickle — a steady stream of demo orders until stopped
+
+USAGE:
+    payhook-sim trickle --notify-base URL [OPTIONS]
+
+Creates orders one at a time, in turn for each provider, plays them (pay; some
+refunded, some closed unpaid) and delivers their notifications, until Ctrl-C or
+SIGTERM; then waits (bounded) for deliveries in flight and prints a summary.
+
+OPTIONS:
+    --notify-base URL     payhook's receiver, e.g. http://127.0.0.1:8080
+    --rate R              orders per second (default 1)
+    --max-orders N        stop after N orders (default: no limit)
+    --providers LIST      alipay,wechat-v2,wechat-v3 (default all)
+    --duplicate P         probability a notification is sent twice at once
+    --reorder P           probability a payment is held until its refund went out
+    --refund P            share of paid orders refunded (default 0.3)
+    --close P             share of orders closed unpaid (default 0.1)
+    --time-scale F        provider time to real time (default 0.001)
     --seed N              RNG seed (default 0)
     --listen ADDR         query API address (default 127.0.0.1:0)
     --keys-dir DIR        keys directory (default ./payhook-sim-keys)";
@@ -157,6 +182,14 @@ async fn main() -> anyhow::Result<()> {
         "send" if args.flag("help") => println!("{SEND_HELP}"),
         "run" if args.flag("help") => println!("{RUN_HELP}"),
         "serve" if args.flag("help") => println!("{SERVE_HELP}"),
+        "trickle" if args.flag("help") => println!("{TRICKLE_HELP}"),
+        "trickle" => trickle(&args).await?,
+        "keys" => {
+            args.check_known(&["keys-dir"])?;
+            let dir = PathBuf::from(args.get("keys-dir").unwrap_or("payhook-sim-keys"));
+            KeysDir::load_or_generate(&dir)?;
+            println!("{}", std::path::absolute(dir.join(SNIPPET_FILE))?.display());
+        }
         "send" => send(&args).await?,
         "run" => run(&args).await?,
         "serve" => serve(&args).await?,
@@ -278,6 +311,84 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     sim.stop().await;
     if !settled {
         bail!("some notifications were still being delivered after {within:?}");
+    }
+    Ok(())
+}
+
+async fn trickle(args: &Args) -> anyhow::Result<()> {
+    args.check_known(&[
+        "notify-base",
+        "rate",
+        "max-orders",
+        "providers",
+        "duplicate",
+        "reorder",
+        "refund",
+        "close",
+        "time-scale",
+        "seed",
+        "listen",
+        "keys-dir",
+    ])?;
+    let notify_base = args
+        .get("notify-base")
+        .context("--notify-base is required (see --help)")?;
+    let rate: f64 = args.parsed("rate", 1.0)?;
+    if !(rate > 0.0 && rate <= 10_000.0) {
+        bail!("--rate must be in (0, 10000]");
+    }
+    let max_orders: u64 = args.parsed("max-orders", u64::MAX)?;
+    let keys = args.keys()?;
+    let mut config = keys.sim_config();
+    config.notify_base = Some(notify_base.to_owned());
+    config.time_scale = args.parsed("time-scale", 0.001)?;
+    config.seed = args.parsed("seed", 0)?;
+    config.listen = args.parsed("listen", SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    config.fault_rates.duplicate = args.parsed("duplicate", 0.0)?;
+    config.fault_rates.reorder = args.parsed("reorder", 0.0)?;
+    let seed = config.seed;
+    let providers = providers(
+        args.get("providers")
+            .unwrap_or("alipay,wechat-v2,wechat-v3"),
+    )?;
+    let (refund_rate, close_rate) = (args.parsed("refund", 0.3)?, args.parsed("close", 0.1)?);
+    let sim = Simulator::start(config).await?;
+    eprintln!("query API: {}", sim.base_url());
+    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(payhook_shared::telemetry::on_shutdown_signal(stop.clone()));
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    let mut played = 0_u64;
+    while played < max_orders {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let provider = providers[usize::try_from(played).unwrap_or(0) % providers.len()];
+        let scenario = Scenario {
+            orders: 1,
+            providers: vec![provider],
+            order_prefix: format!("demo{run}-{played}"),
+            refund_rate,
+            close_rate,
+            finish_rate: 0.1,
+            seed: seed.wrapping_add(played),
+        };
+        scenario::play(&sim, &scenario)?;
+        played += 1;
+        if played % 10 == 0 {
+            let s = sim.summary();
+            eprintln!(
+                "orders {} · notifications {} · acked {} · in flight {}",
+                s.orders, s.notifications, s.acked, s.in_flight
+            );
+        }
+    }
+    let settled = sim.settle(Duration::from_secs(15)).await;
+    println!("{}", serde_json::to_string_pretty(&sim.summary())?);
+    sim.stop().await;
+    if !settled {
+        bail!("some notifications were still being delivered when the trickle stopped");
     }
     Ok(())
 }
