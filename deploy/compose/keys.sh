@@ -1,0 +1,18 @@
+#!/bin/sh
+# TEST / DEMO ONLY — the compose stack's one-shot `keys` service.
+#
+# Generates the simulator's TEST ONLY keys into the `payhook-demo` volume on the first
+# start (kept across restarts; `docker compose down -v` forgets them), then writes the
+# payhook configuration the receiver, the worker and payhook-admin read:
+# deploy/compose/payhook.toml + the merchant sections `payhook-sim keys` prints the
+# path of (the same way scripts/demo builds its configuration). No key is committed.
+set -eu
+
+state=${PAYHOOK_STATE_DIR:-/var/lib/payhook}
+base=${PAYHOOK_BASE_CONFIG:-/etc/payhook/compose/payhook.toml}
+
+snippet=$(payhook-sim keys --keys-dir "$state/keys")
+umask 077
+cat "$base" "$snippet" >"$state/payhook.toml.tmp"
+mv "$state/payhook.toml.tmp" "$state/payhook.toml"
+echo "keys: wrote $state/payhook.toml (merchant m1; TEST ONLY keys in $state/keys)"
