@@ -28,6 +28,8 @@ pub mod gateway;
 mod keys;
 mod normalize;
 mod notify;
+#[cfg(test)]
+mod properties;
 mod response;
 mod sign;
 #[cfg(test)]

@@ -480,3 +480,5 @@ fn merchant_debug_does_not_show_the_key() {
     assert!(shown.contains("10000100"));
     assert!(!shown.contains(KEY));
 }
+
+mod properties;

@@ -168,6 +168,9 @@ fn parse_provider_time(text: &str) -> Option<OffsetDateTime> {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
