@@ -1415,3 +1415,85 @@ fn rabbitmq_policies_bound_queues_without_fighting_payhooks_arguments() {
         }
     }
 }
+
+// ── the README's operations sections ────────────────────────────────────────────────
+
+/// The text of the README section that starts with `heading` (up to the next `## `).
+fn readme_section(readme: &str, heading: &str) -> String {
+    let start = readme
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("README: no {heading}"));
+    let rest = &readme[start + 1..];
+    let end = rest[heading.len()..]
+        .find("\n## ")
+        .map_or(rest.len(), |i| i + heading.len());
+    rest[..end].to_owned()
+}
+
+/// Every alert has a runbook entry, and every `payhook-admin` command the quick start
+/// and the runbook tell an operator to type is one the real CLI accepts.
+#[test]
+fn the_runbook_covers_every_alert_with_commands_that_exist() {
+    use clap::Parser as _;
+    let readme = read("README.md");
+    let runbook = readme_section(&readme, "## Runbook");
+    let alerts = yaml("deploy/prometheus/alerts.yml");
+    let mut count = 0;
+    for group in seq(&alerts["groups"], "groups") {
+        for rule in seq(&group["rules"], "rules") {
+            let name = str_of(&rule["alert"], "alert");
+            assert!(
+                runbook.contains(&format!("\n#### {name}\n")),
+                "README runbook: no entry for {name}"
+            );
+            count += 1;
+        }
+    }
+    assert!(count >= 10);
+    let mut commands = Vec::new();
+    for section in [readme_section(&readme, "## Quick start"), runbook] {
+        let mut in_code = false;
+        for line in section.lines() {
+            if line.trim_start().starts_with("```") {
+                in_code = !in_code;
+                continue;
+            }
+            if in_code {
+                let line = line.trim();
+                let line = line.split("  #").next().unwrap_or(line).trim();
+                if let Some(args) = line
+                    .strip_prefix("payhook-admin ")
+                    .or_else(|| line.strip_prefix("docker compose run --rm admin "))
+                {
+                    commands.push(args.to_owned());
+                }
+            } else {
+                for (i, inline) in line.split('`').enumerate() {
+                    if let Some(args) = inline.strip_prefix("payhook-admin ")
+                        && i % 2 == 1
+                        && !inline.contains('…')
+                    {
+                        commands.push(args.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    assert!(commands.len() >= 8, "{commands:?}");
+    for args in commands {
+        // `<the out_trade_no it printed>` stands for one word; `> file` is the shell's.
+        let mut words = Vec::new();
+        let mut rest = args.split(" > ").next().unwrap_or(&args);
+        while let Some(open) = rest.find('<') {
+            words.extend(rest[..open].split_whitespace().map(str::to_owned));
+            let close = rest[open..].find('>').expect("closing >") + open;
+            words.push("O123".to_owned());
+            rest = &rest[close + 1..];
+        }
+        words.extend(rest.split_whitespace().map(str::to_owned));
+        payhook_worker::cli::Cli::try_parse_from(
+            std::iter::once("payhook-admin".to_owned()).chain(words),
+        )
+        .unwrap_or_else(|e| panic!("README: `payhook-admin {args}` is refused: {e}"));
+    }
+}
