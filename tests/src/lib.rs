@@ -10,11 +10,16 @@
 //! - [`proxy`]: a TCP proxy that can cut and restore the path to the broker.
 //! - [`sim`]: the provider simulator (order book, scheduled delivery with faults,
 //!   signed query APIs), in process for tests and as the `payhook-sim` binary.
+//! - [`truth`]: payhook's database compared with the simulator's truth.
+//! - [`chaos`]: the chaos suite (faults injected under load, loss accounting), run by
+//!   the `payhook-chaos` binary and `tests/tests/chaos.rs`.
 
+pub mod chaos;
 pub mod db;
 pub mod harness;
 pub mod keys;
 pub mod proxy;
 pub mod signer;
 pub mod sim;
+pub mod truth;
 pub mod worker;

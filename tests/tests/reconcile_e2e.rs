@@ -15,6 +15,7 @@ use payhook_tests::db::TestDb;
 use payhook_tests::harness::{EventsTap, TestReceiver, eventually_async, test_settings};
 use payhook_tests::sim::client::register_query_credentials;
 use payhook_tests::sim::{Faults, SimConfig, Simulator, api, result};
+use payhook_tests::truth;
 use payhook_tests::worker::{TestWorker, worker_settings};
 use payhook_worker::db::{self, NewOrder};
 use rand::rngs::StdRng;
@@ -85,27 +86,8 @@ fn new_order(provider: Provider, no: &str, amount: i64, expires_in: Option<Durat
 }
 
 /// (provider, out_trade_no) → (state, refunded fen) in payhook's database.
-async fn payhook_states(db: &TestDb) -> BTreeMap<(String, String), (String, i64)> {
-    let rows: Vec<(String, String, String, i64)> =
-        sqlx::query_as("SELECT provider, out_trade_no, state, refunded_amount FROM payments")
-            .fetch_all(&db.pool)
-            .await
-            .expect("payments");
-    rows.into_iter()
-        .map(|(p, no, state, refunded)| ((p, no), (state, refunded)))
-        .collect()
-}
-
-fn truth(sim: &Simulator) -> BTreeMap<(String, String), (String, i64)> {
-    sim.orders()
-        .into_iter()
-        .map(|o| {
-            (
-                (o.provider.as_str().to_owned(), o.out_trade_no),
-                (o.state.as_str().to_owned(), o.refunded_fen),
-            )
-        })
-        .collect()
+async fn payhook_states(db: &TestDb) -> truth::States {
+    truth::payhook_states(&db.pool).await.expect("payments")
 }
 
 #[tokio::test]
@@ -183,31 +165,23 @@ async fn two_hundred_orders_with_drops_duplicates_and_reordering_reach_the_truth
         s.sim.summary()
     );
 
-    let expected = truth(&s.sim);
+    let expected = truth::truth_states(&s.sim);
     assert_eq!(expected.len(), 200);
     let converged = eventually_async(Duration::from_secs(60), || async {
         payhook_states(&s.db).await == expected
     })
     .await;
     let actual = payhook_states(&s.db).await;
-    let differing: Vec<_> = expected
-        .iter()
-        .filter(|(k, v)| actual.get(*k) != Some(*v))
-        .map(|(k, v)| (k, v, actual.get(k)))
-        .collect();
+    let differing = truth::differing(&expected, &actual);
     assert!(
         converged,
         "orders differing from the truth (key, truth, payhook): {differing:?}"
     );
 
     // One transition per business change, one event per transition, none twice.
-    let dup_events: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT transition_id FROM outbox GROUP BY transition_id \
-         HAVING count(*) > 1) d",
-    )
-    .fetch_one(&s.db.pool)
-    .await
-    .expect("counts");
+    let dup_events = truth::transitions_with_several_events(&s.db.pool)
+        .await
+        .expect("counts");
     assert_eq!(dup_events, 0);
     let paid_orders = expected
         .values()
