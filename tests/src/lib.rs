@@ -8,12 +8,15 @@
 //! - [`harness`]: starts the receiver as production does, on port 0 with a fresh
 //!   broker name prefix per test, and inspects the broker.
 //! - [`proxy`]: a TCP proxy that can cut and restore the path to the broker.
+//! - [`bench`]: load-generation pieces shared by the benchmark binaries (HTTP client,
+//!   open/closed loops, latency statistics, drain consumer, CPU readings).
 //! - [`sim`]: the provider simulator (order book, scheduled delivery with faults,
 //!   signed query APIs), in process for tests and as the `payhook-sim` binary.
 //! - [`truth`]: payhook's database compared with the simulator's truth.
 //! - [`chaos`]: the chaos suite (faults injected under load, loss accounting), run by
 //!   the `payhook-chaos` binary and `tests/tests/chaos.rs`.
 
+pub mod bench;
 pub mod chaos;
 pub mod db;
 pub mod harness;

@@ -53,6 +53,7 @@ use payhook_shared::event::Provider;
 use payhook_shared::topology::Names;
 use payhook_shared::wechat_v2::SignType as V2SignType;
 use payhook_shared::{alipay, wechat_v2};
+use payhook_tests::bench::{cores, read, schedstat_ns, sleep_until, threads_of};
 use payhook_tests::db::TestDb;
 use payhook_tests::harness::{self, Providers, TestBroker, TestReceiver};
 use payhook_tests::worker::{TestWorker, worker_settings};
@@ -149,10 +150,6 @@ struct Options {
     drain_secs: u64,
     log: bool,
     report: Option<PathBuf>,
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -738,13 +735,6 @@ fn client(max_idle: usize) -> reqwest::Client {
         .expect("HTTP client")
 }
 
-fn sleep_until(t: Instant) {
-    let now = Instant::now();
-    if t > now {
-        std::thread::sleep(t - now);
-    }
-}
-
 // ---------------------------------------------------------------------------------
 // CPU accounting (Linux /proc): where the two cores went during the measured window
 // ---------------------------------------------------------------------------------
@@ -755,30 +745,6 @@ struct CpuSnapshot {
     groups: BTreeMap<String, u64>,
     /// Jiffies of the whole machine: (busy, iowait, steal, total); busy excludes steal.
     system: Option<(u64, u64, u64, u64)>,
-}
-
-fn read(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok()
-}
-
-fn schedstat_ns(path: &str) -> Option<u64> {
-    read(path)?.split_whitespace().next()?.parse().ok()
-}
-
-fn threads_of(pid: &str) -> Vec<(u32, String, u64)> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| {
-        let e = e.ok()?;
-        let tid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let comm = read(&format!("/proc/{pid}/task/{tid}/comm"))?
-            .trim()
-            .to_owned();
-        let ns = schedstat_ns(&format!("/proc/{pid}/task/{tid}/schedstat"))?;
-        Some((tid, comm, ns))
-    })
-    .collect()
 }
 
 /// Pids of the processes named `comm` (e.g. every PostgreSQL backend).

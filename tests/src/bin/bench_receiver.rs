@@ -32,25 +32,23 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
 use hdrhistogram::Histogram;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 use payhook_shared::clock::SystemClock;
 use payhook_shared::error::VerifyError;
 use payhook_shared::event::{Envelope, Provider, Source, VerifiedNotification};
 use payhook_shared::wechat_v2::SignType as V2SignType;
 use payhook_shared::wechat_v3::V3Headers;
 use payhook_shared::{alipay, wechat_v2, wechat_v3};
+use payhook_tests::bench::{
+    self, Stats, Window, broker_pid, cores, cpu_model, histogram, ms, sleep_until, start_drain,
+    system_jiffies, thread_cpu_ns, threads_of, transport_error,
+};
 use payhook_tests::harness::{self, Providers, TestReceiver};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use tokio::sync::Semaphore;
-use tokio_util::task::TaskTracker;
 
 const USAGE: &str = "\
 bench-receiver: load test of the payhook receiver against the real RabbitMQ
@@ -116,10 +114,6 @@ struct Options {
     log: bool,
     timeline: bool,
     report: Option<PathBuf>,
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -275,6 +269,16 @@ const KINDS: [Kind; 6] = [
     Kind::V3Refund,
 ];
 
+/// The kinds' labels, indexed like [`KINDS`] (the [`Stats`] rows).
+const LABELS: [&str; 6] = [
+    Kind::AlipayPayment.label(),
+    Kind::AlipayRefund.label(),
+    Kind::V2Payment.label(),
+    Kind::V2Refund.label(),
+    Kind::V3Transaction.label(),
+    Kind::V3Refund.label(),
+];
+
 impl Kind {
     fn index(self) -> usize {
         self as usize
@@ -288,7 +292,7 @@ impl Kind {
         }
     }
 
-    fn label(self) -> &'static str {
+    const fn label(self) -> &'static str {
         match self {
             Self::AlipayPayment => "alipay payment (RSA2)",
             Self::AlipayRefund => "alipay refund (RSA2)",
@@ -469,24 +473,6 @@ fn resign_v3(p: &Providers, pool: &mut Pool) {
 // Sending and recording
 // ---------------------------------------------------------------------------------
 
-fn transport_error(e: &reqwest::Error) -> String {
-    let class = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else if e.is_body() || e.is_decode() {
-        "body"
-    } else {
-        "request"
-    };
-    // The innermost cause (e.g. "connection closed before message completed").
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    format!("transport error ({class}): {cause}")
-}
-
 /// Sends one notification; `Ok` only for the provider's success answer.
 async fn send(client: &reqwest::Client, kind: Kind, entry: &Entry) -> Result<(), String> {
     let response = client
@@ -511,91 +497,6 @@ async fn send(client: &reqwest::Client, kind: Kind, entry: &Entry) -> Result<(),
     }
 }
 
-fn histogram() -> Histogram<u64> {
-    // Microseconds, 1 µs .. 120 s, 3 significant digits.
-    Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
-}
-
-/// Measured outcomes of one phase (or one closed-loop connection).
-struct Stats {
-    /// Latency per kind (µs): from the scheduled send time (fixed) or the send (saturation).
-    latency: Vec<Histogram<u64>>,
-    /// Fixed phase only: from the actual send, i.e. without the queueing at the client.
-    service: Histogram<u64>,
-    ok: Vec<u64>,
-    errors: Vec<u64>,
-    error_kinds: BTreeMap<String, u64>,
-    /// Latency (µs, 2 significant digits) per second of the measured window.
-    timeline: Vec<Histogram<u64>>,
-}
-
-impl Stats {
-    fn new() -> Self {
-        Self {
-            latency: KINDS.iter().map(|_| histogram()).collect(),
-            service: histogram(),
-            ok: vec![0; KINDS.len()],
-            errors: vec![0; KINDS.len()],
-            error_kinds: BTreeMap::new(),
-            timeline: Vec::new(),
-        }
-    }
-
-    /// `second`: the second of the measured window the request belongs to.
-    fn record(
-        &mut self,
-        kind: Kind,
-        second: usize,
-        latency: Duration,
-        service: Duration,
-        r: Result<(), String>,
-    ) {
-        let k = kind.index();
-        self.latency[k].saturating_record(micros(latency));
-        self.service.saturating_record(micros(service));
-        while self.timeline.len() <= second {
-            self.timeline
-                .push(Histogram::new_with_bounds(1, 120_000_000, 2).expect("histogram bounds"));
-        }
-        self.timeline[second].saturating_record(micros(latency));
-        match r {
-            Ok(()) => self.ok[k] += 1,
-            Err(e) => {
-                self.errors[k] += 1;
-                *self
-                    .error_kinds
-                    .entry(format!("{}: {e}", kind.label()))
-                    .or_insert(0) += 1;
-            }
-        }
-    }
-
-    fn merge(&mut self, other: &Self) {
-        for k in 0..KINDS.len() {
-            self.latency[k]
-                .add(&other.latency[k])
-                .expect("same histogram bounds");
-            self.ok[k] += other.ok[k];
-            self.errors[k] += other.errors[k];
-        }
-        self.service.add(&other.service).expect("same bounds");
-        for (i, h) in other.timeline.iter().enumerate() {
-            if self.timeline.len() <= i {
-                self.timeline.push(h.clone());
-            } else {
-                self.timeline[i].add(h).expect("same bounds");
-            }
-        }
-        for (e, n) in &other.error_kinds {
-            *self.error_kinds.entry(e.clone()).or_insert(0) += n;
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------
 // CPU accounting (Linux /proc): where the two cores went during the measured window
 // ---------------------------------------------------------------------------------
@@ -614,39 +515,6 @@ struct CpuSnapshot {
 #[derive(Debug, Default, Clone)]
 struct ThreadRoles {
     receiver_lapin: HashSet<u32>,
-}
-
-fn read(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok()
-}
-
-fn schedstat_ns(path: &str) -> Option<u64> {
-    read(path)?.split_whitespace().next()?.parse().ok()
-}
-
-fn threads_of(pid: &str) -> Vec<(u32, String, u64)> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| {
-        let e = e.ok()?;
-        let tid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let comm = read(&format!("/proc/{pid}/task/{tid}/comm"))?
-            .trim()
-            .to_owned();
-        let ns = schedstat_ns(&format!("/proc/{pid}/task/{tid}/schedstat"))?;
-        Some((tid, comm, ns))
-    })
-    .collect()
-}
-
-fn broker_pid() -> Option<String> {
-    std::fs::read_dir("/proc").ok()?.find_map(|e| {
-        let e = e.ok()?;
-        let name = e.file_name().to_str()?.to_owned();
-        name.parse::<u32>().ok()?;
-        (read(&format!("/proc/{name}/comm"))?.trim() == "beam.smp").then_some(name)
-    })
 }
 
 fn group_of(comm: &str, tid: u32, roles: &ThreadRoles) -> &'static str {
@@ -678,17 +546,7 @@ fn cpu_snapshot(roles: &ThreadRoles, broker: Option<&str>) -> CpuSnapshot {
         let threads = threads_of(pid);
         (!threads.is_empty()).then(|| threads.iter().map(|t| t.2).sum())
     });
-    let system = read("/proc/stat").and_then(|s| {
-        let line = s.lines().next()?;
-        let v: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        let total: u64 = v.iter().take(8).sum();
-        let idle = v.get(3)? + v.get(4)?;
-        Some((total - idle, total))
-    });
+    let system = system_jiffies();
     CpuSnapshot {
         groups,
         broker,
@@ -818,100 +676,35 @@ impl Ctx<'_> {
     }
 }
 
-fn sleep_until(t: Instant) {
-    let now = Instant::now();
-    if t > now {
-        std::thread::sleep(t - now);
-    }
-}
-
-fn client(max_idle: usize) -> reqwest::Client {
-    reqwest::Client::builder()
-        .http1_only()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(max_idle)
-        // Below actix-web's default keep-alive (5 s): never reuse a connection the
-        // server may be closing at that very moment (a client-side race, not an answer).
-        .pool_idle_timeout(Duration::from_secs(4))
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("HTTP client")
-}
-
-/// Open loop: request `i` is due at `start + i / rate`; a dedicated pacer thread
-/// submits it at that time whatever happened to earlier requests, and its latency is
-/// counted from the due time. At most `connections` requests are in flight (one per
-/// keep-alive connection); a request waiting for a free connection is still charged
-/// from its due time.
+/// Open loop at `--rate` ([`bench::open_loop`]): latency from each request's due
+/// time, at most `--connections` in flight.
 fn run_fixed(ctx: &Ctx<'_>, pool: &Arc<Pool>, o: &Options) -> PhaseResult {
-    let client = client(o.connections);
-    let stats = Arc::new(Mutex::new(Stats::new()));
-    let slots = Arc::new(Semaphore::new(o.connections));
-    let tracker = TaskTracker::new();
-    let start = Instant::now() + Duration::from_millis(100);
-    let measure_start = start + Duration::from_secs(o.warmup);
-    let measure_end = measure_start + Duration::from_secs(o.duration);
-    let total = o.rate * (o.warmup + o.duration);
-    let period_ns = 1e9 / o.rate as f64;
-    let handle = ctx.client_rt.handle().clone();
-
-    let pacer = {
-        let (pool, stats, slots, tracker, client) = (
-            pool.clone(),
-            stats.clone(),
-            slots.clone(),
-            tracker.clone(),
-            client.clone(),
-        );
-        std::thread::Builder::new()
-            .name("pacer".into())
-            .spawn(move || {
-                for i in 0..total {
-                    let due = start + Duration::from_nanos((i as f64 * period_ns) as u64);
-                    sleep_until(due);
-                    let measured = due >= measure_start;
-                    let (pool, stats, slots, client) =
-                        (pool.clone(), stats.clone(), slots.clone(), client.clone());
-                    tracker.spawn_on(
-                        async move {
-                            let (kind, entry) = pool.pick(i);
-                            let Ok(_slot) = slots.acquire().await else {
-                                return;
-                            };
-                            let sent = Instant::now();
-                            let r = send(&client, kind, entry).await;
-                            let done = Instant::now();
-                            if measured {
-                                stats.lock().expect("stats lock").record(
-                                    kind,
-                                    usize::try_from((due - measure_start).as_secs()).unwrap_or(0),
-                                    done - due,
-                                    done - sent,
-                                    r,
-                                );
-                            }
-                        },
-                        &handle,
-                    );
-                }
-            })
-            .expect("pacer thread")
+    let window = Window::new(o.warmup, o.duration);
+    let sender = {
+        let pool = pool.clone();
+        move |client: reqwest::Client, i: u64| {
+            let pool = pool.clone();
+            async move {
+                let (kind, entry) = pool.pick(i);
+                (kind.index(), send(&client, kind, entry).await)
+            }
+        }
     };
-    let (cpu, server, drained) = ctx.observe(measure_start, measure_end);
-    pacer.join().expect("pacer");
-    tracker.close();
-    ctx.client_rt.block_on(tracker.wait());
-    let stats = Arc::try_unwrap(stats)
-        .ok()
-        .expect("all requests finished")
-        .into_inner()
-        .expect("stats lock");
+    let (stats, (cpu, server, drained)) = bench::open_loop(
+        ctx.client_rt,
+        window,
+        o.rate,
+        o.connections,
+        &LABELS,
+        Arc::new(sender),
+        || ctx.observe(window.measure_start, window.measure_end),
+    );
     PhaseResult {
         title: format!(
             "fixed rate {} req/s, open loop, {} s measured after {} s warm-up, ≤ {} connections",
             o.rate, o.duration, o.warmup, o.connections
         ),
-        window: measure_end - measure_start,
+        window: window.measure_end - window.measure_start,
         stats,
         cpu,
         server,
@@ -951,27 +744,15 @@ async fn healthz(client: &reqwest::Client, url: &reqwest::Url) -> Result<(), Str
     }
 }
 
-/// Closed loop: `concurrency` loops (one HTTP client each, so exactly one keep-alive
-/// connection per loop), each sending its next request when the previous one was
-/// answered. Requests sent inside the measured window are recorded.
+/// Closed loop ([`bench::closed_loop`]): `--concurrency` connections, each sending
+/// its next request when the previous one was answered.
 fn run_closed(ctx: &Ctx<'_>, pool: &Arc<Pool>, o: &Options, target: &Target) -> PhaseResult {
-    let start = Instant::now() + Duration::from_millis(100);
-    let measure_start = start + Duration::from_secs(o.warmup);
-    let measure_end = measure_start + Duration::from_secs(o.duration);
-    let next = Arc::new(AtomicU64::new(0));
-    let mut loops = Vec::new();
-    for _ in 0..o.concurrency {
-        let (pool, next, target) = (pool.clone(), next.clone(), target.clone());
-        let client = client(1);
-        loops.push(ctx.client_rt.spawn(async move {
-            let mut stats = Stats::new();
-            tokio::time::sleep_until(start.into()).await;
-            loop {
-                let sent = Instant::now();
-                if sent >= measure_end {
-                    break;
-                }
-                let i = next.fetch_add(1, Ordering::Relaxed);
+    let window = Window::new(o.warmup, o.duration);
+    let sender = {
+        let (pool, target) = (pool.clone(), target.clone());
+        move |client: reqwest::Client, i: u64| {
+            let (pool, target) = (pool.clone(), target.clone());
+            async move {
                 let (kind, r) = match &target {
                     Target::Notify => {
                         let (kind, entry) = pool.pick(i);
@@ -988,21 +769,18 @@ fn run_closed(ctx: &Ctx<'_>, pool: &Arc<Pool>, o: &Options, target: &Target) -> 
                         (*kind, r)
                     }
                 };
-                let done = Instant::now();
-                if sent >= measure_start {
-                    let second = usize::try_from((sent - measure_start).as_secs()).unwrap_or(0);
-                    stats.record(kind, second, done - sent, done - sent, r);
-                }
+                (kind.index(), r)
             }
-            stats
-        }));
-    }
-    let (cpu, server, drained) = ctx.observe(measure_start, measure_end);
-    let mut stats = Stats::new();
-    for l in loops {
-        let s = ctx.client_rt.block_on(l).expect("closed loop task");
-        stats.merge(&s);
-    }
+        }
+    };
+    let (stats, (cpu, server, drained)) = bench::closed_loop(
+        ctx.client_rt,
+        window,
+        o.concurrency,
+        &LABELS,
+        Arc::new(sender),
+        || ctx.observe(window.measure_start, window.measure_end),
+    );
     let what = match target {
         Target::Notify => "saturation, closed loop over HTTP",
         Target::Healthz(_) => {
@@ -1018,7 +796,7 @@ fn run_closed(ctx: &Ctx<'_>, pool: &Arc<Pool>, o: &Options, target: &Target) -> 
             "{what}, {} concurrent, {} s measured after {} s warm-up",
             o.concurrency, o.duration, o.warmup
         ),
-        window: measure_end - measure_start,
+        window: window.measure_end - window.measure_start,
         stats,
         cpu,
         server,
@@ -1087,12 +865,6 @@ fn envelopes(pool: &Pool, v: &Verifiers) -> Vec<(Kind, Envelope)> {
         .collect()
 }
 
-/// CPU time of the calling thread (ns), from `/proc/thread-self/schedstat`: robust to
-/// other processes competing for the cores, unlike wall-clock time.
-fn thread_cpu_ns() -> u64 {
-    schedstat_ns("/proc/thread-self/schedstat").unwrap_or(0)
-}
-
 /// CPU per request of the receiver's pure steps, on one thread, no I/O: provider
 /// verification, then envelope construction + JSON serialization (the publish payload).
 fn run_verify(pool: &Pool, v: &Verifiers) -> String {
@@ -1152,10 +924,6 @@ fn run_verify(pool: &Pool, v: &Verifiers) -> String {
 // ---------------------------------------------------------------------------------
 // Report
 // ---------------------------------------------------------------------------------
-
-fn ms(us: u64) -> String {
-    format!("{:.3}", us as f64 / 1000.0)
-}
 
 fn row(out: &mut String, label: &str, h: &Histogram<u64>, ok: u64, err: u64, secs: f64) {
     let n = ok + err;
@@ -1359,74 +1127,8 @@ fn render_phase(out: &mut String, r: &PhaseResult, timeline: bool) {
 }
 
 // ---------------------------------------------------------------------------------
-// Drain consumer
-// ---------------------------------------------------------------------------------
-
-fn start_drain(queue: String, count: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
-    std::thread::Builder::new()
-        .name("drain".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("drain runtime");
-            rt.block_on(async move {
-                let conn = Connection::connect(
-                    &harness::amqp_url(),
-                    ConnectionProperties::default().with_connection_name("bench-drain".into()),
-                )
-                .await
-                .expect("drain connection");
-                let ch = conn.create_channel().await.expect("drain channel");
-                // Ignored by the broker for a no-ack consumer; kept for a manual-ack swap.
-                ch.basic_qos(1000, BasicQosOptions::default())
-                    .await
-                    .expect("basic.qos");
-                let mut consumer = ch
-                    .basic_consume(
-                        queue.as_str().into(),
-                        "bench-drain".into(),
-                        BasicConsumeOptions {
-                            no_ack: true,
-                            ..BasicConsumeOptions::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await
-                    .expect("basic.consume");
-                while !stop.load(Ordering::Relaxed) {
-                    match tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
-                        Ok(Some(Ok(_delivery))) => {
-                            count.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(Some(Err(e))) => {
-                            eprintln!("drain consumer error: {e}");
-                            break;
-                        }
-                        Ok(None) => break,
-                        Err(_idle) => {}
-                    }
-                }
-                let _ = conn.close(200, "bench done".into()).await;
-            });
-        })
-        .expect("drain thread");
-}
-
-// ---------------------------------------------------------------------------------
 // main
 // ---------------------------------------------------------------------------------
-
-fn cpu_model() -> String {
-    read("/proc/cpuinfo")
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
 
 fn main() {
     let o = match parse_options() {
