@@ -39,6 +39,7 @@
 //! - **recover**: from the end of the (last) fault until every transition the truth
 //!   held at that moment is in the ledger.
 
+mod blackhole;
 pub mod broker;
 pub mod db;
 mod load;
@@ -60,6 +61,7 @@ use crate::proxy::Proxy;
 use crate::sim::keys_dir::KeysDir;
 use crate::sim::{FaultRates, Simulator};
 use crate::truth;
+use blackhole::FreezingProxy;
 use broker::{BrokerView, TapEvent};
 use db::ChaosDb;
 pub use load::Load;
@@ -95,12 +97,16 @@ pub enum Scenario {
     /// The TCP proxy between payhook (receiver and worker) and the broker cut for 6 s:
     /// live connections dropped, new ones refused.
     BrokerPartition,
+    /// The link between payhook and the broker frozen for 8 s (beyond the ack
+    /// deadline): connections stay open but nothing moves, as when packets are
+    /// dropped; then the held bytes flow again.
+    BrokerBlackhole,
     /// All of the above in one run, overlapping, on a fully private stack.
     Combined,
 }
 
 impl Scenario {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Baseline,
         Self::ReceiverKill,
         Self::WorkerKill,
@@ -109,6 +115,7 @@ impl Scenario {
         Self::RedisRestart,
         Self::PostgresRestart,
         Self::BrokerPartition,
+        Self::BrokerBlackhole,
         Self::Combined,
     ];
 
@@ -122,6 +129,7 @@ impl Scenario {
             Self::RedisRestart => "redis-restart",
             Self::PostgresRestart => "postgres-restart",
             Self::BrokerPartition => "broker-partition",
+            Self::BrokerBlackhole => "broker-blackhole",
             Self::Combined => "combined",
         }
     }
@@ -190,6 +198,9 @@ pub struct Row {
     pub parked_unexpected: usize,
     /// Requests that got no answer (cut mid-request, refused while down).
     pub unanswered: usize,
+    /// Requests answered with something else than the provider's success answer
+    /// (503 while the broker was away, …), `unanswered` included.
+    pub not_acked: usize,
     pub recover: Option<Duration>,
     pub total: Duration,
     pub converged: bool,
@@ -219,7 +230,7 @@ pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| scenario | faults | orders | sent | acked | applied | dup applied | lost | wrong | events (resent) | missing events | retry/work left | parked | unanswered requests | recover | total | result |"
+        "| scenario | faults | orders | sent | acked | applied | dup applied | lost | wrong | events (resent) | missing events | retry/work left | parked | requests (not acked / no answer) | recover | total | result |"
     );
     let _ = writeln!(
         out,
@@ -228,7 +239,7 @@ pub fn table(rows: &[Row]) -> String {
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {}/{} | {}{} | {} | {} | {:.1} s | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {}/{} | {}{} | {} ({} / {}) | {} | {:.1} s | {} |",
             r.scenario,
             r.faults,
             r.orders,
@@ -249,6 +260,8 @@ pub fn table(rows: &[Row]) -> String {
             } else {
                 String::new()
             },
+            r.requests,
+            r.not_acked,
             r.unanswered,
             r.recover
                 .map_or_else(|| "—".to_owned(), |d| format!("{:.1} s", d.as_secs_f64())),
@@ -269,6 +282,7 @@ struct Env {
     view: BrokerView,
     db: ChaosDb,
     proxy: Option<Proxy>,
+    freezer: Option<FreezingProxy>,
     _topology: TopologyCleanup,
     rabbit: Option<PrivateRabbit>,
     redis: Option<PrivateRedis>,
@@ -381,9 +395,19 @@ async fn setup(scenario: Scenario, options: &Options, dir: &Path) -> anyhow::Res
     } else {
         None
     };
-    let amqp_payhook = proxy
-        .as_ref()
-        .map_or_else(|| amqp_direct.clone(), Proxy::amqp_url);
+    let freezer = if scenario == Scenario::BrokerBlackhole {
+        let upstream = rabbit
+            .as_ref()
+            .map_or_else(crate::harness::broker_addr, PrivateRabbit::addr);
+        Some(FreezingProxy::start(upstream).await?)
+    } else {
+        None
+    };
+    let amqp_payhook = match (&proxy, &freezer) {
+        (Some(proxy), _) => proxy.amqp_url(),
+        (None, Some(freezer)) => freezer.amqp_url(),
+        (None, None) => amqp_direct.clone(),
+    };
     let db = ChaosDb::new(&pg_url).await?;
     let mut view = BrokerView::new(&amqp_direct, &names);
     view.bind_tap().await?;
@@ -438,6 +462,7 @@ async fn setup(scenario: Scenario, options: &Options, dir: &Path) -> anyhow::Res
         view,
         db,
         proxy,
+        freezer,
         _topology: topology,
         rabbit,
         redis,
@@ -453,6 +478,7 @@ struct Faulty<'a> {
     redis: Option<&'a PrivateRedis>,
     pg: Option<&'a PrivatePostgres>,
     proxy: Option<&'a Proxy>,
+    freezer: Option<&'a FreezingProxy>,
     log: Vec<String>,
 }
 
@@ -574,6 +600,14 @@ async fn inject(
             f.partition(Duration::from_secs(6)).await?;
             f.log.push("broker partition 6 s".into());
         }
+        Scenario::BrokerBlackhole => {
+            at(start, span, 0.3).await;
+            let freezer = f.freezer.context("no freezing proxy")?;
+            freezer.freeze();
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            freezer.thaw();
+            f.log.push("broker link frozen 8 s".into());
+        }
         Scenario::Combined => {
             at(start, span, 0.1).await;
             f.kill_worker().await?;
@@ -666,6 +700,7 @@ async fn run_in(
         redis: env.redis.as_ref(),
         pg: env.pg.as_ref(),
         proxy: env.proxy.as_ref(),
+        freezer: env.freezer.as_ref(),
         log: Vec::new(),
     };
     let sim = &env.sim;
@@ -789,6 +824,7 @@ async fn account(env: &mut Env, events: &[TapEvent]) -> anyhow::Result<Row> {
         }
         row.requests += n.sent();
         row.unanswered += n.attempts.iter().filter(|a| a.status.is_none()).count();
+        row.not_acked += n.attempts.iter().filter(|a| !a.acked).count();
         if n.acked {
             row.acked += 1;
             *acked_by_key
