@@ -222,7 +222,33 @@ fn compose_services_are_wired_and_every_mounted_file_exists() {
     let compose = compose();
     let services = services(&compose);
     let names: BTreeSet<&str> = services.keys().filter_map(Yaml::as_str).collect();
-    // scripts/services starts these three by name; the rest is the demo.
+    // scripts/services starts services by name, on the ports the tests use, and the
+    // tests connect to the `test` database (created by the compose init script).
+    for line in read("scripts/services").lines() {
+        let Some(args) = line.strip_prefix("ensure ") else {
+            continue;
+        };
+        let args: Vec<&str> = args.split_whitespace().collect();
+        let (port, service) = (args[0], args[3]);
+        let ports = seq(&services[service]["ports"], "ports");
+        assert!(
+            ports
+                .iter()
+                .any(|p| str_of(p, "port") == format!("127.0.0.1:{port}:{port}")),
+            "scripts/services expects {service} on 127.0.0.1:{port}"
+        );
+    }
+    let test_database = payhook_tests::db::database_url();
+    let test_database = test_database
+        .split('?')
+        .next()
+        .and_then(|url| url.rsplit('/').next())
+        .expect("database name");
+    assert!(
+        read("deploy/compose/postgres-init.sql")
+            .contains(&format!("CREATE DATABASE {test_database};")),
+        "the compose PostgreSQL lacks the tests' database {test_database}"
+    );
     for wanted in [
         "postgres",
         "redis",
