@@ -11,6 +11,8 @@
 //!   temp dirs) for the scenarios that stop a service — the shared servers on the
 //!   standard ports are never stopped.
 //! - [`process`]: the receiver and the worker as processes (`kill -9` is real).
+//! - `blackhole`: a proxy whose link to the broker can be frozen (a silent
+//!   partition); [`crate::proxy::Proxy`] is the one that cuts connections.
 //! - `load`: the steady load of orders.
 //! - `broker`: queue depths, the events tap and the parked queue, for the checks.
 //! - `account`: what the database, the broker and the tap say, against the truth.
@@ -684,7 +686,18 @@ async fn run_in(
     dir: &Path,
     started: Instant,
 ) -> anyhow::Result<Row> {
-    let mut env = setup(scenario, options, dir).await?;
+    // A free port can be taken by someone else between our probe and the process's
+    // bind: one more try with new ports before giving up.
+    let mut env = match setup(scenario, options, dir).await {
+        Ok(env) => env,
+        Err(first) => {
+            eprintln!(
+                "chaos: {} setup failed, retrying once: {first:#}",
+                scenario.name()
+            );
+            setup(scenario, options, dir).await?
+        }
+    };
     let load = Load {
         orders: options.orders,
         rate: options.rate,
