@@ -349,11 +349,12 @@ impl PrivateRabbit {
 
 impl Drop for PrivateRabbit {
     fn drop(&mut self) {
-        if self.up.load(std::sync::atomic::Ordering::SeqCst) && self.stop().is_err() {
-            // Half started or not answering: kill the node's VM by its pid file.
-            if let Ok(pid) = std::fs::read_to_string(self.dir.join("pid")) {
-                let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
-            }
+        // Half started or not answering: kill the node's VM by its pid file.
+        if self.up.load(std::sync::atomic::Ordering::SeqCst)
+            && self.stop().is_err()
+            && let Ok(pid) = std::fs::read_to_string(self.dir.join("pid"))
+        {
+            let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
