@@ -53,7 +53,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use payhook_shared::topology::Names;
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
@@ -96,6 +96,12 @@ pub enum Scenario {
     RedisRestart,
     /// A private PostgreSQL stopped (`pg_ctl stop -m immediate`) for 3 s, restarted.
     PostgresRestart,
+    /// A private PostgreSQL down for 45 s, longer than the retry tiers (18.5 s; a
+    /// failing attempt waits 50 ms for a connection in this scenario):
+    /// messages are parked (`retries_exhausted`), by design; once the database is
+    /// back, an operator's replay (`POST /parked/replay?reason=retries_exhausted`)
+    /// brings them back and they are applied once.
+    PostgresOutage,
     /// The TCP proxy between payhook (receiver and worker) and the broker cut for 6 s:
     /// live connections dropped, new ones refused.
     BrokerPartition,
@@ -108,7 +114,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Baseline,
         Self::ReceiverKill,
         Self::WorkerKill,
@@ -116,6 +122,7 @@ impl Scenario {
         Self::RabbitmqOutage,
         Self::RedisRestart,
         Self::PostgresRestart,
+        Self::PostgresOutage,
         Self::BrokerPartition,
         Self::BrokerBlackhole,
         Self::Combined,
@@ -130,6 +137,7 @@ impl Scenario {
             Self::RabbitmqOutage => "rabbitmq-outage",
             Self::RedisRestart => "redis-restart",
             Self::PostgresRestart => "postgres-restart",
+            Self::PostgresOutage => "postgres-outage",
             Self::BrokerPartition => "broker-partition",
             Self::BrokerBlackhole => "broker-blackhole",
             Self::Combined => "combined",
@@ -150,7 +158,10 @@ impl Scenario {
         matches!(self, Self::RedisRestart | Self::Combined)
     }
     fn private_postgres(self) -> bool {
-        matches!(self, Self::PostgresRestart | Self::Combined)
+        matches!(
+            self,
+            Self::PostgresRestart | Self::PostgresOutage | Self::Combined
+        )
     }
     fn proxy(self) -> bool {
         matches!(self, Self::BrokerPartition | Self::Combined)
@@ -278,6 +289,10 @@ pub fn table(rows: &[Row]) -> String {
 /// the services they use last.
 struct Env {
     names: Names,
+    /// The worker's admin listener, `http://127.0.0.1:<port>`.
+    admin_url: String,
+    /// The broker, not through any proxy.
+    amqp_direct: String,
     receiver: PayhookProcess,
     worker: PayhookProcess,
     sim: Simulator,
@@ -304,6 +319,7 @@ fn write_config(
     postgres: &str,
     schema: &str,
     sim_base: &str,
+    acquire_timeout_ms: u64,
 ) -> anyhow::Result<()> {
     let q = |s: &str| serde_json::Value::from(s).to_string();
     let text = format!(
@@ -336,6 +352,7 @@ prefix = {prefix}
 url = {postgres}
 schema = {schema}
 max_connections = 8
+acquire_timeout_ms = {acquire_timeout_ms}
 
 [log]
 format = "json"
@@ -438,6 +455,13 @@ async fn setup(scenario: Scenario, options: &Options, dir: &Path) -> anyhow::Res
         &db.tagged_url,
         &db.settings.schema,
         &sim.base_url(),
+        // A failing attempt waits this long for a connection: short in the long
+        // outage, so that messages do go through every tier and get parked.
+        if scenario == Scenario::PostgresOutage {
+            50
+        } else {
+            3000
+        },
     )?;
     let worker = PayhookProcess::start(
         Component::Worker,
@@ -458,6 +482,8 @@ async fn setup(scenario: Scenario, options: &Options, dir: &Path) -> anyhow::Res
     view.publish_poison(POISON).await?;
     Ok(Env {
         names,
+        admin_url: format!("http://127.0.0.1:{admin_port}"),
+        amqp_direct,
         receiver,
         worker,
         sim,
@@ -481,7 +507,12 @@ struct Faulty<'a> {
     pg: Option<&'a PrivatePostgres>,
     proxy: Option<&'a Proxy>,
     freezer: Option<&'a FreezingProxy>,
+    admin_url: &'a str,
+    amqp_direct: &'a str,
+    names: &'a Names,
     log: Vec<String>,
+    /// When the last fault ended (the service back, the link restored).
+    healed: Option<Instant>,
 }
 
 const READY: Duration = Duration::from_secs(60);
@@ -520,6 +551,39 @@ impl Faulty<'_> {
         tokio::task::block_in_place(|| pg.crash())?;
         tokio::time::sleep(hold).await;
         tokio::task::block_in_place(|| pg.up())
+    }
+
+    /// What an operator does once the cause is fixed: waits until nothing is left in
+    /// the retry tiers, then replays the messages parked as `retries_exhausted`;
+    /// returns how many were replayed.
+    async fn replay_exhausted(&mut self) -> anyhow::Result<u64> {
+        let mut view = BrokerView::new(self.amqp_direct, self.names);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut left = 0;
+            for tier in 0..RETRY_TIERS {
+                left += view.depth(&self.names.retry(tier)).await?;
+            }
+            if left == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                bail!("{left} messages still in the retry tiers after 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        view.close().await;
+        let report: serde_json::Value = reqwest::Client::new()
+            .post(format!(
+                "{}/parked/replay?reason=retries_exhausted",
+                self.admin_url
+            ))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(report["replayed"].as_u64().unwrap_or(0))
     }
 
     async fn partition(&mut self, hold: Duration) -> anyhow::Result<()> {
@@ -596,6 +660,15 @@ async fn inject(
             at(start, span, 0.3).await;
             f.postgres_down(Duration::from_secs(3)).await?;
             f.log.push("PostgreSQL crash stop, 3 s down".into());
+        }
+        Scenario::PostgresOutage => {
+            at(start, span, 0.3).await;
+            f.postgres_down(Duration::from_secs(45)).await?;
+            f.healed = Some(Instant::now());
+            let replayed = f.replay_exhausted().await?;
+            f.log.push(format!(
+                "PostgreSQL crash stop, 45 s down; {replayed} parked messages replayed"
+            ));
         }
         Scenario::BrokerPartition => {
             at(start, span, 0.3).await;
@@ -714,14 +787,18 @@ async fn run_in(
         pg: env.pg.as_ref(),
         proxy: env.proxy.as_ref(),
         freezer: env.freezer.as_ref(),
+        admin_url: &env.admin_url,
+        amqp_direct: &env.amqp_direct,
+        names: &env.names,
         log: Vec::new(),
+        healed: None,
     };
     let sim = &env.sim;
     let pool = &env.db.pool;
     let quiesce = options.quiesce_timeout;
     let faults_then_recovery = async {
         inject(scenario, &mut faulty, load_start, span, options.seed).await?;
-        let healed = Instant::now();
+        let healed = faulty.healed.unwrap_or_else(Instant::now);
         let keys = truth::truth_transitions(&sim.orders());
         let recovered = applied_all(pool, &keys, quiesce)
             .await
