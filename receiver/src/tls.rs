@@ -3,6 +3,8 @@
 
 use payhook_shared::config::{ConfigError, TlsSettings};
 use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::ExposeSecret as _;
 
 /// Builds the rustls server configuration from PEM material.
@@ -15,7 +17,7 @@ pub fn server_config(settings: &TlsSettings) -> Result<ServerConfig, ConfigError
         .key
         .load()
         .map_err(|e| ConfigError::new("receiver.tls.key", e))?;
-    let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ConfigError::new("receiver.tls.cert", e.to_string()))?;
     if certs.is_empty() {
@@ -24,9 +26,15 @@ pub fn server_config(settings: &TlsSettings) -> Result<ServerConfig, ConfigError
             "no CERTIFICATE in PEM",
         ));
     }
-    let key = rustls_pemfile::private_key(&mut key_pem.expose_secret().as_bytes())
-        .map_err(|e| ConfigError::new("receiver.tls.key", e.to_string()))?
-        .ok_or_else(|| ConfigError::new("receiver.tls.key", "no private key in PEM"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.expose_secret().as_bytes()).map_err(|e| {
+        ConfigError::new(
+            "receiver.tls.key",
+            match e {
+                rustls::pki_types::pem::Error::NoItemsFound => "no private key in PEM".into(),
+                other => other.to_string(),
+            },
+        )
+    })?;
     ServerConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::new("receiver.tls", e.to_string()))?
