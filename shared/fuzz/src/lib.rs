@@ -155,6 +155,11 @@ pub fn wechat_v2_notify(data: &[u8]) {
         ) && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
             && k.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
     });
+    // XML 1.0 reads a CR LF or a lone CR as LF, in CDATA too (so do the XML parsers
+    // of WeChat's SDKs): sign the values as any reader of the body will see them.
+    for (_, value) in &mut params {
+        *value = value.replace("\r\n", "\n").replace('\r', "\n");
+    }
     params.push(("return_code".into(), "SUCCESS".into()));
     let signature = wechat_v2::sign(&params, V2_KEY, SignType::Md5);
     params.push(("sign".into(), signature));

@@ -206,6 +206,19 @@ mod tests {
             .collect()
     }
 
+    /// XML 1.0 §2.11: a CR LF pair or a lone CR reads as LF, in CDATA too — as every
+    /// conforming parser (those of WeChat's SDKs included) reads it, so a signature is
+    /// checked over the value they would see. Found by the `wechat_v2_notify` fuzz
+    /// target, whose re-signing had assumed byte-for-byte values.
+    #[test]
+    fn line_ends_read_as_line_feeds_in_text_and_cdata() {
+        let body = b"<xml><a><![CDATA[x\r\ny\rz]]></a><b>1\r\n2</b></xml>";
+        assert_eq!(
+            parse_xml(body),
+            Ok(pairs(&[("a", "x\ny\nz"), ("b", "1\n2")]))
+        );
+    }
+
     #[test]
     fn reads_text_and_cdata_values_in_document_order() {
         let body = b"<?xml version=\"1.0\"?>\n<xml>\n  <b><![CDATA[x<y]]></b>\n  <a>1 &amp; 2 &#x4e2d;&#25991;</a>\n  <c/>\n  <d></d>\n</xml>\n";
