@@ -128,6 +128,18 @@ async fn compressed_bodies_are_never_inflated() {
             answer.body
         );
     }
+    // A genuine notification, compressed: inflating it would verify and ack it, so
+    // `success` here would mean the receiver decompresses request bodies.
+    let genuine = ctx
+        .providers
+        .alipay
+        .payment(&unique("o"), 100, &unique("n"));
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(&genuine).expect("compress");
+    let compressed = encoder.finish().expect("compress");
+    let url = ctx.receiver.url("/notify/alipay/m1");
+    let answer = post(&ctx.client, &url, FORM, &gz, compressed).await;
+    assert_eq!((answer.status, answer.body.as_str()), (400, "fail"));
     ctx.nothing_published().await;
     ctx.still_serves().await;
 }
@@ -136,10 +148,18 @@ async fn compressed_bodies_are_never_inflated() {
 async fn huge_and_numerous_headers_are_refused_and_the_receiver_keeps_serving() {
     let ctx = start().await;
     let addr = ctx.addr();
+    // Each request carries a genuine notification: `success` would mean the header
+    // limits let it through.
     let head = |extra: &str| {
+        let body = ctx
+            .providers
+            .alipay
+            .payment(&unique("o"), 100, &unique("n"));
         format!(
             "POST /notify/alipay/m1 HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {FORM}\r\n\
-             Content-Length: 4\r\nConnection: close\r\n{extra}\r\na=b\n"
+             Content-Length: {}\r\nConnection: close\r\n{extra}\r\n{}",
+            body.len(),
+            String::from_utf8(body).expect("form bodies are ASCII")
         )
     };
     // One header of 1 MiB.
@@ -158,7 +178,11 @@ async fn huge_and_numerous_headers_are_refused_and_the_receiver_keeps_serving() 
     );
     // Header bytes that are not UTF-8 (nor even visible ASCII).
     let mut binary = head("").into_bytes();
-    let at = binary.len() - 6;
+    let at = binary
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of head")
+        + 2;
     binary.splice(at..at, b"X-Bin: \xff\xfe\x00\x01\r\n".iter().copied());
     let (status, _) = raw(&addr, &binary).await;
     assert!(
