@@ -21,6 +21,7 @@ pub mod chaos;
 pub mod db;
 pub mod harness;
 pub mod keys;
+pub mod metric_names;
 pub mod proxy;
 pub mod signer;
 pub mod sim;

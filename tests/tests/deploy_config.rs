@@ -5,6 +5,8 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use payhook_tests::metric_names::{RABBITMQ, families_of, family, metrics_of, registered};
+
 fn deploy(path: &str) -> String {
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../deploy")
@@ -12,70 +14,16 @@ fn deploy(path: &str) -> String {
     std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 
-/// The metric families payhook exports: the names the receiver and the worker register
-/// (`registry.register("name", …)` under the `payhook` prefix, read from their source,
-/// because a labelled family shows in the exposition only once it has a sample), and
-/// every family name of their exposition.
+/// The metric families payhook exports: the registered names and every family of
+/// the receiver's and the worker's exposition.
 fn exported() -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    for source in ["../receiver/src/metrics.rs", "../worker/src/metrics.rs"] {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(source);
-        let text = std::fs::read_to_string(&path).expect("metrics source");
-        for after in text.split(".register(").skip(1) {
-            let name = after.split('"').nth(1).expect("a metric name literal");
-            names.insert(format!("payhook_{name}"));
-        }
-    }
-    let text = format!(
+    let mut names = registered();
+    names.extend(families_of(&format!(
         "{}\n{}",
         payhook_receiver::metrics::Metrics::new().render(),
         payhook_worker::metrics::Metrics::new().render()
-    );
-    names.extend(text.lines().filter_map(|line| {
-        let name = match line.strip_prefix("# TYPE ") {
-            Some(rest) => rest.split_whitespace().next(),
-            None if !line.starts_with('#') => line.split(['{', ' ']).next(),
-            None => None,
-        }?;
-        Some(family(name).to_owned()).filter(|n| !n.is_empty())
-    }));
+    )));
     names
-}
-
-/// `payhook_x_total` / `_bucket` / `_count` / `_sum` / `_created` → `payhook_x`.
-fn family(name: &str) -> &str {
-    ["_total", "_bucket", "_count", "_sum", "_created"]
-        .iter()
-        .find_map(|suffix| name.strip_suffix(suffix))
-        .unwrap_or(name)
-}
-
-/// RabbitMQ `rabbitmq_prometheus` metrics the files may use.
-const RABBITMQ: &[&str] = &[
-    "rabbitmq_detailed_queue_messages",
-    "rabbitmq_detailed_queue_messages_ready",
-    "rabbitmq_detailed_queue_consumers",
-];
-
-/// Every `payhook_…` / `rabbitmq_…` identifier of a PromQL expression.
-fn metrics_of(expr: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut word = String::new();
-    let mut in_string = false;
-    for c in expr.chars().chain([' ']) {
-        if c == '"' {
-            in_string = !in_string;
-        }
-        if !in_string && (c.is_ascii_alphanumeric() || c == '_' || c == ':') {
-            word.push(c);
-            continue;
-        }
-        if word.starts_with("payhook_") || word.starts_with("rabbitmq_") {
-            out.push(std::mem::take(&mut word));
-        }
-        word.clear();
-    }
-    out
 }
 
 fn check(expr: &str, exported: &BTreeSet<String>, whose: &str) {

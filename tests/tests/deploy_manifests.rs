@@ -18,6 +18,7 @@ use payhook_shared::config::{Secret, Settings};
 use payhook_shared::topology::Names;
 use payhook_tests::db::TestDb;
 use payhook_tests::harness::{TestReceiver, amqp_url, eventually_async, unique_prefix};
+use payhook_tests::metric_names::{RABBITMQ, families_of, family, metrics_of, registered};
 use payhook_tests::worker::{TestWorker, worker_settings};
 use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
@@ -602,70 +603,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// The metric families of a Prometheus exposition.
-fn families_of(exposition: &str) -> BTreeSet<String> {
-    exposition
-        .lines()
-        .filter_map(|line| {
-            let name = match line.strip_prefix("# TYPE ") {
-                Some(rest) => rest.split_whitespace().next(),
-                None if !line.starts_with('#') => line.split(['{', ' ']).next(),
-                None => None,
-            }?;
-            Some(family(name).to_owned()).filter(|n| !n.is_empty())
-        })
-        .collect()
-}
-
-/// `payhook_x_total` / `_bucket` / `_count` / `_sum` / `_created` → `payhook_x`.
-fn family(name: &str) -> &str {
-    ["_total", "_bucket", "_count", "_sum", "_created"]
-        .iter()
-        .find_map(|suffix| name.strip_suffix(suffix))
-        .unwrap_or(name)
-}
-
-/// The names the receiver and the worker register, read from their source: a labelled
-/// family shows in an exposition only once it has a sample.
-fn registered() -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    for source in ["receiver/src/metrics.rs", "worker/src/metrics.rs"] {
-        for after in read(source).split(".register(").skip(1) {
-            let name = after.split('"').nth(1).expect("a metric name literal");
-            names.insert(format!("payhook_{name}"));
-        }
-    }
-    names
-}
-
-/// RabbitMQ `rabbitmq_prometheus` metrics (`/metrics/detailed`, the families scraped).
-const RABBITMQ: &[&str] = &[
-    "rabbitmq_detailed_queue_messages",
-    "rabbitmq_detailed_queue_messages_ready",
-    "rabbitmq_detailed_queue_consumers",
-];
-
-/// Every `payhook_…` / `rabbitmq_…` identifier of a PromQL expression.
-fn metrics_of(expr: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut word = String::new();
-    let mut in_string = false;
-    for c in expr.chars().chain([' ']) {
-        if c == '"' {
-            in_string = !in_string;
-        }
-        if !in_string && (c.is_ascii_alphanumeric() || c == '_' || c == ':') {
-            word.push(c);
-            continue;
-        }
-        if word.starts_with("payhook_") || word.starts_with("rabbitmq_") {
-            out.push(std::mem::take(&mut word));
-        }
-        word.clear();
-    }
-    out
 }
 
 /// Every PromQL expression (or metric name) the deployment files use, with its origin.
