@@ -50,35 +50,40 @@ fn with_application_name(url: &str, schema: &str) -> String {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let schema = self.settings.schema.clone();
-        // Drop cannot await, and the test's runtime may be a single thread blocked
-        // right here: use a fresh connection on a private runtime in a thread.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+        drop_schema_blocking(database_url(), self.settings.schema.clone());
+    }
+}
+
+/// Drops `schema` (and ends the connections tagged with its name, which a panicking
+/// test may have left inside a transaction). For `Drop`, which cannot await while the
+/// test's runtime may be a single thread blocked right here: a fresh connection on a
+/// private runtime in a thread.
+pub fn drop_schema_blocking(url: String, schema: String) {
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            let connect = PgConnection::connect(&url);
+            let Ok(Ok(mut conn)) = tokio::time::timeout(Duration::from_secs(5), connect).await
             else {
                 return;
             };
-            rt.block_on(async move {
-                let connect = PgConnection::connect(&database_url());
-                let Ok(Ok(mut conn)) = tokio::time::timeout(Duration::from_secs(5), connect).await
-                else {
-                    return;
-                };
-                let _ = sqlx::query(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                     WHERE application_name = $1 AND pid <> pg_backend_pid()",
-                )
-                .bind(&schema)
+            let _ = sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(&schema)
+            .execute(&mut conn)
+            .await;
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
                 .execute(&mut conn)
                 .await;
-                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                    .execute(&mut conn)
-                    .await;
-                let _ = conn.close().await;
-            });
-        })
-        .join();
-    }
+            let _ = conn.close().await;
+        });
+    })
+    .join();
 }

@@ -1,10 +1,8 @@
 //! The scenario's database: a fresh schema (`chaos_<random>`) on the shared server or
 //! on a private cluster, migrated by the worker's own code, dropped on `Drop`.
 
-use std::time::Duration;
-
 use payhook_shared::config::{PostgresSettings, Secret};
-use sqlx::{Connection as _, PgConnection, PgPool};
+use sqlx::PgPool;
 
 #[derive(Debug)]
 pub struct ChaosDb {
@@ -45,34 +43,6 @@ impl Drop for ChaosDb {
         if self.keep {
             return;
         }
-        let schema = self.settings.schema.clone();
-        let url = self.url.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let connect = PgConnection::connect(&url);
-                let Ok(Ok(mut conn)) = tokio::time::timeout(Duration::from_secs(5), connect).await
-                else {
-                    return;
-                };
-                let _ = sqlx::query(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                     WHERE application_name = $1 AND pid <> pg_backend_pid()",
-                )
-                .bind(&schema)
-                .execute(&mut conn)
-                .await;
-                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                    .execute(&mut conn)
-                    .await;
-                let _ = conn.close().await;
-            });
-        })
-        .join();
+        crate::db::drop_schema_blocking(self.url.clone(), self.settings.schema.clone());
     }
 }
