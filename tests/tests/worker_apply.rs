@@ -1066,3 +1066,121 @@ async fn connecting_again_finds_the_schema_migrated() {
     .expect("catalog query");
     assert_eq!(in_schema, 3);
 }
+
+// ---------------------------------------------------------------------------------
+// Batches: several envelopes in one transaction (worker.batch_max)
+// ---------------------------------------------------------------------------------
+
+/// Applies `envelopes` as one batch with no merchant expectations.
+async fn apply_batch(
+    db: &TestDb,
+    envelopes: &[&Envelope],
+) -> Result<Vec<ApplyOutcome>, ApplyError> {
+    let none = Expectations::default();
+    let items: Vec<(&Envelope, &Expectations)> = envelopes.iter().map(|e| (*e, &none)).collect();
+    db::apply_batch(&db.pool, &items).await
+}
+
+#[tokio::test]
+async fn a_batch_applies_each_envelope_exactly_once_and_answers_in_its_order() {
+    let db = TestDb::new().await;
+    let (a, b) = (unique("o"), unique("o"));
+    let pay_a = paid(Provider::Alipay, &a, 300);
+    // A refund of `a` listed BEFORE its payment, the same notification twice, a resend
+    // of an already applied transition, and another order's payment, all in one batch.
+    let refund_a = refunded(Provider::Alipay, &a, &unique("r"), 100);
+    let pay_b = paid(Provider::WechatV3, &b, 500);
+    let pay_b_resent = resent(&pay_b);
+    let batch = [&refund_a, &pay_b, &pay_a, &pay_b, &pay_b_resent];
+
+    let outcomes = apply_batch(&db, &batch).await.expect("the batch applies");
+
+    // Applied in payment order, answered in the batch's order: `pay_b` is applied by its
+    // first occurrence; its second occurrence and its resend find it done.
+    assert_eq!(outcomes[0], applied("refund.succeeded.alipay"));
+    assert_eq!(outcomes[1], applied("payment.succeeded.wechat_v3"));
+    assert_eq!(outcomes[2], applied("payment.succeeded.alipay"));
+    assert_eq!(outcomes[3], ApplyOutcome::Duplicate);
+    assert_eq!(outcomes[4], ApplyOutcome::DuplicateTransition);
+    let history_a = history(&db, Provider::Alipay, &a).await;
+    assert_eq!(history_a.payment.state, PaymentState::PartiallyRefunded);
+    assert_eq!(history_a.payment.refunded_amount, 100);
+    assert_eq!(
+        event_keys(&history_a),
+        ["payment.succeeded.alipay", "refund.succeeded.alipay"]
+    );
+    let history_b = history(&db, Provider::WechatV3, &b).await;
+    assert_eq!(history_b.payment.state, PaymentState::Paid);
+    assert_eq!(event_keys(&history_b), ["payment.succeeded.wechat_v3"]);
+    assert_eq!(outbox_rows(&db).await, 3);
+
+    // The same batch again: nothing new.
+    let again = apply_batch(&db, &batch).await.expect("the batch applies");
+    assert!(
+        again.iter().all(|o| *o == ApplyOutcome::Duplicate),
+        "{again:?}"
+    );
+    assert_eq!(outbox_rows(&db).await, 3);
+}
+
+#[tokio::test]
+async fn a_batch_with_one_bad_envelope_writes_nothing() {
+    let db = TestDb::new().await;
+    let good = paid(Provider::Alipay, &unique("o"), 100);
+    let bad = paid(Provider::Alipay, &unique("o"), -1);
+
+    let result = apply_batch(&db, &[&good, &bad]).await;
+
+    assert!(
+        matches!(result, Err(ApplyError::Permanent(_))),
+        "{result:?}"
+    );
+    assert_eq!(outbox_rows(&db).await, 0);
+    let notifications: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count notifications");
+    assert_eq!(notifications, 0, "the good envelope was not written either");
+    // Alone, the good one applies (what the consumer does after a failed batch).
+    assert_eq!(apply(&db, &good).await, applied("payment.succeeded.alipay"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_batches_over_the_same_payments_neither_deadlock_nor_double_apply() {
+    let db = TestDb::new().await;
+    let orders: Vec<String> = (0..6).map(|_| unique("o")).collect();
+    let notifications: Vec<Envelope> = orders
+        .iter()
+        .map(|o| paid(Provider::Alipay, o, 100))
+        .collect();
+    // Eight batches, each naming every order, each listing them in another order: unless
+    // the batches take the payments' locks in one order, they deadlock.
+    let mut tasks = Vec::new();
+    for k in 0..8 {
+        let db_pool = db.pool.clone();
+        let mut mine: Vec<Envelope> = notifications.iter().map(resent).collect();
+        let n = mine.len();
+        mine.rotate_left(k % n);
+        if k % 2 == 1 {
+            mine.reverse();
+        }
+        tasks.push(tokio::spawn(async move {
+            let none = Expectations::default();
+            let items: Vec<(&Envelope, &Expectations)> = mine.iter().map(|e| (e, &none)).collect();
+            db::apply_batch(&db_pool, &items).await
+        }));
+    }
+    let mut applied_count = 0;
+    for task in tasks {
+        let outcomes = task
+            .await
+            .expect("task")
+            .expect("no batch fails (no deadlock)");
+        applied_count += outcomes
+            .iter()
+            .filter(|o| matches!(o, ApplyOutcome::Applied { .. }))
+            .count();
+    }
+    assert_eq!(applied_count, orders.len(), "each payment applied once");
+    assert_eq!(outbox_rows(&db).await, orders.len() as i64);
+}

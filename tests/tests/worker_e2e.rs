@@ -518,3 +518,80 @@ async fn a_body_that_is_not_an_envelope_is_parked_as_bad_envelope() {
     assert_eq!(reason.as_deref(), Some("bad_envelope"));
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn messages_that_arrive_together_are_applied_in_batches_and_a_bad_one_is_parked_alone() {
+    let s = stack().await;
+    let work = s.receiver.names.work.clone();
+    // The poison: a genuine envelope made impossible to apply (a negative amount), so
+    // that the batch holding it fails and its messages are applied one by one.
+    let body = s.providers.alipay.payment(&unique("o"), 100, &unique("n"));
+    assert_eq!(s.alipay(body).await.body, "success");
+    let mut taken = s.broker.drain_raw(&work).await;
+    assert_eq!(taken.len(), 1, "the receiver published one envelope");
+    let (data, properties) = taken.remove(0);
+    let mut poison: serde_json::Value = serde_json::from_slice(&data).expect("an envelope");
+    poison["fields"]["total_amount"] = (-1).into();
+    let poison = serde_json::to_vec(&poison).expect("json");
+
+    // Forty genuine notifications and the poison, all queued before a worker runs, so
+    // that they arrive together.
+    let orders: Vec<String> = (0..40).map(|_| unique("o")).collect();
+    for (i, order) in orders.iter().enumerate() {
+        if i == 20 {
+            s.broker
+                .publish_raw(&work, &poison, properties.clone())
+                .await;
+        }
+        let body = s
+            .providers
+            .alipay
+            .payment(order, 100 + i as i64, &unique("n"));
+        assert_eq!(s.alipay(body).await.body, "success");
+    }
+    let mut settings = s.worker_settings();
+    settings.worker.concurrency = 16;
+    settings.worker.batch_max = 8;
+    settings.worker.prefetch = 64;
+    let worker = TestWorker::spawn(&settings).await;
+
+    let parked = eventually_async(QUIET, || async {
+        s.broker.depth(&s.receiver.names.parked).await == 1
+    })
+    .await;
+    assert!(parked, "the poison is parked");
+    s.quiesce(40).await;
+    assert_eq!(s.count("SELECT count(*) FROM transitions").await, 40);
+    for order in &orders {
+        assert_eq!(s.state(order).await, "PAID", "{order}");
+    }
+    let events = s.tap.wait_for(40, QUIET).await;
+    let subjects: std::collections::HashSet<String> = events
+        .iter()
+        .map(|e| {
+            e.cloud_event["subject"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(events.len(), 40, "one event per order");
+    assert_eq!(subjects.len(), 40, "one event per order");
+    let messages = s.broker.drain_raw(&s.receiver.names.parked).await;
+    let reason =
+        payhook_worker::retry::string_header(&messages[0].1, payhook_worker::retry::PARK_REASON);
+    assert_eq!(reason.as_deref(), Some("permanent_error"));
+    assert_eq!(
+        worker.metric("payhook_worker_events_total{outcome=\"applied\"}"),
+        40.0
+    );
+    // The messages went to the database in batches: fewer transactions than messages.
+    let batches = worker.metric("payhook_worker_batch_size_count");
+    let batched = worker.metric("payhook_worker_batch_size_sum");
+    assert!(batched >= 40.0, "{batched} messages in batches");
+    assert!(
+        batches >= 1.0 && batches < batched,
+        "{batches} batches for {batched} messages"
+    );
+    worker.stop().await;
+}

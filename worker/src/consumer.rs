@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use futures::future::join_all;
 use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions};
@@ -24,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::db::apply::{self, ApplyError, ApplyOutcome, Expectations};
-use crate::dedup::{Claim, Dedup};
+use crate::dedup::{Claim, ClaimToken, Dedup};
 use crate::metrics::{EventOutcome, Metrics};
 use crate::retry::{self, ParkReason, Rescheduled};
 
@@ -51,91 +52,201 @@ enum Disposition {
 }
 
 impl Processor {
-    /// Processes one delivery and returns what to tell the broker.
-    async fn process(&self, delivery: &Delivery, publish: &Channel) -> Disposition {
+    /// Reads the envelope of a delivery; a message that is not one (or of a schema
+    /// version this worker does not read) is parked at once, and `Err` says what to
+    /// tell the broker about it.
+    async fn parse(&self, delivery: &Delivery, publish: &Channel) -> Result<Envelope, Disposition> {
         // The version first: a future version may not have this version's shape.
         #[derive(serde::Deserialize)]
         struct Versioned {
             schema_version: u32,
         }
-        match serde_json::from_slice::<Versioned>(&delivery.data) {
-            Ok(v) if v.schema_version == SCHEMA_VERSION => {}
-            Ok(v) => {
-                let detail = format!("schema_version {}", v.schema_version);
-                return self
-                    .park(delivery, publish, ParkReason::UnknownSchemaVersion, &detail)
-                    .await;
+        let (reason, detail) = match serde_json::from_slice::<Versioned>(&delivery.data) {
+            Ok(v) if v.schema_version == SCHEMA_VERSION => {
+                match serde_json::from_slice::<Envelope>(&delivery.data) {
+                    Ok(envelope) => return Ok(envelope),
+                    Err(error) => (ParkReason::BadEnvelope, format!("not an envelope: {error}")),
+                }
             }
-            Err(error) => {
-                let detail = format!("not an envelope: {error}");
-                return self
-                    .park(delivery, publish, ParkReason::BadEnvelope, &detail)
-                    .await;
-            }
-        }
-        let envelope: Envelope = match serde_json::from_slice(&delivery.data) {
-            Ok(envelope) => envelope,
-            Err(error) => {
-                let detail = format!("not an envelope: {error}");
-                return self
-                    .park(delivery, publish, ParkReason::BadEnvelope, &detail)
-                    .await;
-            }
+            Ok(v) => (
+                ParkReason::UnknownSchemaVersion,
+                format!("schema_version {}", v.schema_version),
+            ),
+            Err(error) => (ParkReason::BadEnvelope, format!("not an envelope: {error}")),
         };
-        let span = tracing::info_span!(
+        Err(self.park(delivery, publish, reason, &detail).await)
+    }
+
+    fn span(envelope: &Envelope, delivery: &Delivery) -> tracing::Span {
+        tracing::info_span!(
             "apply",
             event_id = %envelope.event_id,
             request_id = %envelope.request_id,
             provider = %envelope.provider,
             attempts = retry::attempts(&delivery.properties),
-        );
-        async {
-            let claim = self.dedup.claim(&envelope.event_id).await;
-            self.metrics
-                .redis_fallback_active
-                .set(i64::from(self.dedup.is_degraded()));
-            let token = match claim {
-                Claim::AlreadyDone => {
-                    tracing::debug!("duplicate (redis)");
-                    self.metrics.event(EventOutcome::Duplicate);
-                    return Disposition::Ack;
-                }
-                Claim::Acquired(token) => Some(token),
-                // In progress elsewhere, or Redis away: the database decides alone.
-                Claim::InProgress | Claim::Unavailable => None,
-            };
-            let expect = self
-                .expectations
-                .get(&(envelope.provider, envelope.merchant.clone()))
-                .cloned()
-                .unwrap_or_default();
-            match apply::apply(&self.pool, &envelope, &expect).await {
-                Ok(outcome) => {
-                    match token {
-                        Some(token) => self.dedup.mark_done(token).await,
-                        None => self.dedup.mark_done_unclaimed(&envelope.event_id).await,
-                    }
-                    self.record(&envelope, &outcome);
-                    Disposition::Ack
-                }
-                Err(ApplyError::Transient(error)) => {
-                    if let Some(token) = token {
-                        self.dedup.release(token).await;
-                    }
-                    tracing::warn!(%error, "transient failure; retrying later");
-                    self.reschedule(delivery, publish, &error.to_string()).await
-                }
-                Err(ApplyError::Permanent(detail)) => {
-                    if let Some(token) = token {
-                        self.dedup.release(token).await;
-                    }
-                    self.park(delivery, publish, ParkReason::Permanent, &detail)
-                        .await
-                }
+        )
+    }
+
+    /// The Redis claim: `Err` for a notification already applied (ack it, nothing to
+    /// do), else the token to finish, if Redis gave one.
+    async fn claim(&self, envelope: &Envelope) -> Result<Option<ClaimToken>, Disposition> {
+        let claim = self.dedup.claim(&envelope.event_id).await;
+        self.metrics
+            .redis_fallback_active
+            .set(i64::from(self.dedup.is_degraded()));
+        match claim {
+            Claim::AlreadyDone => {
+                tracing::debug!("duplicate (redis)");
+                self.metrics.event(EventOutcome::Duplicate);
+                Err(Disposition::Ack)
             }
+            Claim::Acquired(token) => Ok(Some(token)),
+            // In progress elsewhere, or Redis away: the database decides alone.
+            Claim::InProgress | Claim::Unavailable => Ok(None),
+        }
+    }
+
+    fn expectations(&self, envelope: &Envelope) -> Expectations {
+        self.expectations
+            .get(&(envelope.provider, envelope.merchant.clone()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// After the commit: the done marker, the metrics and the log line.
+    async fn applied(
+        &self,
+        envelope: &Envelope,
+        token: Option<ClaimToken>,
+        outcome: &ApplyOutcome,
+    ) {
+        match token {
+            Some(token) => self.dedup.mark_done(token).await,
+            None => self.dedup.mark_done_unclaimed(&envelope.event_id).await,
+        }
+        self.record(envelope, outcome);
+    }
+
+    /// Processes one delivery and returns what to tell the broker.
+    async fn process(&self, delivery: &Delivery, publish: &Channel) -> Disposition {
+        let envelope = match self.parse(delivery, publish).await {
+            Ok(envelope) => envelope,
+            Err(disposition) => return disposition,
+        };
+        let span = Self::span(&envelope, delivery);
+        async {
+            let token = match self.claim(&envelope).await {
+                Ok(token) => token,
+                Err(disposition) => return disposition,
+            };
+            self.apply_claimed(delivery, publish, &envelope, token)
+                .await
         }
         .instrument(span)
         .await
+    }
+
+    /// The apply path of one claimed envelope in its own transaction, and what follows
+    /// from its result: done marker and ack, or release and retry tier, or park.
+    async fn apply_claimed(
+        &self,
+        delivery: &Delivery,
+        publish: &Channel,
+        envelope: &Envelope,
+        token: Option<ClaimToken>,
+    ) -> Disposition {
+        let expect = self.expectations(envelope);
+        match apply::apply(&self.pool, envelope, &expect).await {
+            Ok(outcome) => {
+                self.applied(envelope, token, &outcome).await;
+                Disposition::Ack
+            }
+            Err(ApplyError::Transient(error)) => {
+                if let Some(token) = token {
+                    self.dedup.release(token).await;
+                }
+                tracing::warn!(%error, "transient failure; retrying later");
+                self.reschedule(delivery, publish, &error.to_string()).await
+            }
+            Err(ApplyError::Permanent(detail)) => {
+                if let Some(token) = token {
+                    self.dedup.release(token).await;
+                }
+                self.park(delivery, publish, ParkReason::Permanent, &detail)
+                    .await
+            }
+        }
+    }
+
+    /// Processes the deliveries that were ready together, and returns what to tell the
+    /// broker about each (in order). The claimed envelopes are applied in one
+    /// transaction ([`apply::apply_batch`]); if that fails, each is applied on its own
+    /// ([`Processor::apply_claimed`]), so a failure is classified, retried or parked
+    /// per message exactly as without batching, and the others still apply.
+    async fn process_batch(&self, deliveries: &[Delivery], publish: &Channel) -> Vec<Disposition> {
+        if let [delivery] = deliveries {
+            return vec![self.process(delivery, publish).await];
+        }
+        let mut dispositions = vec![Disposition::Ack; deliveries.len()];
+        let parsed = join_all(deliveries.iter().map(|d| self.parse(d, publish))).await;
+        let mut pending = Vec::with_capacity(deliveries.len());
+        for (i, parsed) in parsed.into_iter().enumerate() {
+            match parsed {
+                Ok(envelope) => pending.push((i, envelope)),
+                Err(disposition) => dispositions[i] = disposition,
+            }
+        }
+        let claims = join_all(pending.iter().map(|(i, envelope)| {
+            self.claim(envelope)
+                .instrument(Self::span(envelope, &deliveries[*i]))
+        }))
+        .await;
+        let mut claimed = Vec::with_capacity(pending.len());
+        for ((i, envelope), claim) in pending.into_iter().zip(claims) {
+            match claim {
+                Ok(token) => claimed.push((i, envelope, token)),
+                Err(disposition) => dispositions[i] = disposition,
+            }
+        }
+        let expectations: Vec<Expectations> = claimed
+            .iter()
+            .map(|(_, e, _)| self.expectations(e))
+            .collect();
+        let items: Vec<(&Envelope, &Expectations)> = claimed
+            .iter()
+            .zip(&expectations)
+            .map(|((_, envelope, _), expect)| (envelope, expect))
+            .collect();
+        let result = match items.len() {
+            0 => return dispositions,
+            _ => apply::apply_batch(&self.pool, &items).await,
+        };
+        drop(items);
+        self.metrics.batch(claimed.len());
+        match result {
+            Ok(outcomes) => {
+                join_all(claimed.into_iter().zip(&outcomes).map(
+                    |((i, envelope, token), outcome)| async move {
+                        let span = Self::span(&envelope, &deliveries[i]);
+                        self.applied(&envelope, token, outcome)
+                            .instrument(span)
+                            .await;
+                    },
+                ))
+                .await;
+            }
+            Err(error) => {
+                tracing::debug!(%error, size = claimed.len(), "batch not applied; applying its messages one by one");
+                for (i, envelope, token) in claimed {
+                    let span = Self::span(&envelope, &deliveries[i]);
+                    dispositions[i] = self
+                        .apply_claimed(&deliveries[i], publish, &envelope, token)
+                        .instrument(span)
+                        .await;
+                }
+            }
+        }
+        dispositions
     }
 
     fn record(&self, envelope: &Envelope, outcome: &ApplyOutcome) {
@@ -231,6 +342,9 @@ impl Processor {
 pub struct ConsumeConfig {
     pub prefetch: u16,
     pub concurrency: usize,
+    /// At most this many messages that arrived together are applied in one database
+    /// transaction (1: each in its own); capped at `concurrency`.
+    pub batch_max: usize,
     pub consumer_tag: String,
 }
 
@@ -247,7 +361,7 @@ pub async fn consume(
     consume_channel
         .basic_qos(config.prefetch, lapin::options::BasicQosOptions::default())
         .await?;
-    let mut consumer = consume_channel
+    let consumer = consume_channel
         .basic_consume(
             processor.names.work.as_str().into(),
             config.consumer_tag.as_str().into(),
@@ -258,40 +372,59 @@ pub async fn consume(
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let tracker = TaskTracker::new();
     let publish_channel = Arc::new(publish_channel);
+    // What is ready at once (up to batch_max) is one batch: no waiting to fill one, so
+    // a quiet queue still gets each message handled as soon as it arrives.
+    let batch_max = config.batch_max.clamp(1, config.concurrency);
+    let mut batches = consumer.ready_chunks(batch_max);
     let result = loop {
         let next = tokio::select! {
             () = cancel.cancelled() => break Ok(()),
-            next = consumer.next() => next,
+            next = batches.next() => next,
         };
-        let delivery = match next {
-            Some(Ok(delivery)) => delivery,
-            Some(Err(error)) => break Err(error),
-            None => break Ok(()),
+        let Some(next) = next else {
+            break Ok(());
         };
-        let Ok(permit) = slots.clone().acquire_owned().await else {
+        let mut deliveries = Vec::with_capacity(next.len());
+        let mut failed = None;
+        for item in next {
+            match item {
+                Ok(delivery) => deliveries.push(delivery),
+                Err(error) => failed = Some(error),
+            }
+        }
+        if let Some(error) = failed {
+            // The channel is gone: these deliveries can no longer be acked and the
+            // broker redelivers them.
+            break Err(error);
+        }
+        let permits = u32::try_from(deliveries.len()).unwrap_or(u32::MAX);
+        let Ok(permit) = slots.clone().acquire_many_owned(permits).await else {
             break Ok(());
         };
         let processor = processor.clone();
         let publish = publish_channel.clone();
         tracker.spawn(async move {
-            processor.metrics.in_flight.inc();
-            let disposition = processor.process(&delivery, &publish).await;
-            let acked = match disposition {
-                Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
-                Disposition::Requeue => {
-                    delivery
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..BasicNackOptions::default()
-                        })
-                        .await
+            let count = deliveries.len() as i64;
+            processor.metrics.in_flight.inc_by(count);
+            let dispositions = processor.process_batch(&deliveries, &publish).await;
+            for (delivery, disposition) in deliveries.iter().zip(dispositions) {
+                let acked = match disposition {
+                    Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
+                    Disposition::Requeue => {
+                        delivery
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..BasicNackOptions::default()
+                            })
+                            .await
+                    }
+                };
+                if let Err(error) = acked {
+                    // The broker will redeliver; the apply path makes that harmless.
+                    tracing::warn!(%error, "ack failed; message will be redelivered");
                 }
-            };
-            if let Err(error) = acked {
-                // The broker will redeliver; the apply path makes that harmless.
-                tracing::warn!(%error, "ack failed; message will be redelivered");
             }
-            processor.metrics.in_flight.dec();
+            processor.metrics.in_flight.dec_by(count);
             drop(permit);
         });
     };

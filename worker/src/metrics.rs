@@ -79,6 +79,7 @@ pub struct Metrics {
     pub redis_fallback_active: Gauge,
     pub broker_up: Gauge,
     pub in_flight: Gauge,
+    batch_size: Histogram,
     reconcile_queries: Family<QueryLabel, Counter>,
     /// Payments the reconciler is watching (registered or quarantined, still pending).
     pub reconcile_pending: Gauge,
@@ -106,6 +107,8 @@ impl Metrics {
         let redis_fallback_active = Gauge::default();
         let broker_up = Gauge::default();
         let in_flight = Gauge::default();
+        // 1 … 256 messages.
+        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 9));
         let reconcile_queries = Family::<QueryLabel, Counter>::default();
         let reconcile_pending = Gauge::default();
         registry.register(
@@ -155,6 +158,11 @@ impl Metrics {
             "Messages being processed",
             in_flight.clone(),
         );
+        registry.register(
+            "worker_batch_size",
+            "Messages applied together in one database transaction",
+            batch_size.clone(),
+        );
         let metrics = Self {
             registry: Arc::new(registry),
             events,
@@ -164,6 +172,7 @@ impl Metrics {
             redis_fallback_active,
             broker_up,
             in_flight,
+            batch_size,
             reconcile_queries,
             reconcile_pending,
         };
@@ -198,6 +207,11 @@ impl Metrics {
                 provider: provider.into(),
             })
             .observe(seconds);
+    }
+
+    /// A batch of `size` messages went to the database in one transaction.
+    pub fn batch(&self, size: usize) {
+        self.batch_size.observe(size as f64);
     }
 
     /// The Prometheus text exposition.

@@ -221,6 +221,7 @@ impl Worker {
             consume: ConsumeConfig {
                 prefetch: w.prefetch,
                 concurrency: w.concurrency,
+                batch_max: w.batch_max,
                 consumer_tag: format!("payhook-worker-{}", uuid::Uuid::new_v4().simple()),
             },
             policy: QueuePolicy {

@@ -115,6 +115,7 @@ pub struct WorkerSettings {
     pub admin_listen: SocketAddr,
     pub prefetch: u16,
     pub concurrency: usize,
+    pub batch_max: usize,
     pub retry_delays_ms: Vec<u32>,
     pub claim_ttl_ms: u64,
     pub done_ttl_secs: u64,
@@ -330,6 +331,7 @@ impl Settings {
         let w = &self.worker;
         positive("worker.prefetch", u64::from(w.prefetch))?;
         positive("worker.concurrency", w.concurrency as u64)?;
+        positive("worker.batch_max", w.batch_max as u64)?;
         positive("worker.claim_ttl_ms", w.claim_ttl_ms)?;
         positive("worker.outbox_batch", u64::from(w.outbox_batch))?;
         positive("worker.outbox_poll_ms", w.outbox_poll_ms)?;

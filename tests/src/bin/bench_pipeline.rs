@@ -89,6 +89,8 @@ OPTIONS:
     --workers <N>                     worker instances                   [1]
     --worker-concurrency <N>          worker.concurrency                 [16]
     --prefetch <N>                    worker.prefetch                    [64]
+    --batch-max <N>                   worker.batch_max (1 = a transaction
+                                      per message)                       [16]
     --pg-connections <N>              postgres.max_connections per worker [16]
     --outbox-batch <N>                worker.outbox_batch                [200]
     --outbox-poll-ms <N>              worker.outbox_poll_ms              [500]
@@ -139,6 +141,7 @@ struct Options {
     providers_label: String,
     workers: usize,
     worker_concurrency: usize,
+    batch_max: usize,
     prefetch: u16,
     pg_connections: u32,
     outbox_batch: u32,
@@ -166,6 +169,7 @@ fn parse_options() -> Result<Options, String> {
         providers_label: "alipay,wechat_v3".into(),
         workers: 1,
         worker_concurrency: 16,
+        batch_max: 16,
         prefetch: 64,
         pg_connections: 16,
         outbox_batch: 200,
@@ -233,6 +237,7 @@ fn parse_options() -> Result<Options, String> {
             "--connections" => o.connections = count(&value)?,
             "--workers" => o.workers = count(&value)?,
             "--worker-concurrency" => o.worker_concurrency = count(&value)?,
+            "--batch-max" => o.batch_max = count(&value)?,
             "--prefetch" => o.prefetch = u16::try_from(count(&value)?).unwrap_or(u16::MAX),
             "--pg-connections" => {
                 o.pg_connections = u32::try_from(count(&value)?).unwrap_or(u32::MAX);
@@ -1885,6 +1890,7 @@ fn main() {
     ws.worker.retry_delays_ms = defaults.worker.retry_delays_ms.clone();
     ws.postgres.acquire_timeout_ms = defaults.postgres.acquire_timeout_ms;
     ws.worker.concurrency = o.worker_concurrency;
+    ws.worker.batch_max = o.batch_max;
     ws.worker.prefetch = o.prefetch;
     ws.worker.outbox_batch = o.outbox_batch;
     ws.worker.outbox_poll_ms = o.outbox_poll_ms;
@@ -1979,11 +1985,13 @@ fn main() {
     let _ = writeln!(
         out,
         "- worker: {} × `payhook_worker::Worker` on one tokio runtime of {} threads; \
-         worker.concurrency = {}, worker.prefetch = {}, postgres.max_connections = {} \
-         (per worker), worker.outbox_batch = {}, worker.outbox_poll_ms = {}; logging {}",
+         worker.concurrency = {}, worker.batch_max = {}, worker.prefetch = {}, \
+         postgres.max_connections = {} (per worker), worker.outbox_batch = {}, \
+         worker.outbox_poll_ms = {}; logging {}",
         o.workers,
         o.worker_threads,
         o.worker_concurrency,
+        o.batch_max,
         o.prefetch,
         o.pg_connections,
         o.outbox_batch,

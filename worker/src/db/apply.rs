@@ -148,30 +148,95 @@ pub async fn apply(
     expect: &Expectations,
 ) -> Result<ApplyOutcome, ApplyError> {
     check(envelope)?;
+    if payment_of(envelope).is_none() {
+        // One statement: it needs no transaction of its own.
+        let mut conn = pool.acquire().await?;
+        return apply_in(&mut conn, envelope, expect).await;
+    }
+    let mut tx = pool.begin().await?;
+    let outcome = apply_in(&mut tx, envelope, expect).await?;
+    if outcome == ApplyOutcome::Duplicate {
+        // Nothing was written; dropping the transaction rolls it back without waiting.
+        return Ok(outcome);
+    }
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Applies several envelopes in ONE transaction: the outcomes, in the order of
+/// `items`, or the first error — then nothing of the batch was written (the caller
+/// applies them one by one to find which one fails, and why).
+///
+/// The same statements as [`apply`] for each envelope, so every envelope keeps its
+/// exactly-once guards; what the batch saves is a `BEGIN`/`COMMIT` and a WAL flush
+/// per envelope. Envelopes are applied in the order of the payment they name, so that
+/// concurrent batches take the payments' row locks in one order and cannot deadlock
+/// on them; envelopes of one payment keep their relative order.
+pub async fn apply_batch(
+    pool: &PgPool,
+    items: &[(&Envelope, &Expectations)],
+) -> Result<Vec<ApplyOutcome>, ApplyError> {
+    for (envelope, _) in items {
+        check(envelope)?;
+    }
+    let keys: Vec<_> = items
+        .iter()
+        .map(|(envelope, _)| lock_order(envelope))
+        .collect();
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
+    let mut outcomes = vec![ApplyOutcome::Duplicate; items.len()];
+    let mut tx = pool.begin().await?;
+    for i in order {
+        let (envelope, expect) = items[i];
+        outcomes[i] = apply_in(&mut tx, envelope, expect).await?;
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// The key [`apply_batch`] sorts on (stably, so envelopes of one payment keep their
+/// order): the payment's unique key. Envelopes naming no payment come first, by
+/// `event_id` (their audit rows are all they lock).
+fn lock_order(envelope: &Envelope) -> (Option<(&str, &str, &str)>, &str) {
+    match payment_of(envelope) {
+        Some(no) => (
+            Some((envelope.provider.as_str(), envelope.merchant.as_str(), no)),
+            "",
+        ),
+        None => (None, envelope.event_id.as_str()),
+    }
+}
+
+/// The apply path of one checked envelope on `conn`, inside the caller's transaction
+/// (or alone, for an envelope that names no payment: one statement).
+async fn apply_in(
+    conn: &mut PgConnection,
+    envelope: &Envelope,
+    expect: &Expectations,
+) -> Result<ApplyOutcome, ApplyError> {
     let plan = Plan::of(envelope);
     let Some(out_trade_no) = plan.out_trade_no else {
         let recorded = ApplyOutcome::Recorded;
         return Ok(
-            if rows::record_notification(pool, envelope, recorded.label()).await? {
+            if rows::record_notification(&mut *conn, envelope, recorded.label()).await? {
                 recorded
             } else {
                 ApplyOutcome::Duplicate
             },
         );
     };
-    let mut tx = pool.begin().await?;
     let expected = plan.expected_label();
     let Some(payment) =
-        rows::record_and_lock_payment(&mut tx, envelope, out_trade_no, expected).await?
+        rows::record_and_lock_payment(conn, envelope, out_trade_no, expected).await?
     else {
-        // Nothing was written; dropping the transaction rolls it back without waiting.
+        // Already recorded: nothing was written.
         return Ok(ApplyOutcome::Duplicate);
     };
-    let outcome = apply_new(&mut tx, envelope, expect, &plan, out_trade_no, payment).await?;
+    let outcome = apply_new(conn, envelope, expect, &plan, out_trade_no, payment).await?;
     if outcome.label() != expected {
-        rows::set_outcome(&mut tx, &envelope.event_id, outcome.label()).await?;
+        rows::set_outcome(conn, &envelope.event_id, outcome.label()).await?;
     }
-    tx.commit().await?;
     Ok(outcome)
 }
 
@@ -186,10 +251,7 @@ struct Plan<'a> {
 impl<'a> Plan<'a> {
     fn of(envelope: &'a Envelope) -> Self {
         let f = &envelope.fields;
-        let out_trade_no = f
-            .out_trade_no
-            .as_deref()
-            .filter(|s| !s.is_empty() && envelope.kind != Kind::Other);
+        let out_trade_no = payment_of(envelope);
         let key = envelope
             .transition_key
             .clone()
@@ -208,6 +270,15 @@ impl<'a> Plan<'a> {
             None => ApplyOutcome::Recorded.label(),
         }
     }
+}
+
+/// The payment an envelope names (its `out_trade_no`), if it names one.
+fn payment_of(envelope: &Envelope) -> Option<&str> {
+    envelope
+        .fields
+        .out_trade_no
+        .as_deref()
+        .filter(|s| !s.is_empty() && envelope.kind != Kind::Other)
 }
 
 /// What can be refused before touching the database.

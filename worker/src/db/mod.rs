@@ -29,7 +29,7 @@ use secrecy::ExposeSecret as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgPool};
 
-pub use apply::{ApplyError, ApplyOutcome, Expectations, apply};
+pub use apply::{ApplyError, ApplyOutcome, Expectations, apply, apply_batch};
 pub use history::{PaymentHistory, payment_history};
 pub use orders::{NewOrder, Registered, register};
 pub use refunds::{NewRefund, register_refund};
