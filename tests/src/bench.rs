@@ -496,17 +496,25 @@ pub fn start_drain(
                     )
                     .await
                     .expect("basic.consume");
+                // One timer for the whole run (checking `stop` every 200 ms), not one
+                // per message: a per-message timeout cost the drain a timer insertion
+                // and removal for every delivery.
+                let mut tick = tokio::time::interval(Duration::from_millis(200));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 while !stop.load(Ordering::Relaxed) {
-                    match tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
-                        Ok(Some(Ok(_delivery))) => {
-                            count.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(Some(Err(e))) => {
-                            eprintln!("drain consumer error: {e}");
-                            break;
-                        }
-                        Ok(None) => break,
-                        Err(_idle) => {}
+                    tokio::select! {
+                        biased;
+                        delivery = consumer.next() => match delivery {
+                            Some(Ok(_delivery)) => {
+                                count.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Some(Err(e)) => {
+                                eprintln!("drain consumer error: {e}");
+                                break;
+                            }
+                            None => break,
+                        },
+                        _ = tick.tick() => {}
                     }
                 }
                 let _ = conn.close(200, "bench done".into()).await;
