@@ -216,13 +216,12 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             return bad("transfer-encoding is not supported by this client");
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            if value
+        } else if name.eq_ignore_ascii_case(b"connection")
+            && value
                 .split(|&b| b == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-            {
-                keep_alive = false;
-            }
+        {
+            keep_alive = false;
         }
     }
     let body_start = head_len + 4;
