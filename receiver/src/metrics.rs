@@ -4,7 +4,7 @@
 //! Labels are low-cardinality by construction: provider, outcome and reason come from
 //! fixed lists; merchant names from URLs never become labels.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use payhook_shared::error::VerifyError;
 use payhook_shared::event::Provider;
@@ -108,6 +108,31 @@ pub struct Metrics {
     broker_up: Gauge,
     in_flight: Gauge,
     broker_reconnects: Counter,
+    /// The per-request series, looked up once: a counter or histogram handle shares
+    /// its value with the family's series, so the hot path neither builds label
+    /// strings nor locks the family.
+    hot: Arc<Hot>,
+}
+
+/// Handles of the series every request touches (see [`Metrics::hot`]).
+#[derive(Debug)]
+struct Hot {
+    /// `notifications[provider][outcome]`, indexed like [`Provider::ALL`] and
+    /// [`Outcome::ALL`].
+    notifications: [[Counter; Outcome::ALL.len()]; Provider::ALL.len()],
+    /// `ack_latency[provider]`, looked up on first use (as before, a series appears
+    /// in the exposition with its first observation).
+    ack_latency: [OnceLock<Histogram>; Provider::ALL.len()],
+    /// `confirm_latency{result="ack"}`, likewise.
+    confirm_ack: OnceLock<Histogram>,
+}
+
+fn provider_index(provider: Provider) -> usize {
+    match provider {
+        Provider::Alipay => 0,
+        Provider::WechatV2 => 1,
+        Provider::WechatV3 => 2,
+    }
 }
 
 impl Default for Metrics {
@@ -163,6 +188,20 @@ impl Metrics {
             "Broker connections established (first connect and every reconnect)",
             broker_reconnects.clone(),
         );
+        let hot = Arc::new(Hot {
+            notifications: Provider::ALL.map(|provider| {
+                Outcome::ALL.map(|outcome| {
+                    notifications
+                        .get_or_create(&ProviderOutcome {
+                            provider: provider.as_str().into(),
+                            outcome: outcome.as_str().into(),
+                        })
+                        .clone()
+                })
+            }),
+            ack_latency: Default::default(),
+            confirm_ack: OnceLock::new(),
+        });
         let metrics = Self {
             registry: Arc::new(registry),
             notifications,
@@ -172,6 +211,7 @@ impl Metrics {
             broker_up,
             in_flight,
             broker_reconnects,
+            hot,
         };
         metrics.pre_register();
         metrics
@@ -197,12 +237,7 @@ impl Metrics {
     }
 
     pub fn notification(&self, provider: Provider, outcome: Outcome) {
-        self.notifications
-            .get_or_create(&ProviderOutcome {
-                provider: provider.as_str().into(),
-                outcome: outcome.as_str().into(),
-            })
-            .inc();
+        self.hot.notifications[provider_index(provider)][outcome as usize].inc();
     }
 
     pub fn verify_failure(&self, provider: Provider, reason: &'static str) {
@@ -215,14 +250,31 @@ impl Metrics {
     }
 
     pub fn ack_latency(&self, provider: Provider, seconds: f64) {
-        self.ack_latency
-            .get_or_create(&ProviderLabel {
-                provider: provider.as_str().into(),
+        self.hot.ack_latency[provider_index(provider)]
+            .get_or_init(|| {
+                self.ack_latency
+                    .get_or_create(&ProviderLabel {
+                        provider: provider.as_str().into(),
+                    })
+                    .clone()
             })
             .observe(seconds);
     }
 
     pub fn confirm_latency(&self, result: &'static str, seconds: f64) {
+        if result == "ack" {
+            self.hot
+                .confirm_ack
+                .get_or_init(|| {
+                    self.confirm_latency
+                        .get_or_create(&PublishResult {
+                            result: "ack".into(),
+                        })
+                        .clone()
+                })
+                .observe(seconds);
+            return;
+        }
         self.confirm_latency
             .get_or_create(&PublishResult {
                 result: result.into(),
@@ -248,5 +300,47 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hot_handles_are_indexed_like_the_lists() {
+        for (i, outcome) in Outcome::ALL.into_iter().enumerate() {
+            assert_eq!(outcome as usize, i, "{outcome:?}");
+        }
+        for (i, provider) in Provider::ALL.into_iter().enumerate() {
+            assert_eq!(provider_index(provider), i, "{provider:?}");
+        }
+    }
+
+    #[test]
+    fn hot_handles_count_into_the_exposed_series() {
+        let m = Metrics::new();
+        m.notification(Provider::WechatV2, Outcome::Shed);
+        m.notification(Provider::WechatV2, Outcome::Shed);
+        m.notification(Provider::Alipay, Outcome::Acked);
+        m.ack_latency(Provider::WechatV3, 0.003);
+        m.confirm_latency("ack", 0.002);
+        m.confirm_latency("nacked", 0.001);
+        let text = m.render();
+        for line in [
+            "payhook_notifications_total{provider=\"wechat_v2\",outcome=\"shed\"} 2",
+            "payhook_notifications_total{provider=\"alipay\",outcome=\"acked\"} 1",
+            "payhook_notifications_total{provider=\"alipay\",outcome=\"shed\"} 0",
+            "payhook_ack_latency_seconds_count{provider=\"wechat_v3\"} 1",
+            "payhook_confirm_latency_seconds_count{result=\"ack\"} 1",
+            "payhook_confirm_latency_seconds_count{result=\"nacked\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // As before: a latency series appears with its first observation.
+        assert!(!text.contains("payhook_ack_latency_seconds_count{provider=\"alipay\"}"));
     }
 }

@@ -29,6 +29,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
 
+/// Room for an envelope's fields besides the raw body (ids, normalized fields, the
+/// verified headers, JSON escaping). A larger envelope only grows the buffer.
+const ENVELOPE_OVERHEAD: usize = 1536;
+
 /// Why a notification could not be durably handed to the broker.
 #[derive(Debug, Error)]
 pub enum PublishError {
@@ -172,7 +176,15 @@ impl Publisher {
         }
         let index = self.inner.next_channel.fetch_add(1, Ordering::Relaxed) % link.channels.len();
         let channel = &link.channels[index];
-        let payload = serde_json::to_vec(envelope)?;
+        // Sized for the raw body plus the envelope's own fields, so that serialising
+        // does not grow (reallocate and copy) the buffer several times.
+        let raw = &envelope.raw;
+        let mut payload = Vec::with_capacity(
+            raw.body.as_ref().map_or(0, String::len)
+                + raw.body_base64.as_ref().map_or(0, String::len)
+                + ENVELOPE_OVERHEAD,
+        );
+        serde_json::to_writer(&mut payload, envelope)?;
         let properties =
             payhook_shared::topology::envelope_properties(envelope, "payhook-receiver");
         let exchange = ShortString::from(self.inner.config.names.notifications.as_str());

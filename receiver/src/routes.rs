@@ -134,7 +134,10 @@ async fn handle(
     body: web::Payload,
 ) -> HttpResponse {
     let started = Instant::now();
-    let request_id = uuid::Uuid::now_v7().to_string();
+    let mut id_buf = uuid::Uuid::encode_buffer();
+    let request_id: &str = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id_buf);
+    // The same id is in our logs and in the AMQP headers: one id to trace a request.
+    let request_id_header = HeaderValue::from_str(request_id).ok();
     let span = tracing::info_span!(
         "notification",
         request_id = %request_id,
@@ -151,7 +154,7 @@ async fn handle(
             req,
             body,
             started,
-            request_id.clone(),
+            request_id.to_owned(),
         )
         .await;
         let mut response = match result {
@@ -167,8 +170,7 @@ async fn handle(
                 answer::failure(provider, refusal.status, refusal.message)
             }
         };
-        // The same id is in our logs and in the AMQP headers: one id to trace a request.
-        if let Ok(value) = HeaderValue::from_str(&request_id) {
+        if let Some(value) = request_id_header {
             response
                 .headers_mut()
                 .insert(HeaderName::from_static("x-request-id"), value);

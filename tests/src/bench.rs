@@ -208,6 +208,57 @@ impl Window {
     }
 }
 
+/// Where a load driver gets its HTTP connections from.
+///
+/// The reqwest client pools connections itself (taking one is a cheap clone of the
+/// client); the lean [`crate::http1`] client is one connection per value, kept in a
+/// pool here.
+pub trait Connections: Send + Sync + 'static {
+    type Conn: Send + 'static;
+    /// A connection for one request (a new one when none is free).
+    fn take(&self) -> Self::Conn;
+    /// Gives a connection back after its request.
+    fn give(&self, conn: Self::Conn);
+}
+
+impl Connections for reqwest::Client {
+    type Conn = reqwest::Client;
+    fn take(&self) -> reqwest::Client {
+        self.clone()
+    }
+    fn give(&self, _conn: reqwest::Client) {}
+}
+
+/// Lean HTTP/1.1 connections to one address, reused most recently used first.
+#[derive(Debug)]
+pub struct Http1Pool {
+    addr: std::net::SocketAddr,
+    idle: Mutex<Vec<crate::http1::Conn>>,
+}
+
+impl Http1Pool {
+    pub fn new(addr: std::net::SocketAddr) -> Self {
+        Self {
+            addr,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Connections for Http1Pool {
+    type Conn = crate::http1::Conn;
+    fn take(&self) -> crate::http1::Conn {
+        self.idle
+            .lock()
+            .expect("pool lock")
+            .pop()
+            .unwrap_or_else(|| crate::http1::Conn::new(self.addr))
+    }
+    fn give(&self, conn: crate::http1::Conn) {
+        self.idle.lock().expect("pool lock").push(conn);
+    }
+}
+
 /// `sender(client, i)` sends request number `i` with `client` and tells its kind (an
 /// index into `labels`) and whether it was a success.
 ///
@@ -230,7 +281,42 @@ where
     S: Fn(reqwest::Client, u64) -> F + Send + Sync + 'static,
     F: Future<Output = (usize, Result<(), String>)> + Send + 'static,
 {
-    let client = client(connections);
+    open_loop_with(
+        rt,
+        window,
+        rate,
+        connections,
+        labels,
+        Arc::new(client(connections)),
+        Arc::new(move |c: reqwest::Client, i| {
+            let sent = sender(c.clone(), i);
+            async move {
+                let (k, r) = sent.await;
+                (c, k, r)
+            }
+        }),
+        observe,
+    )
+}
+
+/// [`open_loop`] over any [`Connections`]: `sender(conn, i)` sends request `i` on
+/// `conn` and gives the connection back with the kind and the outcome.
+#[allow(clippy::too_many_arguments)]
+pub fn open_loop_with<P, S, F, R>(
+    rt: &tokio::runtime::Runtime,
+    window: Window,
+    rate: u64,
+    connections: usize,
+    labels: &[&'static str],
+    pool: Arc<P>,
+    sender: Arc<S>,
+    observe: impl FnOnce() -> R,
+) -> (Stats, R)
+where
+    P: Connections,
+    S: Fn(P::Conn, u64) -> F + Send + Sync + 'static,
+    F: Future<Output = (P::Conn, usize, Result<(), String>)> + Send + 'static,
+{
     let stats = Arc::new(Mutex::new(Stats::new(labels)));
     let slots = Arc::new(Semaphore::new(connections));
     let tracker = TaskTracker::new();
@@ -246,16 +332,18 @@ where
                     let due = window.start + Duration::from_nanos((i as f64 * period_ns) as u64);
                     sleep_until(due);
                     let measured = due >= window.measure_start;
-                    let (stats, slots, client, sender) =
-                        (stats.clone(), slots.clone(), client.clone(), sender.clone());
+                    let (stats, slots, pool, sender) =
+                        (stats.clone(), slots.clone(), pool.clone(), sender.clone());
                     tracker.spawn_on(
                         async move {
                             let Ok(_slot) = slots.acquire().await else {
                                 return;
                             };
+                            let conn = pool.take();
                             let sent = Instant::now();
-                            let (k, r) = sender(client, i).await;
+                            let (conn, k, r) = sender(conn, i).await;
                             let done = Instant::now();
+                            pool.give(conn);
                             if measured {
                                 stats.lock().expect("stats lock").record(
                                     k,
@@ -298,22 +386,57 @@ where
     S: Fn(reqwest::Client, u64) -> F + Send + Sync + 'static,
     F: Future<Output = (usize, Result<(), String>)> + Send + 'static,
 {
+    closed_loop_with(
+        rt,
+        window,
+        concurrency,
+        labels,
+        || client(1),
+        Arc::new(move |c: reqwest::Client, i| {
+            let sent = sender(c.clone(), i);
+            async move {
+                let (k, r) = sent.await;
+                (c, k, r)
+            }
+        }),
+        observe,
+    )
+}
+
+/// [`closed_loop`] with any client: `connect()` makes each loop's own connection
+/// (or client), and `sender(conn, i)` sends request `i` on it and gives it back with
+/// the kind and the outcome.
+pub fn closed_loop_with<C, S, F, R>(
+    rt: &tokio::runtime::Runtime,
+    window: Window,
+    concurrency: usize,
+    labels: &[&'static str],
+    connect: impl Fn() -> C,
+    sender: Arc<S>,
+    observe: impl FnOnce() -> R,
+) -> (Stats, R)
+where
+    C: Send + 'static,
+    S: Fn(C, u64) -> F + Send + Sync + 'static,
+    F: Future<Output = (C, usize, Result<(), String>)> + Send + 'static,
+{
     let next = Arc::new(AtomicU64::new(0));
     let mut loops = Vec::new();
     for _ in 0..concurrency {
         let (next, sender, labels) = (next.clone(), sender.clone(), labels.to_vec());
-        let client = client(1);
+        let mut conn = Some(connect());
         loops.push(rt.spawn(async move {
             let mut stats = Stats::new(&labels);
             tokio::time::sleep_until(window.start.into()).await;
-            loop {
+            while let Some(c) = conn.take() {
                 let sent = Instant::now();
                 if sent >= window.measure_end {
                     break;
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let (k, r) = sender(client.clone(), i).await;
+                let (c, k, r) = sender(c, i).await;
                 let done = Instant::now();
+                conn = Some(c);
                 if sent >= window.measure_start {
                     stats.record(k, window.second(sent), done - sent, done - sent, r);
                 }
@@ -373,17 +496,25 @@ pub fn start_drain(
                     )
                     .await
                     .expect("basic.consume");
+                // One timer for the whole run (checking `stop` every 200 ms), not one
+                // per message: a per-message timeout cost the drain a timer insertion
+                // and removal for every delivery.
+                let mut tick = tokio::time::interval(Duration::from_millis(200));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 while !stop.load(Ordering::Relaxed) {
-                    match tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
-                        Ok(Some(Ok(_delivery))) => {
-                            count.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(Some(Err(e))) => {
-                            eprintln!("drain consumer error: {e}");
-                            break;
-                        }
-                        Ok(None) => break,
-                        Err(_idle) => {}
+                    tokio::select! {
+                        biased;
+                        delivery = consumer.next() => match delivery {
+                            Some(Ok(_delivery)) => {
+                                count.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Some(Err(e)) => {
+                                eprintln!("drain consumer error: {e}");
+                                break;
+                            }
+                            None => break,
+                        },
+                        _ = tick.tick() => {}
                     }
                 }
                 let _ = conn.close(200, "bench done".into()).await;

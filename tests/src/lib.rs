@@ -10,6 +10,8 @@
 //! - [`proxy`]: a TCP proxy that can cut and restore the path to the broker.
 //! - [`bench`]: load-generation pieces shared by the benchmark binaries (HTTP client,
 //!   open/closed loops, latency statistics, drain consumer, CPU readings).
+//! - [`http1`]: the benchmarks' lean HTTP/1.1 keep-alive client (pre-serialised
+//!   requests on plain TCP, minimal answer parser).
 //! - [`sim`]: the provider simulator (order book, scheduled delivery with faults,
 //!   signed query APIs), in process for tests and as the `payhook-sim` binary.
 //! - [`truth`]: payhook's database compared with the simulator's truth.
@@ -20,6 +22,7 @@ pub mod bench;
 pub mod chaos;
 pub mod db;
 pub mod harness;
+pub mod http1;
 pub mod keys;
 pub mod metric_names;
 pub mod proxy;

@@ -31,6 +31,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,6 +49,7 @@ use payhook_tests::bench::{
     system_jiffies, thread_cpu_ns, threads_of, transport_error,
 };
 use payhook_tests::harness::{self, Providers, TestReceiver};
+use payhook_tests::http1;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 const USAGE: &str = "\
@@ -74,6 +76,9 @@ OPTIONS:
     --channels <N>                    amqp.publisher_channels            [4]
     --pool <N>                        distinct pre-signed bodies per kind [1000]
     --client-threads <N>              load generator runtime threads     [cores]
+    --client <CLIENT>                 the load generator's HTTP client:  [raw]
+                                      raw (lean HTTP/1.1 over tokio TCP,
+                                      pre-serialised requests) | reqwest
     --log                             install the production JSON logger (info) on
                                       stdout, as the deployed receiver does
     --timeline                        also print latency per second of each phase
@@ -97,6 +102,27 @@ enum PhaseSel {
     Http,
 }
 
+/// The load generator's HTTP client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientSel {
+    /// `payhook_tests::http1`: pre-serialised requests on plain tokio TCP streams.
+    Raw,
+    /// reqwest 0.12 (the client of the first two rounds).
+    Reqwest,
+}
+
+impl ClientSel {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Raw => {
+                "HTTP/1.1 keep-alive, lean client (payhook_tests::http1: pre-serialised \
+                 requests on tokio TCP streams; status line, Content-Length and body checked)"
+            }
+            Self::Reqwest => "HTTP/1.1 keep-alive, reqwest 0.12",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Options {
     phase: PhaseSel,
@@ -111,6 +137,7 @@ struct Options {
     channels: usize,
     pool: usize,
     client_threads: usize,
+    client: ClientSel,
     log: bool,
     timeline: bool,
     report: Option<PathBuf>,
@@ -130,6 +157,7 @@ fn parse_options() -> Result<Options, String> {
         channels: 4,
         pool: 1000,
         client_threads: cores(),
+        client: ClientSel::Raw,
         log: false,
         timeline: false,
         report: None,
@@ -164,7 +192,7 @@ fn parse_options() -> Result<Options, String> {
             }
             _ => {}
         }
-        const TAKES_VALUE: [&str; 12] = [
+        const TAKES_VALUE: [&str; 13] = [
             "--phase",
             "--rate",
             "--duration-secs",
@@ -175,6 +203,7 @@ fn parse_options() -> Result<Options, String> {
             "--channels",
             "--pool",
             "--client-threads",
+            "--client",
             "--report",
             "--providers",
         ];
@@ -211,6 +240,13 @@ fn parse_options() -> Result<Options, String> {
             "--pool" => o.pool = usize::try_from(number(&value)?.max(1)).unwrap_or(1),
             "--client-threads" => {
                 o.client_threads = usize::try_from(number(&value)?.max(1)).unwrap_or(1);
+            }
+            "--client" => {
+                o.client = match value.as_str() {
+                    "raw" => ClientSel::Raw,
+                    "reqwest" => ClientSel::Reqwest,
+                    other => return Err(format!("--client: unknown client {other:?}")),
+                }
             }
             "--report" => o.report = Some(PathBuf::from(value)),
             "--providers" => {
@@ -325,6 +361,18 @@ struct Entry {
     url: reqwest::Url,
     headers: HeaderMap,
     body: &'static [u8],
+    /// The same request serialised for the lean client (head and body).
+    request: Vec<u8>,
+}
+
+/// The HTTP/1.1 request the lean client sends for `entry`: the same method, path,
+/// headers and body as the reqwest client's.
+fn request_bytes(host: &str, kind: Kind, headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.to_str().expect("ASCII header value")))
+        .collect();
+    http1::request_bytes("POST", host, kind.path(), &headers, body)
 }
 
 /// Pre-signed requests: `entries[kind index]` holds `pool` distinct bodies.
@@ -332,6 +380,8 @@ struct Pool {
     kinds: Vec<Kind>,
     entries: Vec<Vec<Entry>>,
     v3_signed_at: Instant,
+    /// The receiver's address (the lean client's connections).
+    addr: SocketAddr,
 }
 
 impl Pool {
@@ -393,6 +443,10 @@ fn make_body(p: &Providers, run: &str, kind: Kind, i: usize) -> Vec<u8> {
 
 /// Builds the pool on every core (RSA signing is slow), before any measurement.
 fn build_pool(p: &Providers, kinds: &[Kind], size: usize, base: &str) -> Pool {
+    let addr = base
+        .strip_prefix("http://")
+        .and_then(|h| h.parse().ok())
+        .expect("receiver address");
     let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let jobs: Vec<(Kind, usize)> = kinds
         .iter()
@@ -428,12 +482,15 @@ fn build_pool(p: &Providers, kinds: &[Kind], size: usize, base: &str) -> Pool {
             .collect()
     });
     made.sort_by_key(|(k, i, _, _)| (k.index(), *i));
+    let host = base.strip_prefix("http://").expect("http base URL");
     let mut entries: Vec<Vec<Entry>> = (0..KINDS.len()).map(|_| Vec::new()).collect();
     for (kind, _, body, headers) in made {
         let url = reqwest::Url::parse(&format!("{base}{}", kind.path())).expect("receiver URL");
+        let request = request_bytes(host, kind, &headers, &body);
         entries[kind.index()].push(Entry {
             url,
             headers,
+            request,
             // The pool lives for the whole run; leaking it makes every send a zero-copy
             // `Body::from(&'static [u8])`.
             body: Vec::leak(body),
@@ -443,6 +500,7 @@ fn build_pool(p: &Providers, kinds: &[Kind], size: usize, base: &str) -> Pool {
         kinds: kinds.to_vec(),
         entries,
         v3_signed_at: Instant::now(),
+        addr,
     }
 }
 
@@ -461,6 +519,8 @@ fn resign_v3(p: &Providers, pool: &mut Pool) {
                 s.spawn(move || {
                     for entry in part {
                         entry.headers = headers_for(kind, &p.wechat_v3.headers(ts, entry.body));
+                        let host = entry.url.authority().to_owned();
+                        entry.request = request_bytes(&host, kind, &entry.headers, entry.body);
                     }
                 });
             }
@@ -484,6 +544,17 @@ async fn send(client: &reqwest::Client, kind: Kind, entry: &Entry) -> Result<(),
         .map_err(|e| transport_error(&e))?;
     let status = response.status().as_u16();
     let body = response.bytes().await.map_err(|e| transport_error(&e))?;
+    check(kind, status, &body)
+}
+
+/// [`send`] with the lean client: the same request, the same check of the answer.
+async fn send_raw(conn: &mut http1::Conn, kind: Kind, entry: &Entry) -> Result<(), String> {
+    let answer = conn.send(&entry.request).await?;
+    check(kind, answer.status, answer.body)
+}
+
+/// `Ok` only for the provider's success answer.
+fn check(kind: Kind, status: u16, body: &[u8]) -> Result<(), String> {
     let ok = match kind.provider() {
         Provider::Alipay => status == 200 && body == alipay::SUCCESS_ANSWER.as_bytes(),
         Provider::WechatV2 => status == 200 && body == wechat_v2::SUCCESS_ANSWER.as_bytes(),
@@ -680,25 +751,50 @@ impl Ctx<'_> {
 /// time, at most `--connections` in flight.
 fn run_fixed(ctx: &Ctx<'_>, pool: &Arc<Pool>, o: &Options) -> PhaseResult {
     let window = Window::new(o.warmup, o.duration);
-    let sender = {
-        let pool = pool.clone();
-        move |client: reqwest::Client, i: u64| {
+    let observe = || ctx.observe(window.measure_start, window.measure_end);
+    let (stats, (cpu, server, drained)) = match o.client {
+        ClientSel::Reqwest => {
             let pool = pool.clone();
-            async move {
-                let (kind, entry) = pool.pick(i);
-                (kind.index(), send(&client, kind, entry).await)
-            }
+            let sender = move |client: reqwest::Client, i: u64| {
+                let pool = pool.clone();
+                async move {
+                    let (kind, entry) = pool.pick(i);
+                    (kind.index(), send(&client, kind, entry).await)
+                }
+            };
+            bench::open_loop(
+                ctx.client_rt,
+                window,
+                o.rate,
+                o.connections,
+                &LABELS,
+                Arc::new(sender),
+                observe,
+            )
+        }
+        ClientSel::Raw => {
+            let connections = Arc::new(bench::Http1Pool::new(pool.addr));
+            let pool = pool.clone();
+            let sender = move |mut conn: http1::Conn, i: u64| {
+                let pool = pool.clone();
+                async move {
+                    let (kind, entry) = pool.pick(i);
+                    let r = send_raw(&mut conn, kind, entry).await;
+                    (conn, kind.index(), r)
+                }
+            };
+            bench::open_loop_with(
+                ctx.client_rt,
+                window,
+                o.rate,
+                o.connections,
+                &LABELS,
+                connections,
+                Arc::new(sender),
+                observe,
+            )
         }
     };
-    let (stats, (cpu, server, drained)) = bench::open_loop(
-        ctx.client_rt,
-        window,
-        o.rate,
-        o.connections,
-        &LABELS,
-        Arc::new(sender),
-        || ctx.observe(window.measure_start, window.measure_end),
-    );
     PhaseResult {
         title: format!(
             "fixed rate {} req/s, open loop, {} s measured after {} s warm-up, ≤ {} connections",
@@ -744,43 +840,99 @@ async fn healthz(client: &reqwest::Client, url: &reqwest::Url) -> Result<(), Str
     }
 }
 
+/// The broker phase's request: publish envelope `i` and wait for its confirm.
+async fn publish(
+    publisher: &payhook_receiver::publisher::Publisher,
+    envelopes: &[(Kind, Envelope)],
+    i: u64,
+) -> (Kind, Result<(), String>) {
+    let (kind, envelope) = &envelopes[(i % envelopes.len() as u64) as usize];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let r = publisher
+        .publish(envelope, deadline)
+        .await
+        .map_err(|e| format!("publish: {e}"));
+    (*kind, r)
+}
+
 /// Closed loop ([`bench::closed_loop`]): `--concurrency` connections, each sending
 /// its next request when the previous one was answered.
 fn run_closed(ctx: &Ctx<'_>, pool: &Arc<Pool>, o: &Options, target: &Target) -> PhaseResult {
     let window = Window::new(o.warmup, o.duration);
-    let sender = {
-        let (pool, target) = (pool.clone(), target.clone());
-        move |client: reqwest::Client, i: u64| {
+    let observe = || ctx.observe(window.measure_start, window.measure_end);
+    let (stats, (cpu, server, drained)) = match o.client {
+        ClientSel::Reqwest => {
             let (pool, target) = (pool.clone(), target.clone());
-            async move {
-                let (kind, r) = match &target {
-                    Target::Notify => {
-                        let (kind, entry) = pool.pick(i);
-                        (kind, send(&client, kind, entry).await)
-                    }
-                    Target::Healthz(url) => (pool.pick(i).0, healthz(&client, url).await),
-                    Target::Publish(publisher, envelopes) => {
-                        let (kind, envelope) = &envelopes[(i % envelopes.len() as u64) as usize];
-                        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-                        let r = publisher
-                            .publish(envelope, deadline)
-                            .await
-                            .map_err(|e| format!("publish: {e}"));
-                        (*kind, r)
-                    }
-                };
-                (kind.index(), r)
-            }
+            let sender = move |client: reqwest::Client, i: u64| {
+                let (pool, target) = (pool.clone(), target.clone());
+                async move {
+                    let (kind, r) = match &target {
+                        Target::Notify => {
+                            let (kind, entry) = pool.pick(i);
+                            (kind, send(&client, kind, entry).await)
+                        }
+                        Target::Healthz(url) => (pool.pick(i).0, healthz(&client, url).await),
+                        Target::Publish(publisher, envelopes) => {
+                            publish(publisher, envelopes, i).await
+                        }
+                    };
+                    (kind.index(), r)
+                }
+            };
+            bench::closed_loop(
+                ctx.client_rt,
+                window,
+                o.concurrency,
+                &LABELS,
+                Arc::new(sender),
+                observe,
+            )
+        }
+        ClientSel::Raw => {
+            let addr = pool.addr;
+            let healthz_request = match target {
+                Target::Healthz(url) => {
+                    http1::request_bytes("GET", url.authority(), url.path(), &[], b"")
+                }
+                _ => Vec::new(),
+            };
+            let healthz_request: Arc<[u8]> = healthz_request.into();
+            let (pool, target) = (pool.clone(), target.clone());
+            let sender = move |mut conn: http1::Conn, i: u64| {
+                let (pool, target, healthz_request) =
+                    (pool.clone(), target.clone(), healthz_request.clone());
+                async move {
+                    let (kind, r) = match &target {
+                        Target::Notify => {
+                            let (kind, entry) = pool.pick(i);
+                            (kind, send_raw(&mut conn, kind, entry).await)
+                        }
+                        Target::Healthz(_) => {
+                            let r = match conn.send(&healthz_request).await {
+                                Ok(a) if a.status == 200 => Ok(()),
+                                Ok(a) => Err(format!("HTTP {}", a.status)),
+                                Err(e) => Err(e),
+                            };
+                            (pool.pick(i).0, r)
+                        }
+                        Target::Publish(publisher, envelopes) => {
+                            publish(publisher, envelopes, i).await
+                        }
+                    };
+                    (conn, kind.index(), r)
+                }
+            };
+            bench::closed_loop_with(
+                ctx.client_rt,
+                window,
+                o.concurrency,
+                &LABELS,
+                || http1::Conn::new(addr),
+                Arc::new(sender),
+                observe,
+            )
         }
     };
-    let (stats, (cpu, server, drained)) = bench::closed_loop(
-        ctx.client_rt,
-        window,
-        o.concurrency,
-        &LABELS,
-        Arc::new(sender),
-        || ctx.observe(window.measure_start, window.measure_end),
-    );
     let what = match target {
         Target::Notify => "saturation, closed loop over HTTP",
         Target::Healthz(_) => {
@@ -1292,9 +1444,10 @@ fn main() {
     );
     let _ = writeln!(
         out,
-        "- load: HTTP/1.1 keep-alive (reqwest), {} client runtime threads; providers = {}; \
+        "- load: {}, {} client runtime threads; providers = {}; \
          round-robin over {} kinds; {} distinct pre-signed bodies per kind (signed in \
          {:.1} s before measuring; APIv3 headers re-signed before each phase)",
+        o.client.describe(),
         o.client_threads,
         o.providers_label,
         kinds.len(),

@@ -376,7 +376,7 @@ async fn trickle(args: &Args) -> anyhow::Result<()> {
         };
         scenario::play(&sim, &scenario)?;
         played += 1;
-        if played % 10 == 0 {
+        if played.is_multiple_of(10) {
             let s = sim.summary();
             eprintln!(
                 "orders {} · notifications {} · acked {} · in flight {}",
