@@ -87,10 +87,10 @@ OPTIONS:
     --providers <LIST>                alipay | wechat_v3 | wechat_v2 | all, or a
                                       comma list                [alipay,wechat_v3]
     --workers <N>                     worker instances                   [1]
-    --worker-concurrency <N>          worker.concurrency                 [16]
-    --prefetch <N>                    worker.prefetch                    [64]
+    --worker-concurrency <N>          worker.concurrency                 [64]
+    --prefetch <N>                    worker.prefetch                    [128]
     --batch-max <N>                   worker.batch_max (1 = a transaction
-                                      per message)                       [16]
+                                      per message)                       [8]
     --pg-connections <N>              postgres.max_connections per worker [16]
     --outbox-batch <N>                worker.outbox_batch                [200]
     --outbox-poll-ms <N>              worker.outbox_poll_ms              [500]
@@ -168,9 +168,9 @@ fn parse_options() -> Result<Options, String> {
         kinds: vec![Kind::AlipayPayment, Kind::V3Transaction],
         providers_label: "alipay,wechat_v3".into(),
         workers: 1,
-        worker_concurrency: 16,
-        batch_max: 16,
-        prefetch: 64,
+        worker_concurrency: 64,
+        batch_max: 8,
+        prefetch: 128,
         pg_connections: 16,
         outbox_batch: 200,
         outbox_poll_ms: 500,
