@@ -139,6 +139,7 @@ impl Processor {
                 Ok(token) => token,
                 Err(disposition) => return disposition,
             };
+            self.metrics.batch(1);
             self.apply_claimed(delivery, publish, &envelope, token)
                 .await
         }

@@ -160,7 +160,7 @@ impl Metrics {
         );
         registry.register(
             "worker_batch_size",
-            "Messages applied together in one database transaction",
+            "Messages applied together in one database transaction (1: a message alone)",
             batch_size.clone(),
         );
         let metrics = Self {
