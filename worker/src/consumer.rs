@@ -218,10 +218,10 @@ impl Processor {
             .zip(&expectations)
             .map(|((_, envelope, _), expect)| (envelope, expect))
             .collect();
-        let result = match items.len() {
-            0 => return dispositions,
-            _ => apply::apply_batch(&self.pool, &items).await,
-        };
+        if items.is_empty() {
+            return dispositions;
+        }
+        let result = apply::apply_batch(&self.pool, &items).await;
         drop(items);
         self.metrics.batch(claimed.len());
         match result {
