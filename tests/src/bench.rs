@@ -288,15 +288,22 @@ where
         connections,
         labels,
         Arc::new(client(connections)),
-        Arc::new(move |c: reqwest::Client, i| {
-            let sent = sender(c.clone(), i);
-            async move {
-                let (k, r) = sent.await;
-                (c, k, r)
-            }
-        }),
+        Arc::new(move |c: reqwest::Client, i| handing_back(c.clone(), sender(c, i))),
         observe,
     )
+}
+
+/// A reqwest send as the `_with` drivers want it: the (shared, cloned) client comes
+/// back with the kind and the outcome.
+async fn handing_back<F>(
+    client: reqwest::Client,
+    sent: F,
+) -> (reqwest::Client, usize, Result<(), String>)
+where
+    F: Future<Output = (usize, Result<(), String>)>,
+{
+    let (kind, result) = sent.await;
+    (client, kind, result)
 }
 
 /// [`open_loop`] over any [`Connections`]: `sender(conn, i)` sends request `i` on
@@ -392,13 +399,7 @@ where
         concurrency,
         labels,
         || client(1),
-        Arc::new(move |c: reqwest::Client, i| {
-            let sent = sender(c.clone(), i);
-            async move {
-                let (k, r) = sent.await;
-                (c, k, r)
-            }
-        }),
+        Arc::new(move |c: reqwest::Client, i| handing_back(c.clone(), sender(c, i))),
         observe,
     )
 }

@@ -59,31 +59,21 @@ impl Drop for TestDb {
 /// test's runtime may be a single thread blocked right here: a fresh connection on a
 /// private runtime in a thread.
 pub fn drop_schema_blocking(url: String, schema: String) {
-    let _ = std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
+    crate::harness::block_on_detached(move || async move {
+        let connect = PgConnection::connect(&url);
+        let Ok(Ok(mut conn)) = tokio::time::timeout(Duration::from_secs(5), connect).await else {
             return;
         };
-        rt.block_on(async move {
-            let connect = PgConnection::connect(&url);
-            let Ok(Ok(mut conn)) = tokio::time::timeout(Duration::from_secs(5), connect).await
-            else {
-                return;
-            };
-            let _ = sqlx::query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                 WHERE application_name = $1 AND pid <> pg_backend_pid()",
-            )
-            .bind(&schema)
+        let _ = sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&schema)
+        .execute(&mut conn)
+        .await;
+        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
             .execute(&mut conn)
             .await;
-            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                .execute(&mut conn)
-                .await;
-            let _ = conn.close().await;
-        });
-    })
-    .join();
+        let _ = conn.close().await;
+    });
 }

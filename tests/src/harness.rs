@@ -125,6 +125,26 @@ pub fn metric_value(exposition: &str, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Runs `cleanup` to completion from a `Drop`, which cannot await and may run while the
+/// test's own runtime is a single thread blocked right there (or already gone): on a
+/// private current-thread runtime in a thread of its own, joined before returning.
+/// Failures are ignored: cleanup is best effort.
+pub fn block_on_detached<F>(cleanup: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()>,
+{
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(cleanup());
+    })
+    .join();
+}
+
 /// Deletes a test's queues and exchanges when dropped — also when the test panicked.
 #[derive(Debug)]
 pub struct TopologyCleanup(pub Names);
@@ -132,47 +152,37 @@ pub struct TopologyCleanup(pub Names);
 impl Drop for TopologyCleanup {
     fn drop(&mut self) {
         let names = self.0.clone();
-        // Drop cannot await; run the deletion on a private runtime in a thread.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+        block_on_detached(move || async move {
+            let Ok(Ok(conn)) = tokio::time::timeout(
+                Duration::from_secs(5),
+                Connection::connect(&amqp_url(), ConnectionProperties::default()),
+            )
+            .await
             else {
                 return;
             };
-            rt.block_on(async move {
-                let Ok(Ok(conn)) = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    Connection::connect(&amqp_url(), ConnectionProperties::default()),
-                )
-                .await
-                else {
-                    return;
-                };
-                if let Ok(ch) = conn.create_channel().await {
-                    let mut queues = vec![
-                        names.work.clone(),
-                        names.parked.clone(),
-                        names.events_unrouted.clone(),
-                        format!("{}.tap", names.prefix),
-                    ];
-                    queues.extend((0..8).map(|i| names.retry(i)));
-                    for q in queues {
-                        let _ = ch
-                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                    for x in [&names.notifications, &names.events, &names.events_unrouted] {
-                        let _ = ch
-                            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
-                            .await;
-                    }
+            if let Ok(ch) = conn.create_channel().await {
+                let mut queues = vec![
+                    names.work.clone(),
+                    names.parked.clone(),
+                    names.events_unrouted.clone(),
+                    format!("{}.tap", names.prefix),
+                ];
+                queues.extend((0..8).map(|i| names.retry(i)));
+                for q in queues {
+                    let _ = ch
+                        .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                        .await;
                 }
-                let _ = conn.close(200, "cleanup".into()).await;
-                delete_redis_keys(&names.prefix).await;
-            });
-        })
-        .join();
+                for x in [&names.notifications, &names.events, &names.events_unrouted] {
+                    let _ = ch
+                        .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                        .await;
+                }
+            }
+            let _ = conn.close(200, "cleanup".into()).await;
+            delete_redis_keys(&names.prefix).await;
+        });
     }
 }
 

@@ -591,7 +591,7 @@ async fn messages_that_arrive_together_are_applied_in_batches_and_a_bad_one_is_p
     let batched = worker.metric("payhook_worker_batch_size_sum");
     assert!(batched >= 40.0, "{batched} messages in batches");
     assert!(
-        batches >= 1.0 && batches < 41.0,
+        (1.0..41.0).contains(&batches),
         "{batches} transactions for {batched} messages"
     );
     worker.stop().await;

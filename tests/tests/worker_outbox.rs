@@ -50,18 +50,9 @@ impl Drop for Topology {
     fn drop(&mut self) {
         let queues = self.queues.clone();
         let exchanges = self.exchanges.clone();
-        // Drop cannot await, and the test's runtime may be gone or blocked: clean up on
-        // a private runtime in a thread.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(delete_topology(&queues, &exchanges));
-        })
-        .join();
+        payhook_tests::harness::block_on_detached(move || async move {
+            delete_topology(&queues, &exchanges).await;
+        });
     }
 }
 
