@@ -1184,3 +1184,172 @@ async fn concurrent_batches_over_the_same_payments_neither_deadlock_nor_double_a
     assert_eq!(applied_count, orders.len(), "each payment applied once");
     assert_eq!(outbox_rows(&db).await, orders.len() as i64);
 }
+
+/// Every row the apply path writes, without generated ids and clock readings, sorted:
+/// two schemas that applied the same envelopes compare equal.
+async fn written(db: &TestDb) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT format('payment %s %s %s %s %s %s %s %s %s %s %s', provider, out_trade_no,
+                state, registered, total_amount, paid_amount, refunded_amount,
+                provider_trade_no, paid_at, quarantined, quarantine_reason)
+         FROM payments
+         UNION ALL
+         SELECT format('transition %s %s %s %s %s %s %s', transition_key, kind, status,
+                from_state, to_state, event_id, source)
+         FROM transitions
+         UNION ALL
+         SELECT format('refund %s %s %s %s %s', out_refund_no, status, amount,
+                amount_cumulative, provider_refund_no)
+         FROM refunds
+         UNION ALL
+         SELECT format('notification %s %s %s', event_id, outcome, envelope->>'event_id')
+         FROM notifications
+         UNION ALL
+         SELECT format('event %s %s %s', t.transition_key, o.routing_key, o.payload->'data')
+         FROM outbox o JOIN transitions t ON t.id = o.transition_id
+         ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("snapshot")
+}
+
+/// A batch of different orders takes the two-statement path (`bulk`): each of its
+/// envelopes must end exactly as it ends applied alone — every outcome (applied,
+/// duplicate, duplicate transition, quarantined, recorded), every row and every event.
+#[tokio::test]
+async fn a_batch_of_different_orders_writes_what_applying_them_one_by_one_writes() {
+    let (bulk, alone) = (TestDb::new().await, TestDb::new().await);
+    let o: Vec<String> = (0..12).map(|_| unique("o")).collect();
+    let right = Expectations {
+        app_id: Some("2021000000000001".into()),
+        ..Expectations::default()
+    };
+    let none = Expectations::default();
+
+    // What both schemas hold before the batch.
+    let paid_before = paid(Provider::Alipay, &o[0], 300);
+    let resend_of = paid(Provider::WechatV2, &o[1], 200);
+    let seen = paid(Provider::WechatV3, &o[2], 100);
+    let partly_refunded = paid(Provider::Alipay, &o[10], 500);
+    for db in [&bulk, &alone] {
+        for e in [&paid_before, &resend_of, &seen, &partly_refunded] {
+            apply(db, e).await;
+        }
+        for (order, amount) in [(&o[4], 8888), (&o[5], 100)] {
+            db::register(&db.pool, &new_order(Provider::Alipay, order, amount))
+                .await
+                .expect("registers");
+        }
+    }
+
+    let pending = envelope(
+        Provider::Alipay,
+        Kind::Payment,
+        Status::Pending,
+        Normalized {
+            out_trade_no: Some(o[6].clone()),
+            provider_status: "WAIT_BUYER_PAY".into(),
+            currency: "CNY".into(),
+            ..Normalized::default()
+        },
+    );
+    let refund_processing = envelope(
+        Provider::WechatV3,
+        Kind::Refund,
+        Status::RefundProcessing,
+        Normalized {
+            out_trade_no: Some(o[7].clone()),
+            out_refund_no: Some(unique("r")),
+            refund_amount: Some(50),
+            provider_status: "PROCESSING".into(),
+            currency: "CNY".into(),
+            ..Normalized::default()
+        },
+    );
+    let mut cumulative = refunded(Provider::Alipay, &o[10], &o[10], 200);
+    cumulative.fields.refund_amount_cumulative = true;
+    let mut wrong_app = paid(Provider::Alipay, &o[11], 100);
+    wrong_app.fields.app_id = Some("2021000000000999".into());
+    let batch: Vec<(Envelope, &Expectations)> = vec![
+        (refunded(Provider::Alipay, &o[0], &unique("r"), 100), &none),
+        (resent(&resend_of), &none),
+        (seen.clone(), &none),
+        (paid(Provider::Alipay, &o[3], 700), &none),
+        (paid(Provider::Alipay, &o[4], 100), &none),
+        (paid(Provider::Alipay, &o[5], 100), &none),
+        (pending, &none),
+        (refund_processing, &none),
+        (refunded(Provider::WechatV3, &o[8], &unique("r"), 40), &none),
+        (closed(Provider::WechatV2, &o[9]), &none),
+        (cumulative, &none),
+        (wrong_app, &right),
+    ];
+    let items: Vec<(&Envelope, &Expectations)> = batch.iter().map(|(e, x)| (e, *x)).collect();
+    assert!(
+        db::apply::batch_is_bulk(&items),
+        "the batch takes the bulk path"
+    );
+
+    let batched = db::apply_batch(&bulk.pool, &items)
+        .await
+        .expect("the batch applies");
+    let mut one_by_one = Vec::new();
+    for (envelope, expect) in &items {
+        one_by_one.push(apply_expecting(&alone, envelope, expect).await);
+    }
+
+    assert_eq!(batched, one_by_one);
+    let labels: Vec<&str> = batched.iter().map(ApplyOutcome::label).collect();
+    assert_eq!(
+        labels,
+        [
+            "applied",
+            "duplicate_transition",
+            "duplicate",
+            "applied",
+            "quarantined",
+            "applied",
+            "recorded",
+            "recorded",
+            "applied",
+            "applied",
+            "applied",
+            "quarantined",
+        ]
+    );
+    let rows = written(&bulk).await;
+    assert_eq!(rows, written(&alone).await);
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("refund ") && r.contains(" REFUND_PROCESSING 50 ")),
+        "the refund in progress has its row: {rows:#?}"
+    );
+    // Applied again, the batch finds every notification recorded.
+    let again = db::apply_batch(&bulk.pool, &items)
+        .await
+        .expect("the batch applies");
+    assert!(
+        again.iter().all(|o| *o == ApplyOutcome::Duplicate),
+        "{again:?}"
+    );
+    assert_eq!(written(&bulk).await, rows);
+}
+
+/// A batch naming one payment twice is not a bulk batch: its envelopes run in turn.
+#[test]
+fn a_batch_naming_one_payment_twice_is_not_bulk() {
+    let order = unique("o");
+    let none = Expectations::default();
+    let (pay, refund) = (
+        paid(Provider::Alipay, &order, 300),
+        refunded(Provider::Alipay, &order, &unique("r"), 100),
+    );
+    let other = paid(Provider::Alipay, &unique("o"), 300);
+    assert!(db::apply::batch_is_bulk(&[(&pay, &none), (&other, &none)]));
+    assert!(!db::apply::batch_is_bulk(&[
+        (&pay, &none),
+        (&refund, &none)
+    ]));
+    assert!(!db::apply::batch_is_bulk(&[(&pay, &none), (&pay, &none)]));
+}

@@ -26,6 +26,7 @@ use payhook_shared::event::{
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
+use super::bulk;
 use super::cloudevents::{CloudEvent, EventKind};
 use super::facts::{self, Next};
 use super::rows::{self, Payment};
@@ -167,11 +168,15 @@ pub async fn apply(
 /// `items`, or the first error — then nothing of the batch was written (the caller
 /// applies them one by one to find which one fails, and why).
 ///
-/// The same statements as [`apply`] for each envelope, so every envelope keeps its
-/// exactly-once guards; what the batch saves is a `BEGIN`/`COMMIT` and a WAL flush
-/// per envelope. Envelopes are applied in the order of the payment they name, so that
-/// concurrent batches take the payments' row locks in one order and cannot deadlock
-/// on them; envelopes of one payment keep their relative order.
+/// Every envelope keeps its exactly-once guards; what the batch saves is round trips
+/// and a WAL flush per envelope. Envelopes are applied in the order of the payment they
+/// name, so that concurrent batches take the payments' row locks in one order and
+/// cannot deadlock on them; envelopes of one payment keep their relative order.
+///
+/// When the envelopes name distinct payments, transitions and refunds (the common
+/// case: different orders), the whole batch is `BEGIN`, two statements and `COMMIT`
+/// ([`super::bulk`]); otherwise each envelope runs the statements of [`apply`] in turn,
+/// so that a later one sees what an earlier one of the same payment wrote.
 pub async fn apply_batch(
     pool: &PgPool,
     items: &[(&Envelope, &Expectations)],
@@ -185,13 +190,122 @@ pub async fn apply_batch(
         .collect();
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
-    let mut outcomes = vec![ApplyOutcome::Duplicate; items.len()];
+    let plans: Vec<Plan<'_>> = items
+        .iter()
+        .map(|(envelope, _)| Plan::of(envelope))
+        .collect();
     let mut tx = pool.begin().await?;
-    for i in order {
-        let (envelope, expect) = items[i];
-        outcomes[i] = apply_in(&mut tx, envelope, expect).await?;
-    }
+    let outcomes = if items.len() > 1 && bulk_eligible(items, &plans) {
+        apply_bulk(&mut tx, items, &plans, &order).await?
+    } else {
+        let mut outcomes = vec![ApplyOutcome::Duplicate; items.len()];
+        for i in order {
+            let (envelope, expect) = items[i];
+            outcomes[i] = apply_in(&mut tx, envelope, expect).await?;
+        }
+        outcomes
+    };
     tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// Whether [`apply_batch`] applies `items` with one statement per step: every envelope
+/// names a payment, and no two are the same notification or name the same payment,
+/// transition or refund.
+pub fn batch_is_bulk(items: &[(&Envelope, &Expectations)]) -> bool {
+    let plans: Vec<Plan<'_>> = items
+        .iter()
+        .map(|(envelope, _)| Plan::of(envelope))
+        .collect();
+    bulk_eligible(items, &plans)
+}
+
+fn bulk_eligible(items: &[(&Envelope, &Expectations)], plans: &[Plan<'_>]) -> bool {
+    let Some(payments) = items
+        .iter()
+        .zip(plans)
+        .map(|((e, _), plan)| Some((e.provider.as_str(), e.merchant.as_str(), plan.out_trade_no?)))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return false;
+    };
+    let transitions = plans
+        .iter()
+        .map(|plan| plan.transition.as_ref().map(|(_, key)| key.as_str()));
+    let refunds = items.iter().map(|(e, _)| {
+        let refund = facts::is_refund(e.status) || e.status == Status::RefundProcessing;
+        let number = rows::refund_number(e).filter(|_| refund)?;
+        Some((e.provider.as_str(), e.merchant.as_str(), number.as_str()))
+    });
+    bulk::all_distinct(items.iter().map(|(e, _)| e.event_id.as_str()))
+        && bulk::all_distinct(payments)
+        && bulk::all_distinct(transitions.flatten())
+        && bulk::all_distinct(refunds.flatten())
+}
+
+/// [`apply_batch`] for a batch that [`bulk_eligible`] accepted: step 1 for all, then
+/// each envelope's decision, then step 2 for every transition at once. Quarantines
+/// and refunds in progress (rare) run their own statements in between; they touch
+/// only payments this transaction already locked.
+async fn apply_bulk(
+    conn: &mut PgConnection,
+    items: &[(&Envelope, &Expectations)],
+    plans: &[Plan<'_>],
+    order: &[usize],
+) -> Result<Vec<ApplyOutcome>, ApplyError> {
+    let recordings: Vec<_> = order
+        .iter()
+        .map(|&i| bulk::Recording {
+            envelope: items[i].0,
+            out_trade_no: plans[i].out_trade_no.unwrap_or_default(),
+            outcome: plans[i].expected_label(),
+        })
+        .collect();
+    let locked = bulk::record_and_lock_payments(conn, &recordings).await?;
+    let mut outcomes = vec![ApplyOutcome::Duplicate; items.len()];
+    // (input index, payment, next facts, event) of each transition to write.
+    let mut pending = Vec::new();
+    for (&i, payment) in order.iter().zip(locked) {
+        // None: already recorded, nothing written (the Duplicate already in place).
+        let Some(payment) = payment else { continue };
+        let (envelope, expect) = items[i];
+        let plan = &plans[i];
+        let out_trade_no = plan.out_trade_no.unwrap_or_default();
+        match decide(envelope, expect, plan, out_trade_no, &payment)? {
+            Step::Transition { next, event } => pending.push((i, payment, next, event)),
+            Step::Aside(aside) => {
+                let outcome =
+                    apply_aside(conn, envelope, plan, out_trade_no, &payment, aside).await?;
+                if outcome.label() != plan.expected_label() {
+                    rows::set_outcome(conn, &envelope.event_id, outcome.label()).await?;
+                }
+                outcomes[i] = outcome;
+            }
+        }
+    }
+    if pending.is_empty() {
+        return Ok(outcomes);
+    }
+    let transitions: Vec<_> = pending
+        .iter()
+        .map(|(i, payment, next, event)| rows::Transition {
+            key: plans[*i].transition_key(),
+            payment,
+            envelope: items[*i].0,
+            next,
+            event,
+        })
+        .collect();
+    let applied = bulk::apply_transitions(conn, &transitions).await?;
+    for (t, (i, ..)) in transitions.iter().zip(&pending) {
+        outcomes[*i] = if applied.contains(t.key) {
+            ApplyOutcome::Applied {
+                events: vec![t.event.routing_key()],
+            }
+        } else {
+            ApplyOutcome::DuplicateTransition
+        };
+    }
     Ok(outcomes)
 }
 
@@ -264,6 +378,11 @@ impl<'a> Plan<'a> {
 
     /// The outcome the audit row is inserted with: the one a new transition ends in
     /// (the common case), else `recorded`. Any other ending rewrites it.
+    /// The ledger key of the transition (empty when there is none).
+    fn transition_key(&self) -> &str {
+        self.transition.as_ref().map_or("", |(_, key)| key.as_str())
+    }
+
     fn expected_label(&self) -> &'static str {
         match self.transition {
             Some(_) => ApplyOutcome::Applied { events: Vec::new() }.label(),
@@ -314,6 +433,47 @@ fn check(envelope: &Envelope) -> Result<(), ApplyError> {
     Ok(())
 }
 
+/// What a notification seen for the first time does to its locked payment.
+enum Step {
+    /// A transition: the payment's next facts and the event announcing them.
+    Transition { next: Next, event: Box<CloudEvent> },
+    /// Anything else: statements of its own ([`apply_aside`]).
+    Aside(Aside),
+}
+
+enum Aside {
+    /// No transition: the audit row is all (plus the refund row of a refund in
+    /// progress).
+    Record,
+    /// A paid notification that must not be applied as paid.
+    Quarantine(String),
+}
+
+/// Decides [`Step`] (no database access).
+fn decide(
+    envelope: &Envelope,
+    expect: &Expectations,
+    plan: &Plan<'_>,
+    out_trade_no: &str,
+    payment: &Payment,
+) -> Result<Step, ApplyError> {
+    let Some((kind, key)) = &plan.transition else {
+        return Ok(Step::Aside(Aside::Record));
+    };
+    if envelope.status == Status::Paid
+        && let Some(reason) = mismatch(payment, envelope, expect)
+    {
+        return Ok(Step::Aside(Aside::Quarantine(reason)));
+    }
+    let next = facts::next_facts(payment, envelope)?;
+    let data = facts::event_data(envelope, out_trade_no, key, &payment.currency, &next, None);
+    let event = CloudEvent::new(*kind, data, OffsetDateTime::now_utc());
+    Ok(Step::Transition {
+        next,
+        event: Box::new(event),
+    })
+}
+
 /// Steps 3–4 for a notification seen for the first time, its payment locked.
 async fn apply_new(
     conn: &mut PgConnection,
@@ -323,23 +483,14 @@ async fn apply_new(
     out_trade_no: &str,
     payment: Payment,
 ) -> Result<ApplyOutcome, ApplyError> {
-    let Some((kind, key)) = &plan.transition else {
-        if envelope.status == Status::RefundProcessing {
-            rows::note_refund_in_progress(conn, payment.id, envelope).await?;
+    let (next, event) = match decide(envelope, expect, plan, out_trade_no, &payment)? {
+        Step::Transition { next, event } => (next, event),
+        Step::Aside(aside) => {
+            return apply_aside(conn, envelope, plan, out_trade_no, &payment, aside).await;
         }
-        return Ok(ApplyOutcome::Recorded);
     };
-    if envelope.status == Status::Paid
-        && let Some(reason) = mismatch(&payment, envelope, expect)
-    {
-        return quarantine(conn, &payment, envelope, out_trade_no, key, reason).await;
-    }
-
-    let next = facts::next_facts(&payment, envelope)?;
-    let data = facts::event_data(envelope, out_trade_no, key, &payment.currency, &next, None);
-    let event = CloudEvent::new(*kind, data, OffsetDateTime::now_utc());
     let transition = rows::Transition {
-        key,
+        key: plan.transition_key(),
         payment: &payment,
         envelope,
         next: &next,
@@ -351,6 +502,29 @@ async fn apply_new(
     Ok(ApplyOutcome::Applied {
         events: vec![event.routing_key()],
     })
+}
+
+/// An [`Aside`]: its own statements.
+async fn apply_aside(
+    conn: &mut PgConnection,
+    envelope: &Envelope,
+    plan: &Plan<'_>,
+    out_trade_no: &str,
+    payment: &Payment,
+    aside: Aside,
+) -> Result<ApplyOutcome, ApplyError> {
+    match aside {
+        Aside::Quarantine(reason) => {
+            let key = plan.transition_key();
+            quarantine(conn, payment, envelope, out_trade_no, key, reason).await
+        }
+        Aside::Record => {
+            if envelope.status == Status::RefundProcessing {
+                rows::note_refund_in_progress(conn, payment.id, envelope).await?;
+            }
+            Ok(ApplyOutcome::Recorded)
+        }
+    }
 }
 
 /// Why a paid notification must not be applied as paid, if it must not.

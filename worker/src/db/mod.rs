@@ -12,13 +12,17 @@
 //! - [`orders`]: order registration (expected amount and identities).
 //! - [`history`]: everything known about one payment, for the admin API.
 
+// First, so that its SQL macros are in scope for `bulk`.
+#[macro_use]
+mod rows;
+
 pub mod apply;
+mod bulk;
 pub mod cloudevents;
 mod facts;
 pub mod history;
 pub mod orders;
 pub mod refunds;
-mod rows;
 pub mod state;
 
 use std::str::FromStr as _;

@@ -288,7 +288,7 @@ pub(super) async fn apply_transition(
 
 /// Alipay full refunds may come without out_biz_no: the trade is the refund (the
 /// same rule as the transition key).
-fn refund_number(envelope: &Envelope) -> Option<&String> {
+pub(super) fn refund_number(envelope: &Envelope) -> Option<&String> {
     let f = &envelope.fields;
     f.out_refund_no.as_ref().or(f.out_trade_no.as_ref())
 }
