@@ -194,18 +194,21 @@ pub async fn apply_batch(
         .iter()
         .map(|(envelope, _)| Plan::of(envelope))
         .collect();
-    let mut tx = pool.begin().await?;
     let outcomes = if items.len() > 1 && bulk_eligible(items, &plans) {
-        apply_bulk(&mut tx, items, &plans, &order).await?
+        let mut tx = pool.begin_with(bulk::BEGIN).await?;
+        let outcomes = apply_bulk(&mut tx, items, &plans, &order).await?;
+        tx.commit().await?;
+        outcomes
     } else {
+        let mut tx = pool.begin().await?;
         let mut outcomes = vec![ApplyOutcome::Duplicate; items.len()];
         for i in order {
             let (envelope, expect) = items[i];
             outcomes[i] = apply_in(&mut tx, envelope, expect).await?;
         }
+        tx.commit().await?;
         outcomes
     };
-    tx.commit().await?;
     Ok(outcomes)
 }
 

@@ -148,8 +148,8 @@ impl CloudEvent {
 
     /// The JSON document stored in `outbox.payload`. Fails only for a `time` RFC 3339
     /// cannot express (a year beyond 9999).
-    pub fn to_json(&self) -> Result<serde_json::Value, serde_json::Error> {
-        serde_json::to_value(self)
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
     }
 }
 
@@ -184,7 +184,8 @@ mod tests {
         let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid time");
         let event = CloudEvent::new(EventKind::RefundSucceeded, data(), at);
         assert_eq!(event.routing_key(), "refund.succeeded.wechat_v3");
-        let doc = event.to_json().expect("serializes");
+        let doc: serde_json::Value =
+            serde_json::from_str(&event.to_json().expect("serializes")).expect("JSON");
         assert_eq!(
             doc,
             json!({

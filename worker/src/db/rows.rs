@@ -5,7 +5,6 @@
 
 use payhook_shared::event::Envelope;
 use sqlx::postgres::PgArguments;
-use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor, Postgres};
 use time::OffsetDateTime;
 
@@ -23,10 +22,15 @@ macro_rules! insert_notification {
     () => {
         "INSERT INTO notifications (event_id, provider, merchant, kind, status, source,
              out_trade_no, transition_key, request_id, received_at, outcome, envelope)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::json)
          ON CONFLICT (event_id) DO NOTHING
          RETURNING 1"
     };
+}
+
+/// The envelope as the audit row stores it (`notifications.envelope`, json).
+pub(super) fn envelope_json(envelope: &Envelope) -> Result<String, sqlx::Error> {
+    serde_json::to_string(envelope).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 /// Binds `$1`–`$12` of `insert_notification!()`.
@@ -34,8 +38,9 @@ fn bind_notification<'q, O>(
     query: sqlx::query::QueryAs<'q, Postgres, O, PgArguments>,
     envelope: &'q Envelope,
     outcome: &'static str,
-) -> sqlx::query::QueryAs<'q, Postgres, O, PgArguments> {
-    query
+) -> Result<sqlx::query::QueryAs<'q, Postgres, O, PgArguments>, sqlx::Error> {
+    let document = envelope_json(envelope)?;
+    Ok(query
         .bind(&envelope.event_id)
         .bind(envelope.provider.as_str())
         .bind(&envelope.merchant)
@@ -47,7 +52,7 @@ fn bind_notification<'q, O>(
         .bind(&envelope.request_id)
         .bind(envelope.received_at)
         .bind(outcome)
-        .bind(Json(envelope))
+        .bind(document))
 }
 
 /// Inserts the audit row of a notification that names no payment, with its final
@@ -59,7 +64,7 @@ pub(super) async fn record_notification(
     outcome: &'static str,
 ) -> Result<bool, sqlx::Error> {
     let query = sqlx::query_as::<_, (i32,)>(insert_notification!());
-    let inserted = bind_notification(query, envelope, outcome)
+    let inserted = bind_notification(query, envelope, outcome)?
         .fetch_optional(db)
         .await?;
     Ok(inserted.is_some())
@@ -124,7 +129,7 @@ pub(super) async fn record_and_lock_payment(
                    expected_mch_id, expected_payee, total_amount, paid_amount,
                    refunded_amount, provider_trade_no, paid_at, closed_at"
     );
-    bind_notification(sqlx::query_as(SQL), envelope, outcome)
+    bind_notification(sqlx::query_as(SQL), envelope, outcome)?
         .bind(out_trade_no)
         .bind(&envelope.fields.currency)
         .fetch_optional(conn)
@@ -214,7 +219,7 @@ macro_rules! apply_transition_sql {
                  WHERE id = $2 AND EXISTS (SELECT 1 FROM t)
              ), o AS (
                  INSERT INTO outbox (event_id, transition_id, routing_key, payload)
-                 SELECT $16, t.id, $17, $18 FROM t
+                 SELECT $16, t.id, $17, $18::json FROM t
              )",
             $refund,
             " SELECT id FROM t"
@@ -330,7 +335,7 @@ pub(super) async fn insert_outbox(
         .map_err(|e| ApplyError::Permanent(format!("event document: {e}")))?;
     sqlx::query(
         "INSERT INTO outbox (event_id, transition_id, routing_key, payload)
-         VALUES ($1, $2, $3, $4)",
+         VALUES ($1, $2, $3, $4::json)",
     )
     .bind(event.id)
     .bind(transition_id)
