@@ -20,6 +20,8 @@ use payhook_worker::db::history::PaymentHistory;
 use payhook_worker::db::{
     self, ApplyError, ApplyOutcome, Expectations, NewOrder, PaymentState, Registered,
 };
+use std::time::Duration;
+
 use time::OffsetDateTime;
 
 const MERCHANT: &str = Providers::MERCHANT;
@@ -1352,4 +1354,73 @@ fn a_batch_naming_one_payment_twice_is_not_bulk() {
         (&refund, &none)
     ]));
     assert!(!db::apply::batch_is_bulk(&[(&pay, &none), (&pay, &none)]));
+}
+
+/// The bulk path writes a payment nobody knew once, with its final facts. If another
+/// transaction creates that payment between the batch's two statements, the batch
+/// must not leave a payment without its transition: it starts over envelope by
+/// envelope, and every envelope still ends applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_created_by_another_transaction_mid_batch_still_applies_once() {
+    let db = TestDb::new().await;
+    let (contested, other) = (unique("o"), unique("o"));
+    let pay_contested = paid(Provider::Alipay, &contested, 100);
+    let pay_other = paid(Provider::Alipay, &other, 200);
+
+    // Another transaction holds a new, uncommitted row for the contested payment: the
+    // batch's step 1 cannot see it, and its step 2's insert waits on it.
+    let mut blocker = db.pool.begin().await.expect("begin");
+    let blocker_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *blocker)
+        .await
+        .expect("pid");
+    sqlx::query("INSERT INTO payments (provider, merchant, out_trade_no) VALUES ($1, $2, $3)")
+        .bind(Provider::Alipay.as_str())
+        .bind(MERCHANT)
+        .bind(&contested)
+        .execute(&mut *blocker)
+        .await
+        .expect("insert");
+
+    let pool = db.pool.clone();
+    let (a, b) = (pay_contested.clone(), pay_other.clone());
+    let batch = tokio::spawn(async move {
+        let none = Expectations::default();
+        let items = [(&a, &none), (&b, &none)];
+        assert!(db::apply::batch_is_bulk(&items));
+        db::apply_batch(&pool, &items).await
+    });
+    let waits = payhook_tests::harness::eventually_async(Duration::from_secs(20), || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+        )
+        .bind(blocker_pid)
+        .fetch_one(&db.pool)
+        .await
+        .expect("pg_stat_activity");
+        waiting > 0
+    })
+    .await;
+    assert!(
+        waits,
+        "the batch never waited on the other transaction's payment"
+    );
+    blocker.commit().await.expect("commit");
+
+    let outcomes = batch.await.expect("task").expect("the batch applies");
+    assert_eq!(
+        outcomes,
+        [
+            applied("payment.succeeded.alipay"),
+            applied("payment.succeeded.alipay")
+        ]
+    );
+    for (order, amount) in [(&contested, 100), (&other, 200)] {
+        let h = history(&db, Provider::Alipay, order).await;
+        assert_eq!(h.payment.state, PaymentState::Paid, "{order}");
+        assert_eq!(h.payment.paid_amount, Some(amount), "{order}");
+        assert_eq!(h.transitions.len(), 1, "{order}");
+        assert_eq!(event_keys(&h), ["payment.succeeded.alipay"], "{order}");
+    }
+    assert_eq!(outbox_rows(&db).await, 2);
 }

@@ -194,21 +194,23 @@ pub async fn apply_batch(
         .iter()
         .map(|(envelope, _)| Plan::of(envelope))
         .collect();
-    let outcomes = if items.len() > 1 && bulk_eligible(items, &plans) {
+    if items.len() > 1 && bulk_eligible(items, &plans) {
         let mut tx = pool.begin_with(bulk::BEGIN).await?;
-        let outcomes = apply_bulk(&mut tx, items, &plans, &order).await?;
-        tx.commit().await?;
-        outcomes
-    } else {
-        let mut tx = pool.begin().await?;
-        let mut outcomes = vec![ApplyOutcome::Duplicate; items.len()];
-        for i in order {
-            let (envelope, expect) = items[i];
-            outcomes[i] = apply_in(&mut tx, envelope, expect).await?;
+        if let Some(outcomes) = apply_bulk(&mut tx, items, &plans, &order).await? {
+            tx.commit().await?;
+            return Ok(outcomes);
         }
-        tx.commit().await?;
-        outcomes
-    };
+        // A payment appeared meanwhile: what the bulk statements wrote is wrong for
+        // it. Roll back and apply the batch envelope by envelope.
+        tx.rollback().await?;
+    }
+    let mut tx = pool.begin().await?;
+    let mut outcomes = vec![ApplyOutcome::Duplicate; items.len()];
+    for i in order {
+        let (envelope, expect) = items[i];
+        outcomes[i] = apply_in(&mut tx, envelope, expect).await?;
+    }
+    tx.commit().await?;
     Ok(outcomes)
 }
 
@@ -249,13 +251,17 @@ fn bulk_eligible(items: &[(&Envelope, &Expectations)], plans: &[Plan<'_>]) -> bo
 /// [`apply_batch`] for a batch that [`bulk_eligible`] accepted: step 1 for all, then
 /// each envelope's decision, then step 2 for every transition at once. Quarantines
 /// and refunds in progress (rare) run their own statements in between; they touch
-/// only payments this transaction already locked.
+/// only payments this transaction already locked, or create them (a payment
+/// nobody knew: no other transaction holds it).
+///
+/// `None`: the batch cannot be applied this way after all (see
+/// [`bulk::apply_transitions`]); the transaction must be rolled back.
 async fn apply_bulk(
     conn: &mut PgConnection,
     items: &[(&Envelope, &Expectations)],
     plans: &[Plan<'_>],
     order: &[usize],
-) -> Result<Vec<ApplyOutcome>, ApplyError> {
+) -> Result<Option<Vec<ApplyOutcome>>, ApplyError> {
     let recordings: Vec<_> = order
         .iter()
         .map(|&i| bulk::Recording {
@@ -264,52 +270,69 @@ async fn apply_bulk(
             outcome: plans[i].expected_label(),
         })
         .collect();
-    let locked = bulk::record_and_lock_payments(conn, &recordings).await?;
+    let found = bulk::record_and_lock_payments(conn, &recordings).await?;
     let mut outcomes = vec![ApplyOutcome::Duplicate; items.len()];
-    // (input index, payment, next facts, event) of each transition to write.
+    // (input index, payment, new payment?, next facts, event) of each transition.
     let mut pending = Vec::new();
-    for (&i, payment) in order.iter().zip(locked) {
-        // None: already recorded, nothing written (the Duplicate already in place).
-        let Some(payment) = payment else { continue };
+    for (&i, found) in order.iter().zip(found) {
         let (envelope, expect) = items[i];
         let plan = &plans[i];
         let out_trade_no = plan.out_trade_no.unwrap_or_default();
-        match decide(envelope, expect, plan, out_trade_no, &payment)? {
-            Step::Transition { next, event } => pending.push((i, payment, next, event)),
-            Step::Aside(aside) => {
-                let outcome =
-                    apply_aside(conn, envelope, plan, out_trade_no, &payment, aside).await?;
-                if outcome.label() != plan.expected_label() {
-                    rows::set_outcome(conn, &envelope.event_id, outcome.label()).await?;
-                }
-                outcomes[i] = outcome;
+        let (payment, new_payment) = match found {
+            // Already recorded: nothing written (the Duplicate already in place).
+            bulk::Found::Recorded => continue,
+            bulk::Found::Locked(payment) => (payment, false),
+            bulk::Found::New(payment) => (payment, true),
+        };
+        let outcome = match decide(envelope, expect, plan, out_trade_no, &payment)? {
+            Step::Transition { next, event } => {
+                pending.push((i, payment, new_payment, next, event));
+                continue;
             }
+            Step::Aside(aside) if !new_payment => {
+                apply_aside(conn, envelope, plan, out_trade_no, &payment, aside).await?
+            }
+            // Its own statements need the payment row: create it as step 1 of the
+            // one-envelope path does, and decide again on what that found.
+            Step::Aside(_) => {
+                let payment = rows::upsert_payment(conn, envelope, out_trade_no).await?;
+                apply_new(conn, envelope, expect, plan, out_trade_no, payment).await?
+            }
+        };
+        if outcome.label() != plan.expected_label() {
+            rows::set_outcome(conn, &envelope.event_id, outcome.label()).await?;
         }
+        outcomes[i] = outcome;
     }
     if pending.is_empty() {
-        return Ok(outcomes);
+        return Ok(Some(outcomes));
     }
     let transitions: Vec<_> = pending
         .iter()
-        .map(|(i, payment, next, event)| rows::Transition {
-            key: plans[*i].transition_key(),
-            payment,
-            envelope: items[*i].0,
-            next,
-            event,
+        .map(|(i, payment, new_payment, next, event)| bulk::Pending {
+            transition: rows::Transition {
+                key: plans[*i].transition_key(),
+                payment,
+                envelope: items[*i].0,
+                next,
+                event,
+            },
+            new_payment: *new_payment,
         })
         .collect();
-    let applied = bulk::apply_transitions(conn, &transitions).await?;
-    for (t, (i, ..)) in transitions.iter().zip(&pending) {
-        outcomes[*i] = if applied.contains(t.key) {
+    let Some(applied) = bulk::apply_transitions(conn, &transitions).await? else {
+        return Ok(None);
+    };
+    for (p, (i, ..)) in transitions.iter().zip(&pending) {
+        outcomes[*i] = if applied.contains(p.transition.key) {
             ApplyOutcome::Applied {
-                events: vec![t.event.routing_key()],
+                events: vec![p.transition.event.routing_key()],
             }
         } else {
             ApplyOutcome::DuplicateTransition
         };
     }
-    Ok(outcomes)
+    Ok(Some(outcomes))
 }
 
 /// The key [`apply_batch`] sorts on (stably, so envelopes of one payment keep their

@@ -2,14 +2,21 @@
 //! statements of the apply path, each written once for every envelope of the batch
 //! (`unnest` of one array per column), so a batch of any size costs `BEGIN`, two
 //! statements and `COMMIT`. The guards are those of [`super::rows`], row by row: the
-//! audit row's `event_id`, the payment's unique key (upserted, hence locked), the
-//! ledger's `transition_key`, and the outbox row tied to the ledger row.
+//! audit row's `event_id`, the payment's row lock (or, for a payment that does not
+//! exist yet, its unique key), the ledger's `transition_key`, and the outbox row tied to
+//! the ledger row.
+//!
+//! Two differences from the one-envelope path, both to write less: an existing payment
+//! is locked with `SELECT … FOR UPDATE` rather than touched by an upsert (its
+//! `updated_at` moves only when its facts do), and a payment that does not exist yet is
+//! inserted once, in step 2, with its final facts (one row version instead of a
+//! `PENDING` insert and a non-HOT update).
 //!
 //! A batch goes this way only when no two of its envelopes name the same payment, the
 //! same transition or the same refund, and no two are the same notification
-//! (`apply::bulk_eligible`): then no row of one statement
-//! depends on another row of the same statement, which a statement cannot see (and
-//! `ON CONFLICT DO UPDATE` refuses to touch one row twice).
+//! (`apply::bulk_eligible`): then no row of one statement depends on another row of the
+//! same statement, which a statement cannot see (and `ON CONFLICT DO UPDATE` refuses to
+//! touch one row twice).
 
 use std::collections::HashSet;
 
@@ -47,23 +54,38 @@ pub(super) fn all_distinct<T: Eq + std::hash::Hash>(items: impl IntoIterator<Ite
     items.into_iter().all(|item| seen.insert(item))
 }
 
-/// The row [`record_and_lock_payments`] returns: which input it answers (1-based, the
-/// `unnest … WITH ORDINALITY` position) and the locked payment.
+/// What step 1 found for one envelope.
+pub(super) enum Found {
+    /// The notification was already recorded: nothing was written for it.
+    Recorded,
+    /// The payment exists; this transaction holds its row lock.
+    Locked(Payment),
+    /// No payment row yet: what a new one would hold (`id` 0). Step 2 inserts it with
+    /// its final facts, in one write, instead of inserting it `PENDING` and updating it.
+    New(Payment),
+}
+
+/// The row [`record_and_lock_payments`] returns for each newly recorded notification:
+/// which input it answers (1-based, the `unnest … WITH ORDINALITY` position), whether
+/// its payment exists, and the payment (or a new one's defaults).
 #[derive(sqlx::FromRow)]
-struct Locked {
+struct Row {
     ord: i64,
+    exists: bool,
     #[sqlx(flatten)]
     payment: Payment,
 }
 
 /// Step 1 for every envelope at once: inserts the audit rows (`ON CONFLICT (event_id)
-/// DO NOTHING`) and, for those that were new, upserts and thereby locks their payments,
-/// in the order given (the caller's lock order). The answer is in the order given:
-/// `None` for a notification already recorded (nothing was written for it).
+/// DO NOTHING`) and, for those that were new, locks their existing payments
+/// (`FOR UPDATE`, in the order given: the caller's lock order). A payment that does not
+/// exist yet is not written here (see [`Found::New`]). The answer is in the order given.
 pub(super) async fn record_and_lock_payments(
     conn: &mut PgConnection,
     items: &[Recording<'_>],
-) -> Result<Vec<Option<Payment>>, sqlx::Error> {
+) -> Result<Vec<Found>, sqlx::Error> {
+    // The defaults of a new payment row are the table's (migrations): PENDING, not
+    // registered, nothing refunded, the notification's currency.
     const SQL: &str = "
         WITH i AS (
             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
@@ -81,23 +103,26 @@ pub(super) async fn record_and_lock_payments(
             ON CONFLICT (event_id) DO NOTHING
             RETURNING event_id
         ), p AS (
-            INSERT INTO payments (provider, merchant, out_trade_no, currency)
-            SELECT i.provider, i.merchant, i.payment_no, i.currency
-            FROM i JOIN n ON n.event_id = i.event_id ORDER BY i.ord
-            ON CONFLICT (provider, merchant, out_trade_no) DO UPDATE SET updated_at = now()
-            RETURNING id, provider, merchant, out_trade_no, state, registered,
-                expected_amount, currency, expected_app_id, expected_mch_id,
-                expected_payee, total_amount, paid_amount, refunded_amount,
-                provider_trade_no, paid_at, closed_at
+            SELECT i.ord, p.id, p.state, p.registered, p.expected_amount, p.currency,
+                p.expected_app_id, p.expected_mch_id, p.expected_payee, p.total_amount,
+                p.paid_amount, p.refunded_amount, p.provider_trade_no, p.paid_at,
+                p.closed_at
+            FROM i JOIN n ON n.event_id = i.event_id
+                JOIN payments p ON p.provider = i.provider AND p.merchant = i.merchant
+                    AND p.out_trade_no = i.payment_no
+            ORDER BY i.ord
+            FOR UPDATE OF p
         )
-        SELECT i.ord, p.id, p.state, p.registered, p.expected_amount, p.currency,
+        SELECT i.ord, p.id IS NOT NULL AS exists, COALESCE(p.id, 0) AS id,
+            COALESCE(p.state, 'PENDING') AS state, COALESCE(p.registered, FALSE) AS registered,
+            p.expected_amount, COALESCE(p.currency, i.currency) AS currency,
             p.expected_app_id, p.expected_mch_id, p.expected_payee, p.total_amount,
-            p.paid_amount, p.refunded_amount, p.provider_trade_no, p.paid_at, p.closed_at
-        FROM p JOIN i ON i.provider = p.provider AND i.merchant = p.merchant
-            AND i.payment_no = p.out_trade_no";
+            p.paid_amount, COALESCE(p.refunded_amount, 0) AS refunded_amount,
+            p.provider_trade_no, p.paid_at, p.closed_at
+        FROM i JOIN n ON n.event_id = i.event_id LEFT JOIN p ON p.ord = i.ord";
     let envelopes = || items.iter().map(|r| r.envelope);
     let texts = |f: fn(&Envelope) -> &str| envelopes().map(f).collect::<Vec<_>>();
-    let rows: Vec<Locked> = sqlx::query_as(SQL)
+    let rows: Vec<Row> = sqlx::query_as(SQL)
         .bind(texts(|e| &e.event_id))
         .bind(texts(|e| e.provider.as_str()))
         .bind(texts(|e| &e.merchant))
@@ -126,43 +151,75 @@ pub(super) async fn record_and_lock_payments(
         .bind(texts(|e| &e.fields.currency))
         .fetch_all(conn)
         .await?;
-    let mut locked: Vec<Option<Payment>> = items.iter().map(|_| None).collect();
+    let mut found: Vec<Found> = items.iter().map(|_| Found::Recorded).collect();
     for row in rows {
         let slot = usize::try_from(row.ord - 1)
             .ok()
-            .and_then(|i| locked.get_mut(i))
+            .and_then(|i| found.get_mut(i))
             .ok_or_else(|| sqlx::Error::Protocol(format!("unexpected ordinal {}", row.ord)))?;
-        *slot = Some(row.payment);
+        *slot = if row.exists {
+            Found::Locked(row.payment)
+        } else {
+            Found::New(row.payment)
+        };
     }
-    Ok(locked)
+    Ok(found)
+}
+
+/// One transition of step 2; `new_payment`: the payment does not exist yet
+/// ([`Found::New`]), and is inserted with the transition's facts.
+pub(super) struct Pending<'a> {
+    pub(super) transition: Transition<'a>,
+    pub(super) new_payment: bool,
 }
 
 /// Step 2 for every transition at once, as `rows::apply_transition` does for one: the
-/// ledger rows (`t`), and for each one that was new, the payment's new facts (`p`), its
-/// outbox event (`o`) and, for a refund, the refund row (`r`); the audit row of every
-/// transition that was already applied gets its outcome (`d`). Returns the keys of the
-/// transitions applied now.
+/// new payments with their facts (`np`), the ledger rows (`t`), and for each one that
+/// was new, the existing payment's new facts (`p`), its outbox event (`o`) and, for a
+/// refund, the refund row (`r`); the audit row of every transition that was already
+/// applied gets its outcome (`d`). Returns the keys of the transitions applied now.
+///
+/// `None`: a payment this batch found missing in step 1 exists now (another
+/// transaction created it since; the unique key made this one wait for it), or a new
+/// payment's transition was already applied. Then what this statement wrote is wrong
+/// for that payment: the caller rolls the transaction back and applies the batch the
+/// other way.
 pub(super) async fn apply_transitions(
     conn: &mut PgConnection,
-    items: &[Transition<'_>],
-) -> Result<HashSet<String>, ApplyError> {
+    items: &[Pending<'_>],
+) -> Result<Option<HashSet<String>>, ApplyError> {
     const SQL: &str = concat!(
         "WITH i AS (
             SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[],
                 $5::text[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::int8[],
                 $11::int8[], $12::text[], $13::timestamptz[], $14::timestamptz[],
                 $15::uuid[], $16::text[], $17::text[], $18::bool[], $19::text[],
-                $20::text[], $21::text[], $22::int8[], $23::bool[], $24::text[])
+                $20::text[], $21::text[], $22::int8[], $23::bool[], $24::text[],
+                $25::text[], $26::text[], $27::bool[])
                 WITH ORDINALITY AS i(key, payment_id, kind, status, from_state, to_state,
                     event_id, source, total_amount, paid_amount, refunded_amount,
                     provider_trade_no, paid_at, closed_at, outbox_id, routing_key,
                     payload, refund, provider, merchant, out_refund_no, refund_amount,
-                    refund_cumulative, provider_refund_no, ord)
+                    refund_cumulative, provider_refund_no, payment_no, currency,
+                    new_payment, ord)
+        ), np AS (
+            INSERT INTO payments (provider, merchant, out_trade_no, currency, state,
+                total_amount, paid_amount, refunded_amount, provider_trade_no, paid_at,
+                closed_at)
+            SELECT provider, merchant, payment_no, currency, to_state, total_amount,
+                paid_amount, refunded_amount, provider_trade_no, paid_at, closed_at
+            FROM i WHERE new_payment ORDER BY ord
+            ON CONFLICT (provider, merchant, out_trade_no) DO NOTHING
+            RETURNING id, provider, merchant, out_trade_no
+        ), j AS (
+            SELECT i.*, CASE WHEN i.new_payment THEN np.id ELSE i.payment_id END AS pid
+            FROM i LEFT JOIN np ON i.new_payment AND np.provider = i.provider
+                AND np.merchant = i.merchant AND np.out_trade_no = i.payment_no
         ), t AS (
             INSERT INTO transitions (transition_key, payment_id, kind, status, from_state,
                 to_state, event_id, source)
-            SELECT key, payment_id, kind, status, from_state, to_state, event_id, source
-            FROM i ORDER BY ord
+            SELECT key, pid, kind, status, from_state, to_state, event_id, source
+            FROM j WHERE pid IS NOT NULL ORDER BY ord
             ON CONFLICT (transition_key) DO NOTHING
             RETURNING id, transition_key
         ), p AS (
@@ -171,95 +228,68 @@ pub(super) async fn apply_transitions(
                 provider_trade_no = i.provider_trade_no, paid_at = i.paid_at,
                 closed_at = i.closed_at, updated_at = now()
             FROM i JOIN t ON t.transition_key = i.key
-            WHERE payments.id = i.payment_id
+            WHERE payments.id = i.payment_id AND NOT i.new_payment
         ), o AS (
             INSERT INTO outbox (event_id, transition_id, routing_key, payload)
-            SELECT i.outbox_id, t.id, i.routing_key, i.payload::json
-            FROM i JOIN t ON t.transition_key = i.key ORDER BY i.ord
+            SELECT j.outbox_id, t.id, j.routing_key, j.payload::json
+            FROM j JOIN t ON t.transition_key = j.key ORDER BY j.ord
         ), r AS (
             INSERT INTO refunds (payment_id, provider, merchant, out_refund_no, status,
                 amount, amount_cumulative, provider_refund_no)
-            SELECT i.payment_id, i.provider, i.merchant, i.out_refund_no, i.status,
-                i.refund_amount, i.refund_cumulative, i.provider_refund_no
-            FROM i JOIN t ON t.transition_key = i.key
-            WHERE i.refund ORDER BY i.ord ",
+            SELECT j.pid, j.provider, j.merchant, j.out_refund_no, j.status,
+                j.refund_amount, j.refund_cumulative, j.provider_refund_no
+            FROM j JOIN t ON t.transition_key = j.key
+            WHERE j.refund ORDER BY j.ord ",
         refund_transition_conflict!(),
         "), d AS (
             UPDATE notifications SET outcome = 'duplicate_transition'
-            FROM i WHERE notifications.event_id = i.event_id
-                AND NOT EXISTS (SELECT 1 FROM t WHERE t.transition_key = i.key)
+            FROM j WHERE notifications.event_id = j.event_id AND j.pid IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM t WHERE t.transition_key = j.key)
         )
-        SELECT transition_key FROM t"
+        SELECT j.key, j.new_payment, j.pid IS NOT NULL AS has_payment,
+            t.id IS NOT NULL AS applied
+        FROM j LEFT JOIN t ON t.transition_key = j.key"
     );
     let payloads = items
         .iter()
-        .map(|t| t.event.to_json())
+        .map(|p| p.transition.event.to_json())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApplyError::Permanent(format!("event document: {e}")))?;
-    let envelopes = || items.iter().map(|t| t.envelope);
+    let ts = || items.iter().map(|p| &p.transition);
+    let envelopes = || ts().map(|t| t.envelope);
     let texts = |f: fn(&Envelope) -> &str| envelopes().map(f).collect::<Vec<_>>();
-    let refunds = || {
-        items
-            .iter()
-            .map(|t| is_refund(t.envelope.status).then_some(t.envelope))
-    };
-    let keys: Vec<String> = sqlx::query_scalar(SQL)
-        .bind(items.iter().map(|t| t.key).collect::<Vec<_>>())
-        .bind(items.iter().map(|t| t.payment.id).collect::<Vec<_>>())
+    let refunds = || envelopes().map(|e| is_refund(e.status).then_some(e));
+    let rows: Vec<(String, bool, bool, bool)> = sqlx::query_as(SQL)
+        .bind(ts().map(|t| t.key).collect::<Vec<_>>())
+        .bind(
+            items
+                .iter()
+                .map(|p| (!p.new_payment).then_some(p.transition.payment.id))
+                .collect::<Vec<_>>(),
+        )
         .bind(texts(|e| e.kind.as_str()))
         .bind(texts(|e| status_label(e.status)))
-        .bind(
-            items
-                .iter()
-                .map(|t| t.payment.state.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            items
-                .iter()
-                .map(|t| t.next.state.as_str())
-                .collect::<Vec<_>>(),
-        )
+        .bind(ts().map(|t| t.payment.state.as_str()).collect::<Vec<_>>())
+        .bind(ts().map(|t| t.next.state.as_str()).collect::<Vec<_>>())
         .bind(texts(|e| &e.event_id))
         .bind(texts(source_label))
+        .bind(ts().map(|t| t.next.total_amount).collect::<Vec<_>>())
+        .bind(ts().map(|t| t.next.paid_amount).collect::<Vec<_>>())
+        .bind(ts().map(|t| t.next.refunded_amount).collect::<Vec<_>>())
         .bind(
-            items
-                .iter()
-                .map(|t| t.next.total_amount)
-                .collect::<Vec<_>>(),
-        )
-        .bind(items.iter().map(|t| t.next.paid_amount).collect::<Vec<_>>())
-        .bind(
-            items
-                .iter()
-                .map(|t| t.next.refunded_amount)
+            ts().map(|t| t.next.provider_trade_no.as_deref())
                 .collect::<Vec<_>>(),
         )
         .bind(
-            items
-                .iter()
-                .map(|t| t.next.provider_trade_no.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            items
-                .iter()
-                .map(|t| t.next.paid_at)
+            ts().map(|t| t.next.paid_at)
                 .collect::<Vec<Option<OffsetDateTime>>>(),
         )
         .bind(
-            items
-                .iter()
-                .map(|t| t.next.closed_at)
+            ts().map(|t| t.next.closed_at)
                 .collect::<Vec<Option<OffsetDateTime>>>(),
         )
-        .bind(items.iter().map(|t| t.event.id).collect::<Vec<Uuid>>())
-        .bind(
-            items
-                .iter()
-                .map(|t| t.event.routing_key())
-                .collect::<Vec<_>>(),
-        )
+        .bind(ts().map(|t| t.event.id).collect::<Vec<Uuid>>())
+        .bind(ts().map(|t| t.event.routing_key()).collect::<Vec<_>>())
         .bind(payloads)
         .bind(refunds().map(|r| r.is_some()).collect::<Vec<_>>())
         .bind(texts(|e| e.provider.as_str()))
@@ -284,7 +314,23 @@ pub(super) async fn apply_transitions(
                 .map(|r| r.and_then(|e| e.fields.provider_refund_no.as_deref()))
                 .collect::<Vec<_>>(),
         )
+        .bind(
+            envelopes()
+                .map(|e| e.fields.out_trade_no.as_deref().unwrap_or_default())
+                .collect::<Vec<_>>(),
+        )
+        .bind(texts(|e| &e.fields.currency))
+        .bind(items.iter().map(|p| p.new_payment).collect::<Vec<_>>())
         .fetch_all(conn)
         .await?;
-    Ok(keys.into_iter().collect())
+    let mut applied = HashSet::new();
+    for (key, new_payment, has_payment, was_applied) in rows {
+        if !has_payment || (new_payment && !was_applied) {
+            return Ok(None);
+        }
+        if was_applied {
+            applied.insert(key);
+        }
+    }
+    Ok(Some(applied))
 }
