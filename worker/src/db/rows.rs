@@ -85,6 +85,21 @@ pub(super) async fn set_outcome(
     Ok(())
 }
 
+/// Creates a payment row from `$source` (provider, merchant, out_trade_no, currency) if
+/// it does not exist, and returns it locked either way: the upsert takes the row lock.
+macro_rules! upsert_payment {
+    ($source:expr) => {
+        concat!(
+            "INSERT INTO payments (provider, merchant, out_trade_no, currency) ",
+            $source,
+            " ON CONFLICT (provider, merchant, out_trade_no) DO UPDATE SET updated_at = now()
+             RETURNING id, state, registered, expected_amount, currency, expected_app_id,
+                       expected_mch_id, expected_payee, total_amount, paid_amount,
+                       refunded_amount, provider_trade_no, paid_at, closed_at"
+        )
+    };
+}
+
 /// The locked payment row, as the transaction found it.
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct Payment {
@@ -121,13 +136,8 @@ pub(super) async fn record_and_lock_payment(
     const SQL: &str = concat!(
         "WITH n AS (",
         insert_notification!(),
-        ")
-         INSERT INTO payments (provider, merchant, out_trade_no, currency)
-         SELECT $2, $3, $13, $14 FROM n
-         ON CONFLICT (provider, merchant, out_trade_no) DO UPDATE SET updated_at = now()
-         RETURNING id, state, registered, expected_amount, currency, expected_app_id,
-                   expected_mch_id, expected_payee, total_amount, paid_amount,
-                   refunded_amount, provider_trade_no, paid_at, closed_at"
+        ") ",
+        upsert_payment!("SELECT $2, $3, $13, $14 FROM n")
     );
     bind_notification(sqlx::query_as(SQL), envelope, outcome)?
         .bind(out_trade_no)
@@ -143,20 +153,13 @@ pub(super) async fn upsert_payment(
     envelope: &Envelope,
     out_trade_no: &str,
 ) -> Result<Payment, sqlx::Error> {
-    sqlx::query_as(
-        "INSERT INTO payments (provider, merchant, out_trade_no, currency)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT (provider, merchant, out_trade_no) DO UPDATE SET updated_at = now()
-         RETURNING id, state, registered, expected_amount, currency, expected_app_id,
-                   expected_mch_id, expected_payee, total_amount, paid_amount,
-                   refunded_amount, provider_trade_no, paid_at, closed_at",
-    )
-    .bind(envelope.provider.as_str())
-    .bind(&envelope.merchant)
-    .bind(out_trade_no)
-    .bind(&envelope.fields.currency)
-    .fetch_one(conn)
-    .await
+    sqlx::query_as(upsert_payment!("VALUES ($1, $2, $3, $4)"))
+        .bind(envelope.provider.as_str())
+        .bind(&envelope.merchant)
+        .bind(out_trade_no)
+        .bind(&envelope.fields.currency)
+        .fetch_one(conn)
+        .await
 }
 
 /// The ledger row; `None` when the transition was already applied.
