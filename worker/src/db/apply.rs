@@ -402,13 +402,13 @@ impl<'a> Plan<'a> {
         }
     }
 
-    /// The outcome the audit row is inserted with: the one a new transition ends in
-    /// (the common case), else `recorded`. Any other ending rewrites it.
     /// The ledger key of the transition (empty when there is none).
     fn transition_key(&self) -> &str {
         self.transition.as_ref().map_or("", |(_, key)| key.as_str())
     }
 
+    /// The outcome the audit row is inserted with: the one a new transition ends in
+    /// (the common case), else `recorded`. Any other ending rewrites it.
     fn expected_label(&self) -> &'static str {
         match self.transition {
             Some(_) => ApplyOutcome::Applied { events: Vec::new() }.label(),
