@@ -1424,3 +1424,63 @@ async fn a_payment_created_by_another_transaction_mid_batch_still_applies_once()
     }
     assert_eq!(outbox_rows(&db).await, 2);
 }
+
+/// The generic plans of the bulk statements, made on this schema's empty tables: the
+/// plan PostgreSQL keeps for a prepared statement until the tables are analyzed.
+async fn generic_plans(db: &TestDb, begin: &str) -> String {
+    let (_, statements) = db::bulk_statements();
+    let mut conn = db.pool.acquire().await.expect("connection");
+    let mut plans = String::new();
+    for sql in statements {
+        let params = (1..=64)
+            .take_while(|n| sql.contains(&format!("${n}::")))
+            .count();
+        sqlx::raw_sql(begin)
+            .execute(&mut *conn)
+            .await
+            .expect("begin");
+        let setup =
+            format!("SET LOCAL plan_cache_mode = force_generic_plan; PREPARE bulk_step AS {sql}");
+        sqlx::raw_sql(&setup)
+            .execute(&mut *conn)
+            .await
+            .expect("prepare");
+        let nulls = vec!["NULL"; params].join(", ");
+        let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE bulk_step({nulls})"))
+            .fetch_all(&mut *conn)
+            .await
+            .expect("explain");
+        sqlx::raw_sql("ROLLBACK; DEALLOCATE bulk_step")
+            .execute(&mut *conn)
+            .await
+            .expect("rollback");
+        plans.push_str(&lines.join("\n"));
+        plans.push('\n');
+    }
+    plans
+}
+
+/// A generic plan made while the tables are small is kept as they grow (and forever
+/// where autovacuum is off). The bulk transaction's first statement makes those plans
+/// probe the unique indexes; without it they scan whole tables.
+#[tokio::test]
+async fn the_bulk_statements_never_plan_a_table_scan_even_on_empty_tables() {
+    let db = TestDb::new().await;
+    let (begin, _) = db::bulk_statements();
+
+    let guarded = generic_plans(&db, begin).await;
+    let plain = generic_plans(&db, "BEGIN").await;
+
+    assert!(
+        guarded.contains("Index Scan using payments_pkey on payments"),
+        "{guarded}"
+    );
+    assert!(
+        !guarded.contains("Seq Scan"),
+        "the bulk statements' plans scan a table:\n{guarded}"
+    );
+    assert!(
+        plain.contains("Seq Scan"),
+        "without the guard these plans no longer scan: is the guard still needed?\n{plain}"
+    );
+}

@@ -76,17 +76,10 @@ struct Row {
     payment: Payment,
 }
 
-/// Step 1 for every envelope at once: inserts the audit rows (`ON CONFLICT (event_id)
-/// DO NOTHING`) and, for those that were new, locks their existing payments
-/// (`FOR UPDATE`, in the order given: the caller's lock order). A payment that does not
-/// exist yet is not written here (see [`Found::New`]). The answer is in the order given.
-pub(super) async fn record_and_lock_payments(
-    conn: &mut PgConnection,
-    items: &[Recording<'_>],
-) -> Result<Vec<Found>, sqlx::Error> {
-    // The defaults of a new payment row are the table's (migrations): PENDING, not
-    // registered, nothing refunded, the notification's currency.
-    const SQL: &str = "
+/// Step 1 ([`record_and_lock_payments`]). What it answers for a payment that does not
+/// exist yet is the table's defaults (migrations): `PENDING`, not registered, nothing
+/// refunded, the notification's currency.
+pub(super) const RECORD_AND_LOCK: &str = "
         WITH i AS (
             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
                 $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
@@ -120,9 +113,18 @@ pub(super) async fn record_and_lock_payments(
             p.paid_amount, COALESCE(p.refunded_amount, 0) AS refunded_amount,
             p.provider_trade_no, p.paid_at, p.closed_at
         FROM i JOIN n ON n.event_id = i.event_id LEFT JOIN p ON p.ord = i.ord";
+
+/// Step 1 for every envelope at once: inserts the audit rows (`ON CONFLICT (event_id)
+/// DO NOTHING`) and, for those that were new, locks their existing payments
+/// (`FOR UPDATE`, in the order given: the caller's lock order). A payment that does not
+/// exist yet is not written here (see [`Found::New`]). The answer is in the order given.
+pub(super) async fn record_and_lock_payments(
+    conn: &mut PgConnection,
+    items: &[Recording<'_>],
+) -> Result<Vec<Found>, sqlx::Error> {
     let envelopes = || items.iter().map(|r| r.envelope);
     let texts = |f: fn(&Envelope) -> &str| envelopes().map(f).collect::<Vec<_>>();
-    let rows: Vec<Row> = sqlx::query_as(SQL)
+    let rows: Vec<Row> = sqlx::query_as(RECORD_AND_LOCK)
         .bind(texts(|e| &e.event_id))
         .bind(texts(|e| e.provider.as_str()))
         .bind(texts(|e| &e.merchant))
@@ -173,23 +175,9 @@ pub(super) struct Pending<'a> {
     pub(super) new_payment: bool,
 }
 
-/// Step 2 for every transition at once, as `rows::apply_transition` does for one: the
-/// new payments with their facts (`np`), the ledger rows (`t`), and for each one that
-/// was new, the existing payment's new facts (`p`), its outbox event (`o`) and, for a
-/// refund, the refund row (`r`); the audit row of every transition that was already
-/// applied gets its outcome (`d`). Returns the keys of the transitions applied now.
-///
-/// `None`: a payment this batch found missing in step 1 exists now (another
-/// transaction created it since; the unique key made this one wait for it), or a new
-/// payment's transition was already applied. Then what this statement wrote is wrong
-/// for that payment: the caller rolls the transaction back and applies the batch the
-/// other way.
-pub(super) async fn apply_transitions(
-    conn: &mut PgConnection,
-    items: &[Pending<'_>],
-) -> Result<Option<HashSet<String>>, ApplyError> {
-    const SQL: &str = concat!(
-        "WITH i AS (
+/// Step 2 ([`apply_transitions`]).
+pub(super) const APPLY_TRANSITIONS: &str = concat!(
+    "WITH i AS (
             SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[],
                 $5::text[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::int8[],
                 $11::int8[], $12::text[], $13::timestamptz[], $14::timestamptz[],
@@ -240,8 +228,8 @@ pub(super) async fn apply_transitions(
                 j.refund_amount, j.refund_cumulative, j.provider_refund_no
             FROM j JOIN t ON t.transition_key = j.key
             WHERE j.refund ORDER BY j.ord ",
-        refund_transition_conflict!(),
-        "), d AS (
+    refund_transition_conflict!(),
+    "), d AS (
             UPDATE notifications SET outcome = 'duplicate_transition'
             FROM j WHERE notifications.event_id = j.event_id AND j.pid IS NOT NULL
                 AND NOT EXISTS (SELECT 1 FROM t WHERE t.transition_key = j.key)
@@ -249,7 +237,23 @@ pub(super) async fn apply_transitions(
         SELECT j.key, j.new_payment, j.pid IS NOT NULL AS has_payment,
             t.id IS NOT NULL AS applied
         FROM j LEFT JOIN t ON t.transition_key = j.key"
-    );
+);
+
+/// Step 2 for every transition at once, as `rows::apply_transition` does for one: the
+/// new payments with their facts (`np`), the ledger rows (`t`), and for each one that
+/// was new, the existing payment's new facts (`p`), its outbox event (`o`) and, for a
+/// refund, the refund row (`r`); the audit row of every transition that was already
+/// applied gets its outcome (`d`). Returns the keys of the transitions applied now.
+///
+/// `None`: a payment this batch found missing in step 1 exists now (another
+/// transaction created it since; the unique key made this one wait for it), or a new
+/// payment's transition was already applied. Then what this statement wrote is wrong
+/// for that payment: the caller rolls the transaction back and applies the batch the
+/// other way.
+pub(super) async fn apply_transitions(
+    conn: &mut PgConnection,
+    items: &[Pending<'_>],
+) -> Result<Option<HashSet<String>>, ApplyError> {
     let payloads = items
         .iter()
         .map(|p| p.transition.event.to_json())
@@ -259,7 +263,7 @@ pub(super) async fn apply_transitions(
     let envelopes = || ts().map(|t| t.envelope);
     let texts = |f: fn(&Envelope) -> &str| envelopes().map(f).collect::<Vec<_>>();
     let refunds = || envelopes().map(|e| is_refund(e.status).then_some(e));
-    let rows: Vec<(String, bool, bool, bool)> = sqlx::query_as(SQL)
+    let rows: Vec<(String, bool, bool, bool)> = sqlx::query_as(APPLY_TRANSITIONS)
         .bind(ts().map(|t| t.key).collect::<Vec<_>>())
         .bind(
             items

@@ -34,6 +34,16 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgPool};
 
 pub use apply::{ApplyError, ApplyOutcome, Expectations, apply, apply_batch};
+
+/// How a bulk batch's transaction begins, and its two statements: for the test that
+/// checks how PostgreSQL plans them.
+#[doc(hidden)]
+pub fn bulk_statements() -> (&'static str, [&'static str; 2]) {
+    (
+        bulk::BEGIN,
+        [bulk::RECORD_AND_LOCK, bulk::APPLY_TRANSITIONS],
+    )
+}
 pub use history::{PaymentHistory, payment_history};
 pub use orders::{NewOrder, Registered, register};
 pub use refunds::{NewRefund, register_refund};
