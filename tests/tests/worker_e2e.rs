@@ -596,3 +596,35 @@ async fn messages_that_arrive_together_are_applied_in_batches_and_a_bad_one_is_p
     );
     worker.stop().await;
 }
+
+/// With a linger, messages that arrive one after another (each sent when the previous
+/// one was acknowledged, to a worker already waiting) still share a batch, which
+/// without one would be a batch each; and a full batch does not wait out the linger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linger_gathers_messages_that_arrive_one_after_another_into_one_batch() {
+    let s = stack().await;
+    let mut settings = s.worker_settings();
+    settings.worker.concurrency = 16;
+    settings.worker.batch_max = 4;
+    // Far longer than four sends take, and than the test's deadline for the batch: a
+    // batch of 4 is applied because it is full, not because the linger ran out.
+    settings.worker.batch_linger_ms = 600_000;
+    let worker = TestWorker::spawn(&settings).await;
+
+    let orders: Vec<String> = (0..4).map(|_| unique("o")).collect();
+    for (i, order) in orders.iter().enumerate() {
+        let body = s
+            .providers
+            .alipay
+            .payment(order, 100 + i as i64, &unique("n"));
+        assert_eq!(s.alipay(body).await.body, "success");
+    }
+
+    s.quiesce(4).await;
+    for order in &orders {
+        assert_eq!(s.state(order).await, "PAID", "{order}");
+    }
+    assert_eq!(worker.metric("payhook_worker_batch_size_count"), 1.0);
+    assert_eq!(worker.metric("payhook_worker_batch_size_sum"), 4.0);
+    worker.stop().await;
+}

@@ -346,6 +346,9 @@ pub struct ConsumeConfig {
     /// At most this many messages that arrived together are applied in one database
     /// transaction (1: each in its own); capped at `concurrency`.
     pub batch_max: usize,
+    /// How long a batch waits for more messages after its first (zero: only what is
+    /// ready at once).
+    pub batch_linger: Duration,
     pub consumer_tag: String,
 }
 
@@ -373,10 +376,15 @@ pub async fn consume(
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let tracker = TaskTracker::new();
     let publish_channel = Arc::new(publish_channel);
-    // What is ready at once (up to batch_max) is one batch: no waiting to fill one, so
-    // a quiet queue still gets each message handled as soon as it arrives.
+    // What is ready at once (up to batch_max) is one batch; with a linger, also what
+    // arrives within it after the batch's first message. Without one, a quiet queue
+    // gets each message handled as soon as it arrives.
     let batch_max = config.batch_max.clamp(1, config.concurrency);
-    let mut batches = consumer.ready_chunks(batch_max);
+    let mut batches = if config.batch_linger.is_zero() || batch_max == 1 {
+        consumer.ready_chunks(batch_max).boxed()
+    } else {
+        tokio_stream::StreamExt::chunks_timeout(consumer, batch_max, config.batch_linger).boxed()
+    };
     let result = loop {
         let next = tokio::select! {
             () = cancel.cancelled() => break Ok(()),

@@ -222,6 +222,7 @@ impl Worker {
                 prefetch: w.prefetch,
                 concurrency: w.concurrency,
                 batch_max: w.batch_max,
+                batch_linger: Duration::from_millis(w.batch_linger_ms),
                 consumer_tag: format!("payhook-worker-{}", uuid::Uuid::new_v4().simple()),
             },
             policy: QueuePolicy {

@@ -116,6 +116,7 @@ pub struct WorkerSettings {
     pub prefetch: u16,
     pub concurrency: usize,
     pub batch_max: usize,
+    pub batch_linger_ms: u64,
     pub retry_delays_ms: Vec<u32>,
     pub claim_ttl_ms: u64,
     pub done_ttl_secs: u64,

@@ -91,6 +91,8 @@ OPTIONS:
     --prefetch <N>                    worker.prefetch                    [128]
     --batch-max <N>                   worker.batch_max (1 = a transaction
                                       per message)                       [8]
+    --batch-linger-ms <N>             worker.batch_linger_ms (0 = only what
+                                      is ready at once)                  [2]
     --pg-connections <N>              postgres.max_connections per worker [16]
     --outbox-batch <N>                worker.outbox_batch                [200]
     --outbox-poll-ms <N>              worker.outbox_poll_ms              [500]
@@ -142,6 +144,7 @@ struct Options {
     workers: usize,
     worker_concurrency: usize,
     batch_max: usize,
+    batch_linger_ms: u64,
     prefetch: u16,
     pg_connections: u32,
     outbox_batch: u32,
@@ -170,6 +173,7 @@ fn parse_options() -> Result<Options, String> {
         workers: 1,
         worker_concurrency: 64,
         batch_max: 8,
+        batch_linger_ms: 2,
         prefetch: 128,
         pg_connections: 16,
         outbox_batch: 200,
@@ -238,6 +242,7 @@ fn parse_options() -> Result<Options, String> {
             "--workers" => o.workers = count(&value)?,
             "--worker-concurrency" => o.worker_concurrency = count(&value)?,
             "--batch-max" => o.batch_max = count(&value)?,
+            "--batch-linger-ms" => o.batch_linger_ms = number(&value)?,
             "--prefetch" => o.prefetch = u16::try_from(count(&value)?).unwrap_or(u16::MAX),
             "--pg-connections" => {
                 o.pg_connections = u32::try_from(count(&value)?).unwrap_or(u32::MAX);
@@ -1891,6 +1896,7 @@ fn main() {
     ws.postgres.acquire_timeout_ms = defaults.postgres.acquire_timeout_ms;
     ws.worker.concurrency = o.worker_concurrency;
     ws.worker.batch_max = o.batch_max;
+    ws.worker.batch_linger_ms = o.batch_linger_ms;
     ws.worker.prefetch = o.prefetch;
     ws.worker.outbox_batch = o.outbox_batch;
     ws.worker.outbox_poll_ms = o.outbox_poll_ms;
@@ -1985,13 +1991,14 @@ fn main() {
     let _ = writeln!(
         out,
         "- worker: {} × `payhook_worker::Worker` on one tokio runtime of {} threads; \
-         worker.concurrency = {}, worker.batch_max = {}, worker.prefetch = {}, \
+         worker.concurrency = {}, worker.batch_max = {}, worker.batch_linger_ms = {}, worker.prefetch = {}, \
          postgres.max_connections = {} (per worker), worker.outbox_batch = {}, \
          worker.outbox_poll_ms = {}; logging {}",
         o.workers,
         o.worker_threads,
         o.worker_concurrency,
         o.batch_max,
+        o.batch_linger_ms,
         o.prefetch,
         o.pg_connections,
         o.outbox_batch,
