@@ -91,6 +91,17 @@ impl Stack {
         assert!(ok, "pipeline did not settle within {QUIET:?}");
     }
 
+    /// Waits until exactly one message is parked, takes it, and returns its park
+    /// reason.
+    async fn parked_reason(&self) -> Option<String> {
+        let parked = &self.receiver.names.parked;
+        let one = eventually_async(QUIET, || async { self.broker.depth(parked).await == 1 }).await;
+        assert!(one, "one message parked within {QUIET:?}");
+        let messages = self.broker.drain_raw(parked).await;
+        assert_eq!(messages.len(), 1, "one parked message");
+        payhook_worker::retry::string_header(&messages[0].1, payhook_worker::retry::PARK_REASON)
+    }
+
     async fn state(&self, out_trade_no: &str) -> String {
         sqlx::query_scalar::<_, String>("SELECT state FROM payments WHERE out_trade_no = $1")
             .bind(out_trade_no)
@@ -325,15 +336,10 @@ async fn unknown_schema_version_is_parked_at_once_with_its_reason() {
             lapin::BasicProperties::default(),
         )
         .await;
-    let parked = eventually_async(QUIET, || async {
-        s.broker.depth(&s.receiver.names.parked).await == 1
-    })
-    .await;
-    assert!(parked, "parked");
-    let messages = s.broker.drain_raw(&s.receiver.names.parked).await;
-    let reason =
-        payhook_worker::retry::string_header(&messages[0].1, payhook_worker::retry::PARK_REASON);
-    assert_eq!(reason.as_deref(), Some("unknown_schema_version"));
+    assert_eq!(
+        s.parked_reason().await.as_deref(),
+        Some("unknown_schema_version")
+    );
     assert_eq!(
         worker.metric("payhook_worker_events_total{outcome=\"parked\"}"),
         1.0
@@ -507,15 +513,7 @@ async fn a_body_that_is_not_an_envelope_is_parked_as_bad_envelope() {
             lapin::BasicProperties::default(),
         )
         .await;
-    let parked = eventually_async(QUIET, || async {
-        s.broker.depth(&s.receiver.names.parked).await == 1
-    })
-    .await;
-    assert!(parked, "parked");
-    let messages = s.broker.drain_raw(&s.receiver.names.parked).await;
-    let reason =
-        payhook_worker::retry::string_header(&messages[0].1, payhook_worker::retry::PARK_REASON);
-    assert_eq!(reason.as_deref(), Some("bad_envelope"));
+    assert_eq!(s.parked_reason().await.as_deref(), Some("bad_envelope"));
     worker.stop().await;
 }
 
@@ -577,10 +575,7 @@ async fn messages_that_arrive_together_are_applied_in_batches_and_a_bad_one_is_p
         .collect();
     assert_eq!(events.len(), 40, "one event per order");
     assert_eq!(subjects.len(), 40, "one event per order");
-    let messages = s.broker.drain_raw(&s.receiver.names.parked).await;
-    let reason =
-        payhook_worker::retry::string_header(&messages[0].1, payhook_worker::retry::PARK_REASON);
-    assert_eq!(reason.as_deref(), Some("permanent_error"));
+    assert_eq!(s.parked_reason().await.as_deref(), Some("permanent_error"));
     assert_eq!(
         worker.metric("payhook_worker_events_total{outcome=\"applied\"}"),
         40.0
