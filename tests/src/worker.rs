@@ -28,6 +28,9 @@ pub fn worker_settings(
     settings.worker.concurrency = 4;
     settings.worker.prefetch = 16;
     settings.worker.outbox_poll_ms = 100;
+    // Events a test's worker did not publish itself (killed, broker away) are swept
+    // after 5 s instead of 30.
+    settings.worker.outbox_sweep_after_ms = 5000;
     settings.postgres = postgres;
     settings.redis.url = Secret::inline(redis_url());
     // The receiver's (unique) prefix: the test's cleanup deletes `<prefix>:*` keys.

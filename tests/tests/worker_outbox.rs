@@ -1,6 +1,8 @@
-//! The outbox relay against the real PostgreSQL and RabbitMQ: every committed outbox
-//! row reaches the events exchange as its CloudEvents document, once per successful
-//! round, and a row the broker did not confirm stays unpublished for a later round.
+//! The outbox relay and dispatcher against the real PostgreSQL and RabbitMQ: every
+//! committed outbox row reaches the events exchange as its CloudEvents document, once
+//! per successful round, and a row the broker did not confirm stays unpublished for a
+//! later round. The dispatcher publishes what is handed over at once; the relay sweeps
+//! only rows older than its sweep delay.
 //!
 //! Each test gets its own PostgreSQL schema ([`TestDb`], migrated by the worker's own
 //! `db::connect`) and its own exchange and queue names; [`TestDb`] and a [`Topology`]
@@ -18,7 +20,9 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use payhook_tests::db::TestDb;
 use payhook_tests::harness::{amqp_url, unique_prefix};
-use payhook_worker::outbox::{CONTENT_TYPE, OutboxRelay, RelayConfig, RelayError};
+use payhook_worker::db::cloudevents::Emitted;
+use payhook_worker::metrics::Metrics;
+use payhook_worker::outbox::{CONTENT_TYPE, Dispatcher, OutboxRelay, RelayConfig, RelayError};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -171,6 +175,7 @@ impl Ctx {
                 exchange: self.exchange.clone(),
                 batch,
                 poll,
+                sweep_after: Duration::ZERO,
             },
         )
     }
@@ -444,6 +449,7 @@ async fn a_channel_the_broker_closes_mid_batch_leaves_every_row_unpublished() {
             exchange: format!("{}.missing", ctx.exchange),
             batch: 10,
             poll: Duration::from_secs(60),
+            sweep_after: Duration::ZERO,
         },
     );
     let channel = ctx.new_channel().await;
@@ -479,6 +485,7 @@ async fn two_relays_in_parallel_publish_each_of_200_rows_exactly_once() {
                 exchange: ctx.exchange.clone(),
                 batch: 7,
                 poll: Duration::from_secs(60),
+                sweep_after: Duration::ZERO,
             },
         )
     };
@@ -609,4 +616,193 @@ async fn lag_reports_unpublished_rows_and_the_age_of_the_oldest() {
         OutboxRelay::lag(&ctx.db.pool).await.expect("lag"),
         (0, None)
     );
+}
+
+#[tokio::test]
+async fn the_relay_leaves_rows_younger_than_the_sweep_delay_to_the_dispatcher() {
+    let ctx = Ctx::start("#").await;
+    let (fresh, _) = ctx.insert("payment.succeeded.alipay").await;
+    let (old, _) = ctx.insert_aged("payment.succeeded.wechat_v3", 120).await;
+    let relay = OutboxRelay::new(
+        ctx.db.pool.clone(),
+        RelayConfig {
+            exchange: ctx.exchange.clone(),
+            batch: 10,
+            poll: Duration::from_secs(60),
+            sweep_after: Duration::from_secs(60),
+        },
+    );
+    let channel = ctx.new_channel().await;
+
+    assert_eq!(relay.relay_once(&channel).await.expect("round"), 1);
+
+    assert!(
+        ctx.is_published(old).await,
+        "a row older than the delay is swept"
+    );
+    assert!(
+        !ctx.is_published(fresh).await,
+        "a younger one is left alone"
+    );
+    let got = ctx.drain_all().await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message_id(), old.to_string());
+}
+
+/// What the apply path hands the dispatcher for a row [`Ctx::insert`] wrote.
+fn emitted(id: Uuid, document: &Value) -> Emitted {
+    let event_type = document["type"].as_str().expect("test type").to_owned();
+    Emitted {
+        event_id: id,
+        routing_key: event_type
+            .strip_prefix("payhook.")
+            .expect("test type")
+            .to_owned(),
+        payload: document.to_string(),
+        event_type,
+        timestamp: time::OffsetDateTime::parse(
+            EVENT_TIME,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("literal time")
+        .unix_timestamp(),
+    }
+}
+
+/// A dispatcher for the test's exchange (sweep delay one minute).
+fn dispatcher(ctx: &Ctx, metrics: &Metrics) -> std::sync::Arc<Dispatcher> {
+    std::sync::Arc::new(Dispatcher::new(
+        ctx.db.pool.clone(),
+        ctx.exchange.clone(),
+        Duration::from_secs(60),
+        metrics.clone(),
+    ))
+}
+
+#[tokio::test]
+async fn the_dispatcher_publishes_handed_over_events_at_once_and_marks_their_rows() {
+    let ctx = Ctx::start("#").await;
+    let metrics = Metrics::new();
+    let dispatcher = dispatcher(&ctx, &metrics);
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn({
+        let dispatcher = dispatcher.clone();
+        let channel = ctx.new_channel().await;
+        let cancel = cancel.clone();
+        async move { dispatcher.run(channel, cancel).await }
+    });
+    let first = ctx.insert("payment.succeeded.alipay").await;
+    let second = ctx.insert("refund.succeeded.wechat_v3").await;
+    let alone = ctx.insert("payment.closed.wechat_v2").await;
+
+    let handle = dispatcher.handle();
+    handle.hand_over(vec![
+        emitted(first.0, &first.1),
+        emitted(second.0, &second.1),
+    ]);
+    handle.hand_over(vec![emitted(alone.0, &alone.1)]);
+
+    // No relay runs: only the dispatcher can publish and mark them.
+    assert!(
+        eventually(|| async { ctx.unpublished().await == 0 }).await,
+        "every handed-over row marked within {WITHIN:?}"
+    );
+    let got = ctx.drain_all().await;
+    assert_eq!(got.len(), 3, "one message per event");
+    for (message, (id, document)) in got.iter().zip([&first, &second, &alone]) {
+        assert_eq!(message.message_id(), id.to_string(), "hand-over order");
+        assert_eq!(&message.document, document);
+        assert_eq!(
+            Some(message.routing_key.as_str()),
+            document["type"]
+                .as_str()
+                .and_then(|t| t.strip_prefix("payhook."))
+        );
+        let p = &message.properties;
+        assert_eq!(p.delivery_mode(), &Some(2), "persistent");
+        assert_eq!(
+            p.kind().as_ref().map(ToString::to_string),
+            document["type"].as_str().map(str::to_owned)
+        );
+    }
+    assert_eq!(metrics.outbox_dispatched.get(), 3);
+    assert_eq!(metrics.outbox_left_to_relay.get(), 0);
+    cancel.cancel();
+    let stopped = tokio::time::timeout(WITHIN, running)
+        .await
+        .expect("run returns promptly when cancelled")
+        .expect("run did not panic");
+    assert!(stopped.is_ok(), "{stopped:?}");
+}
+
+#[tokio::test]
+async fn an_event_the_broker_returns_to_the_dispatcher_is_left_for_the_relay() {
+    let ctx = Ctx::start("payment.#").await;
+    let metrics = Metrics::new();
+    let dispatcher = dispatcher(&ctx, &metrics);
+    let routable = ctx.insert("payment.succeeded.alipay").await;
+    let unroutable = ctx.insert("refund.succeeded.alipay").await;
+    dispatcher.handle().hand_over(vec![
+        emitted(routable.0, &routable.1),
+        emitted(unroutable.0, &unroutable.1),
+    ]);
+    // Cancelled before it starts: it publishes what was handed over, then returns.
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+
+    let ran = dispatcher.run(ctx.new_channel().await, cancel).await;
+
+    assert!(ran.is_ok(), "a return is no error: {ran:?}");
+    assert!(ctx.is_published(routable.0).await);
+    assert!(
+        !ctx.is_published(unroutable.0).await,
+        "returned: still unpublished"
+    );
+    assert_eq!(metrics.outbox_dispatched.get(), 1);
+    assert_eq!(metrics.outbox_left_to_relay.get(), 1);
+    // Once a queue binds its key, the relay's sweep publishes it.
+    ctx.bind(&ctx.queue, "refund.#").await;
+    let channel = ctx.new_channel().await;
+    assert_eq!(
+        ctx.relay(10, Duration::from_secs(60))
+            .relay_once(&channel)
+            .await
+            .expect("round"),
+        1
+    );
+    let ids: Vec<String> = ctx.drain_all().await.iter().map(Got::message_id).collect();
+    assert_eq!(ids, [routable.0.to_string(), unroutable.0.to_string()]);
+}
+
+#[tokio::test]
+async fn a_dispatcher_whose_channel_closed_returns_a_broker_error_and_the_relay_publishes_the_rows()
+{
+    let ctx = Ctx::start("#").await;
+    let metrics = Metrics::new();
+    let dispatcher = dispatcher(&ctx, &metrics);
+    let channel = ctx.new_channel().await;
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    channel.close(200, "test".into()).await.expect("close");
+    let (id, document) = ctx.insert("payment.succeeded.alipay").await;
+    dispatcher.handle().hand_over(vec![emitted(id, &document)]);
+
+    let ran = tokio::time::timeout(WITHIN, dispatcher.run(channel, CancellationToken::new()))
+        .await
+        .expect("run returns when its channel is gone");
+
+    assert!(ran.as_ref().is_err_and(RelayError::is_broker), "{ran:?}");
+    assert!(!ctx.is_published(id).await);
+    assert_eq!(metrics.outbox_left_to_relay.get(), 1);
+    let channel = ctx.new_channel().await;
+    assert_eq!(
+        ctx.relay(10, Duration::from_secs(60))
+            .relay_once(&channel)
+            .await
+            .expect("round"),
+        1
+    );
+    assert_eq!(ctx.drain_all().await.len(), 1);
 }

@@ -19,7 +19,7 @@ use lapin::types::FieldTable;
 use payhook_shared::event::{Envelope, Provider, SCHEMA_VERSION};
 use payhook_shared::topology::Names;
 use sqlx::PgPool;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
@@ -27,6 +27,7 @@ use tracing::Instrument as _;
 use crate::db::apply::{self, ApplyError, ApplyOutcome, Expectations};
 use crate::dedup::{Claim, ClaimToken, Dedup};
 use crate::metrics::{EventOutcome, Metrics};
+use crate::outbox::DispatchHandle;
 use crate::retry::{self, ParkReason, Rescheduled};
 
 /// Everything one message needs, shared by all in-flight messages.
@@ -39,8 +40,8 @@ pub struct Processor {
     pub names: Names,
     pub retry_delays_ms: Vec<u32>,
     pub metrics: Metrics,
-    /// Wakes the outbox relay after a commit that wrote events.
-    pub outbox_notify: Arc<Notify>,
+    /// Where committed events go to be published at once (the outbox dispatcher).
+    pub dispatch: DispatchHandle,
 }
 
 /// How the message left this worker.
@@ -157,8 +158,10 @@ impl Processor {
         token: Option<ClaimToken>,
     ) -> Disposition {
         let expect = self.expectations(envelope);
-        match apply::apply(&self.pool, envelope, &expect).await {
+        let mut emitted = Vec::new();
+        match apply::apply_emitting(&self.pool, envelope, &expect, &mut emitted).await {
             Ok(outcome) => {
+                self.dispatch.hand_over(emitted);
                 self.applied(envelope, token, &outcome).await;
                 Disposition::Ack
             }
@@ -221,11 +224,13 @@ impl Processor {
         if items.is_empty() {
             return dispositions;
         }
-        let result = apply::apply_batch(&self.pool, &items).await;
+        let mut emitted = Vec::new();
+        let result = apply::apply_batch_emitting(&self.pool, &items, &mut emitted).await;
         drop(items);
         self.metrics.batch(claimed.len());
         match result {
             Ok(outcomes) => {
+                self.dispatch.hand_over(emitted);
                 join_all(claimed.into_iter().zip(&outcomes).map(
                     |((i, envelope, token), outcome)| async move {
                         let span = Self::span(&envelope, &deliveries[i]);
@@ -253,9 +258,6 @@ impl Processor {
     fn record(&self, envelope: &Envelope, outcome: &ApplyOutcome) {
         let event = match outcome {
             ApplyOutcome::Applied { events } => {
-                if !events.is_empty() {
-                    self.outbox_notify.notify_one();
-                }
                 tracing::info!(events = ?events, "applied");
                 let latency = time::OffsetDateTime::now_utc() - envelope.received_at;
                 self.metrics.notify_to_applied(
@@ -267,7 +269,6 @@ impl Processor {
             ApplyOutcome::Duplicate => EventOutcome::Duplicate,
             ApplyOutcome::DuplicateTransition => EventOutcome::DuplicateTransition,
             ApplyOutcome::Quarantined { reason } => {
-                self.outbox_notify.notify_one();
                 tracing::warn!(alert = true, %reason, "payment quarantined");
                 EventOutcome::Quarantined
             }

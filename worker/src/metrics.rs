@@ -76,6 +76,10 @@ pub struct Metrics {
     notify_to_applied: Family<ProviderLabel, Histogram, fn() -> Histogram>,
     pub outbox_pending: Gauge,
     pub outbox_oldest_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Events the dispatcher published right after their commit.
+    pub outbox_dispatched: Counter,
+    /// Events the dispatcher left to the relay's sweep.
+    pub outbox_left_to_relay: Counter,
     pub redis_fallback_active: Gauge,
     pub broker_up: Gauge,
     pub in_flight: Gauge,
@@ -104,6 +108,8 @@ impl Metrics {
             Family::new_with_constructor(latency_histogram);
         let outbox_pending = Gauge::default();
         let outbox_oldest_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let outbox_dispatched = Counter::default();
+        let outbox_left_to_relay = Counter::default();
         let redis_fallback_active = Gauge::default();
         let broker_up = Gauge::default();
         let in_flight = Gauge::default();
@@ -144,6 +150,18 @@ impl Metrics {
             outbox_oldest_seconds.clone(),
         );
         registry.register(
+            "outbox_dispatched",
+            "Events published by the outbox dispatcher right after their commit",
+            outbox_dispatched.clone(),
+        );
+        registry.register(
+            "outbox_left_to_relay",
+            "Events the outbox dispatcher did not publish (hand-off queue full or stale, \
+             broker refusal, channel failure): the relay publishes them once they are \
+             older than worker.outbox_sweep_after_ms",
+            outbox_left_to_relay.clone(),
+        );
+        registry.register(
             "redis_fallback_active",
             "1 while Redis is unreachable and dedup relies on the database alone",
             redis_fallback_active.clone(),
@@ -169,6 +187,8 @@ impl Metrics {
             notify_to_applied,
             outbox_pending,
             outbox_oldest_seconds,
+            outbox_dispatched,
+            outbox_left_to_relay,
             redis_fallback_active,
             broker_up,
             in_flight,

@@ -25,7 +25,7 @@ use crate::consumer::{self, ConsumeConfig, Processor};
 use crate::db::apply::Expectations;
 use crate::dedup::Dedup;
 use crate::metrics::Metrics;
-use crate::outbox::{OutboxRelay, RelayConfig};
+use crate::outbox::{Dispatcher, OutboxRelay, RelayConfig};
 use crate::parked::{self, ReplayFilter, ReplayReport};
 use crate::reconcile::Reconciler;
 
@@ -97,6 +97,7 @@ pub struct Worker {
     server: Server,
     processor: Arc<Processor>,
     relay: OutboxRelay,
+    dispatcher: Dispatcher,
     reconciler: Option<Arc<Reconciler>>,
     consume: ConsumeConfig,
     policy: QueuePolicy,
@@ -166,7 +167,14 @@ impl Worker {
                 exchange: names.events.clone(),
                 batch: w.outbox_batch,
                 poll: Duration::from_millis(w.outbox_poll_ms),
+                sweep_after: Duration::from_millis(w.outbox_sweep_after_ms),
             },
+        );
+        let dispatcher = Dispatcher::new(
+            pool.clone(),
+            names.events.clone(),
+            Duration::from_millis(w.outbox_sweep_after_ms),
+            metrics.clone(),
         );
         let processor = Arc::new(Processor {
             pool: pool.clone(),
@@ -175,7 +183,7 @@ impl Worker {
             names: names.clone(),
             retry_delays_ms: w.retry_delays_ms.clone(),
             metrics: metrics.clone(),
-            outbox_notify: relay.notifier(),
+            dispatch: dispatcher.handle(),
         });
         let reconciler = Reconciler::build(
             settings,
@@ -217,6 +225,7 @@ impl Worker {
             server,
             processor,
             relay,
+            dispatcher,
             reconciler,
             consume: ConsumeConfig {
                 prefetch: w.prefetch,
@@ -258,6 +267,7 @@ impl Worker {
             self.processor,
             Background {
                 relay: self.relay,
+                dispatcher: self.dispatcher,
                 reconciler: self.reconciler,
             },
             self.consume,
@@ -343,6 +353,7 @@ async fn supervise(
 /// What runs beside the consumer on a broker connection.
 struct Background {
     relay: OutboxRelay,
+    dispatcher: Dispatcher,
     reconciler: Option<Arc<Reconciler>>,
 }
 
@@ -367,6 +378,10 @@ async fn session(
         .await?;
     let relay_channel = connection.create_channel().await?;
     relay_channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let dispatch_channel = connection.create_channel().await?;
+    dispatch_channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     shared.set_broker_up(true);
@@ -411,11 +426,18 @@ async fn session(
             _ => relay.await,
         }
     };
-    tokio::pin!(consumer, relaying);
+    // The dispatcher stops after the consumer, so the events of the messages the
+    // consumer finishes while stopping still go out from memory.
+    let dispatch_stop = CancellationToken::new();
+    let dispatching = background
+        .dispatcher
+        .run(dispatch_channel, dispatch_stop.clone());
+    tokio::pin!(consumer, relaying, dispatching);
     tokio::select! {
         result = &mut consumer => {
             session.cancel();
-            let _ = relaying.await;
+            dispatch_stop.cancel();
+            let _ = tokio::join!(&mut relaying, &mut dispatching);
             result
         }
         result = &mut relaying => {
@@ -423,7 +445,21 @@ async fn session(
                 tracing::warn!(%error, "outbox relay stopped");
             }
             session.cancel();
-            consumer.await
+            let result = consumer.await;
+            dispatch_stop.cancel();
+            let _ = dispatching.await;
+            result
+        }
+        result = &mut dispatching => {
+            if let Err(error) = &result {
+                tracing::warn!(%error, "outbox dispatcher stopped");
+            }
+            // What the consumer still hands over waits in the queue for the next
+            // session's dispatcher (or, if it waits too long, for the relay).
+            session.cancel();
+            let result = consumer.await;
+            let _ = relaying.await;
+            result
         }
     }
 }

@@ -122,6 +122,7 @@ pub struct WorkerSettings {
     pub done_ttl_secs: u64,
     pub outbox_batch: u32,
     pub outbox_poll_ms: u64,
+    pub outbox_sweep_after_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -336,6 +337,7 @@ impl Settings {
         positive("worker.claim_ttl_ms", w.claim_ttl_ms)?;
         positive("worker.outbox_batch", u64::from(w.outbox_batch))?;
         positive("worker.outbox_poll_ms", w.outbox_poll_ms)?;
+        positive("worker.outbox_sweep_after_ms", w.outbox_sweep_after_ms)?;
         if w.retry_delays_ms.is_empty() || w.retry_delays_ms.contains(&0) {
             return Err(ConfigError::new(
                 "worker.retry_delays_ms",

@@ -337,6 +337,8 @@ concurrency = 4
 retry_delays_ms = [500, 1000, 2000, 5000, 10000]
 claim_ttl_ms = 5000
 outbox_poll_ms = 100
+# A killed worker's committed events are swept after 2 s (a resend is allowed).
+outbox_sweep_after_ms = 2000
 
 [amqp]
 url = {amqp}

@@ -27,7 +27,7 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
 use super::bulk;
-use super::cloudevents::{CloudEvent, EventKind};
+use super::cloudevents::{CloudEvent, Emitted, EventKind};
 use super::facts::{self, Next};
 use super::rows::{self, Payment};
 
@@ -148,19 +148,32 @@ pub async fn apply(
     envelope: &Envelope,
     expect: &Expectations,
 ) -> Result<ApplyOutcome, ApplyError> {
+    apply_emitting(pool, envelope, expect, &mut Vec::new()).await
+}
+
+/// [`apply`], and after a successful commit, appends the events it wrote to the outbox
+/// to `emitted` (for the outbox dispatcher). Nothing is appended when it fails.
+pub async fn apply_emitting(
+    pool: &PgPool,
+    envelope: &Envelope,
+    expect: &Expectations,
+    emitted: &mut Vec<Emitted>,
+) -> Result<ApplyOutcome, ApplyError> {
     check(envelope)?;
+    let mut written = Vec::new();
     if payment_of(envelope).is_none() {
-        // One statement: it needs no transaction of its own.
+        // One statement: it needs no transaction of its own (and writes no event).
         let mut conn = pool.acquire().await?;
-        return apply_in(&mut conn, envelope, expect).await;
+        return apply_in(&mut conn, envelope, expect, &mut written).await;
     }
     let mut tx = pool.begin().await?;
-    let outcome = apply_in(&mut tx, envelope, expect).await?;
+    let outcome = apply_in(&mut tx, envelope, expect, &mut written).await?;
     if outcome == ApplyOutcome::Duplicate {
         // Nothing was written; dropping the transaction rolls it back without waiting.
         return Ok(outcome);
     }
     tx.commit().await?;
+    emitted.append(&mut written);
     Ok(outcome)
 }
 
@@ -181,6 +194,17 @@ pub async fn apply_batch(
     pool: &PgPool,
     items: &[(&Envelope, &Expectations)],
 ) -> Result<Vec<ApplyOutcome>, ApplyError> {
+    apply_batch_emitting(pool, items, &mut Vec::new()).await
+}
+
+/// [`apply_batch`], and after a successful commit, appends the events the batch wrote
+/// to the outbox to `emitted` (for the outbox dispatcher). Nothing is appended when it
+/// fails.
+pub async fn apply_batch_emitting(
+    pool: &PgPool,
+    items: &[(&Envelope, &Expectations)],
+    emitted: &mut Vec<Emitted>,
+) -> Result<Vec<ApplyOutcome>, ApplyError> {
     for (envelope, _) in items {
         check(envelope)?;
     }
@@ -196,8 +220,10 @@ pub async fn apply_batch(
         .collect();
     if items.len() > 1 && bulk_eligible(items, &plans) {
         let mut tx = pool.begin_with(bulk::BEGIN).await?;
-        if let Some(outcomes) = apply_bulk(&mut tx, items, &plans, &order).await? {
+        let mut written = Vec::new();
+        if let Some(outcomes) = apply_bulk(&mut tx, items, &plans, &order, &mut written).await? {
             tx.commit().await?;
+            emitted.append(&mut written);
             return Ok(outcomes);
         }
         // A payment appeared meanwhile: what the bulk statements wrote is wrong for
@@ -206,11 +232,13 @@ pub async fn apply_batch(
     }
     let mut tx = pool.begin().await?;
     let mut outcomes = vec![ApplyOutcome::Duplicate; items.len()];
+    let mut written = Vec::new();
     for i in order {
         let (envelope, expect) = items[i];
-        outcomes[i] = apply_in(&mut tx, envelope, expect).await?;
+        outcomes[i] = apply_in(&mut tx, envelope, expect, &mut written).await?;
     }
     tx.commit().await?;
+    emitted.append(&mut written);
     Ok(outcomes)
 }
 
@@ -261,6 +289,7 @@ async fn apply_bulk(
     items: &[(&Envelope, &Expectations)],
     plans: &[Plan<'_>],
     order: &[usize],
+    emitted: &mut Vec<Emitted>,
 ) -> Result<Option<Vec<ApplyOutcome>>, ApplyError> {
     let recordings: Vec<_> = order
         .iter()
@@ -290,13 +319,13 @@ async fn apply_bulk(
                 continue;
             }
             Step::Aside(aside) if !new_payment => {
-                apply_aside(conn, envelope, plan, out_trade_no, &payment, aside).await?
+                apply_aside(conn, envelope, plan, out_trade_no, &payment, aside, emitted).await?
             }
             // Its own statements need the payment row: create it as step 1 of the
             // one-envelope path does, and decide again on what that found.
             Step::Aside(_) => {
                 let payment = rows::upsert_payment(conn, envelope, out_trade_no).await?;
-                apply_new(conn, envelope, expect, plan, out_trade_no, payment).await?
+                apply_new(conn, envelope, expect, plan, out_trade_no, payment, emitted).await?
             }
         };
         if outcome.label() != plan.expected_label() {
@@ -325,6 +354,7 @@ async fn apply_bulk(
     };
     for (p, (i, ..)) in transitions.iter().zip(&pending) {
         outcomes[*i] = if applied.contains(p.transition.key) {
+            emitted.push(emitted_of(p.transition.event)?);
             ApplyOutcome::Applied {
                 events: vec![p.transition.event.routing_key()],
             }
@@ -354,6 +384,7 @@ async fn apply_in(
     conn: &mut PgConnection,
     envelope: &Envelope,
     expect: &Expectations,
+    emitted: &mut Vec<Emitted>,
 ) -> Result<ApplyOutcome, ApplyError> {
     let plan = Plan::of(envelope);
     let Some(out_trade_no) = plan.out_trade_no else {
@@ -373,7 +404,16 @@ async fn apply_in(
         // Already recorded: nothing was written.
         return Ok(ApplyOutcome::Duplicate);
     };
-    let outcome = apply_new(conn, envelope, expect, &plan, out_trade_no, payment).await?;
+    let outcome = apply_new(
+        conn,
+        envelope,
+        expect,
+        &plan,
+        out_trade_no,
+        payment,
+        emitted,
+    )
+    .await?;
     if outcome.label() != expected {
         rows::set_outcome(conn, &envelope.event_id, outcome.label()).await?;
     }
@@ -508,11 +548,12 @@ async fn apply_new(
     plan: &Plan<'_>,
     out_trade_no: &str,
     payment: Payment,
+    emitted: &mut Vec<Emitted>,
 ) -> Result<ApplyOutcome, ApplyError> {
     let (next, event) = match decide(envelope, expect, plan, out_trade_no, &payment)? {
         Step::Transition { next, event } => (next, event),
         Step::Aside(aside) => {
-            return apply_aside(conn, envelope, plan, out_trade_no, &payment, aside).await;
+            return apply_aside(conn, envelope, plan, out_trade_no, &payment, aside, emitted).await;
         }
     };
     let transition = rows::Transition {
@@ -525,6 +566,7 @@ async fn apply_new(
     if rows::apply_transition(conn, &transition).await?.is_none() {
         return Ok(ApplyOutcome::DuplicateTransition);
     }
+    emitted.push(emitted_of(&event)?);
     Ok(ApplyOutcome::Applied {
         events: vec![event.routing_key()],
     })
@@ -538,11 +580,12 @@ async fn apply_aside(
     out_trade_no: &str,
     payment: &Payment,
     aside: Aside,
+    emitted: &mut Vec<Emitted>,
 ) -> Result<ApplyOutcome, ApplyError> {
     match aside {
         Aside::Quarantine(reason) => {
             let key = plan.transition_key();
-            quarantine(conn, payment, envelope, out_trade_no, key, reason).await
+            quarantine(conn, payment, envelope, out_trade_no, key, reason, emitted).await
         }
         Aside::Record => {
             if envelope.status == Status::RefundProcessing {
@@ -600,6 +643,11 @@ fn mismatch(payment: &Payment, envelope: &Envelope, expect: &Expectations) -> Op
         })
 }
 
+/// The outgoing form of an event just written to the outbox.
+fn emitted_of(event: &CloudEvent) -> Result<Emitted, ApplyError> {
+    Emitted::of(event).map_err(|e| ApplyError::Permanent(format!("event document: {e}")))
+}
+
 /// Records a mismatch as its own transition (`<key>:QUARANTINED`), once.
 async fn quarantine(
     conn: &mut PgConnection,
@@ -608,6 +656,7 @@ async fn quarantine(
     out_trade_no: &str,
     key: &str,
     reason: String,
+    emitted: &mut Vec<Emitted>,
 ) -> Result<ApplyOutcome, ApplyError> {
     let key = format!("{key}:QUARANTINED");
     let Some(transition_id) =
@@ -631,6 +680,7 @@ async fn quarantine(
         OffsetDateTime::now_utc(),
     );
     rows::insert_outbox(conn, transition_id, &event).await?;
+    emitted.push(emitted_of(&event)?);
     tracing::warn!(
         alert = true,
         provider = %envelope.provider,

@@ -153,6 +153,36 @@ impl CloudEvent {
     }
 }
 
+/// An event a committed transaction wrote to the outbox, as the publisher needs it:
+/// what the apply path hands to the outbox dispatcher after the commit, so that the
+/// event goes out at once instead of waiting for a relay round to read it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emitted {
+    /// The CloudEvents `id`, also `outbox.event_id` (how the dispatcher marks it).
+    pub event_id: Uuid,
+    /// `<kind>.<state>.<provider>`.
+    pub routing_key: String,
+    /// The document, byte for byte what `outbox.payload` holds.
+    pub payload: String,
+    /// The CloudEvents `type`.
+    pub event_type: String,
+    /// The CloudEvents `time`, in Unix seconds (the AMQP `timestamp`).
+    pub timestamp: i64,
+}
+
+impl Emitted {
+    /// The outgoing form of `event`. Fails only as [`CloudEvent::to_json`] does.
+    pub fn of(event: &CloudEvent) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            event_id: event.id,
+            routing_key: event.routing_key(),
+            payload: event.to_json()?,
+            event_type: event.event_type.clone(),
+            timestamp: event.time.unix_timestamp(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

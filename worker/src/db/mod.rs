@@ -33,7 +33,10 @@ use secrecy::ExposeSecret as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgPool};
 
-pub use apply::{ApplyError, ApplyOutcome, Expectations, apply, apply_batch};
+pub use apply::{
+    ApplyError, ApplyOutcome, Expectations, apply, apply_batch, apply_batch_emitting,
+    apply_emitting,
+};
 
 /// How a bulk batch's transaction begins, and its two statements: for the test that
 /// checks how PostgreSQL plans them.

@@ -5,25 +5,29 @@
 //! the transaction stays open across the publishes; the confirm timeout bounds how
 //! long that can be.
 
-use futures::future::join_all;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::ShortString;
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::options::ConfirmSelectOptions;
+use lapin::{BasicProperties, Channel};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{CONFIRM_TIMEOUT, CONTENT_TYPE, OutboxRelay, RelayError};
+use super::publish::{self, Outcome, Outgoing};
+use super::{OutboxRelay, RelayError};
 
-/// The payload is taken as the stored JSONB's text (valid JSON, published as is); the
+/// The payload is taken as the stored JSON's text (valid JSON, published as is); the
 /// CloudEvents `type` and `time` are extracted by the database for the AMQP properties.
+///
+/// Only rows older than the sweep delay (`$2`, milliseconds) are taken: younger ones
+/// are the dispatcher's, which publishes them right after their commit. The age is
+/// measured against `clock_timestamp()`, not `now()` (the start of this transaction,
+/// which may precede the commit of a row it sees).
 const CLAIM: &str = "\
     SELECT id, event_id, routing_key, payload::text AS payload, \
            payload->>'type' AS ce_type, payload->>'time' AS ce_time, \
            EXTRACT(EPOCH FROM created_at)::bigint AS created_epoch \
     FROM outbox \
     WHERE published_at IS NULL \
+      AND created_at <= clock_timestamp() - $2 * interval '1 millisecond' \
     ORDER BY id \
     LIMIT $1 \
     FOR UPDATE SKIP LOCKED";
@@ -52,31 +56,8 @@ impl Claimed {
             .as_deref()
             .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
             .map_or(self.created_epoch, OffsetDateTime::unix_timestamp);
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2) // persistent: survives a broker restart in a durable queue
-            .with_content_type(CONTENT_TYPE.into())
-            // Consumers deduplicate on this (= the CloudEvents id).
-            .with_message_id(self.event_id.to_string().into())
-            .with_timestamp(u64::try_from(timestamp).unwrap_or(0))
-            .with_app_id("payhook-worker".into());
-        match &self.ce_type {
-            Some(ce_type) => properties.with_type(ce_type.as_str().into()),
-            None => properties,
-        }
+        publish::properties(self.event_id, self.ce_type.as_deref(), timestamp)
     }
-}
-
-/// What the broker said about one publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Acked,
-    /// Unroutable: no queue bound for the routing key (mandatory publish).
-    Returned,
-    Nacked,
-    /// The channel failed before the confirm arrived.
-    Failed,
-    /// No confirm before the deadline.
-    TimedOut,
 }
 
 /// What one round did.
@@ -113,6 +94,7 @@ impl OutboxRelay {
         let mut tx = self.pool.begin().await?;
         let rows: Vec<Claimed> = sqlx::query_as(CLAIM)
             .bind(i64::from(self.config.batch))
+            .bind(i64::try_from(self.config.sweep_after.as_millis()).unwrap_or(i64::MAX))
             .fetch_all(&mut *tx)
             .await?;
         if rows.is_empty() {
@@ -122,7 +104,16 @@ impl OutboxRelay {
                 published: 0,
             });
         }
-        let (outcomes, channel_error) = self.publish(channel, &rows).await;
+        let events = rows
+            .iter()
+            .map(|row| Outgoing {
+                routing_key: &row.routing_key,
+                payload: row.payload.as_bytes(),
+                properties: row.properties(),
+            })
+            .collect();
+        let (outcomes, channel_error) =
+            publish::publish(channel, &self.config.exchange, events).await;
         let published: Vec<i64> = rows
             .iter()
             .zip(&outcomes)
@@ -143,73 +134,6 @@ impl OutboxRelay {
                 published: published.len(),
             }),
         }
-    }
-
-    /// Publishes every row (in order), then awaits every confirm, all within
-    /// [`CONFIRM_TIMEOUT`]. Returns one outcome per row — rows never sent because the
-    /// channel failed first count as `Failed` — and the channel error, if any.
-    async fn publish(
-        &self,
-        channel: &Channel,
-        rows: &[Claimed],
-    ) -> (Vec<Outcome>, Option<RelayError>) {
-        let exchange = ShortString::from(self.config.exchange.as_str());
-        // mandatory: an event no queue receives comes back instead of vanishing.
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
-        // One deadline for the whole round: writing a publish can stall too (a broker
-        // that blocked publishers stops reading the socket).
-        let deadline = Instant::now() + CONFIRM_TIMEOUT;
-        let mut confirms = Vec::with_capacity(rows.len());
-        let mut error = None;
-        for row in rows {
-            let sent = channel.basic_publish(
-                exchange.clone(),
-                row.routing_key.as_str().into(),
-                options,
-                row.payload.as_bytes(),
-                row.properties(),
-            );
-            match tokio::time::timeout_at(deadline, sent).await {
-                Ok(Ok(confirm)) => confirms.push(confirm),
-                Ok(Err(e)) => {
-                    error = Some(RelayError::Channel(e));
-                    break;
-                }
-                Err(_elapsed) => {
-                    error = Some(RelayError::ConfirmTimeout(CONFIRM_TIMEOUT));
-                    break;
-                }
-            }
-        }
-        let confirmed = join_all(
-            confirms
-                .into_iter()
-                .map(|confirm| tokio::time::timeout_at(deadline, confirm)),
-        )
-        .await;
-        let mut outcomes = Vec::with_capacity(rows.len());
-        for result in confirmed {
-            outcomes.push(match result {
-                Ok(Ok(Confirmation::Ack(None))) => Outcome::Acked,
-                Ok(Ok(Confirmation::Ack(Some(_)))) => Outcome::Returned,
-                Ok(Ok(Confirmation::Nack(_))) => Outcome::Nacked,
-                // Confirm mode was selected above; anything else is not a confirm.
-                Ok(Ok(Confirmation::NotRequested)) => Outcome::Failed,
-                Ok(Err(e)) => {
-                    error.get_or_insert(RelayError::Channel(e));
-                    Outcome::Failed
-                }
-                Err(_elapsed) => {
-                    error.get_or_insert(RelayError::ConfirmTimeout(CONFIRM_TIMEOUT));
-                    Outcome::TimedOut
-                }
-            });
-        }
-        outcomes.resize(rows.len(), Outcome::Failed);
-        (outcomes, error)
     }
 }
 

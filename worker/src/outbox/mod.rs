@@ -1,15 +1,25 @@
-//! The outbox relay: publishes committed `outbox` rows to the events exchange.
+//! Publishing the outbox: committed `outbox` rows to the events exchange.
 //!
 //! The apply path writes each downstream event (a CloudEvents 1.0 JSON document) into
 //! the `outbox` table in the same transaction as the transition it announces, so the
 //! database and the events never disagree (DESIGN.md, invariant 6). This module owns
-//! the other half: taking unpublished rows, publishing them to `<prefix>.events` with
-//! publisher confirms, and marking the confirmed ones `published_at`.
+//! the other half: publishing them to `<prefix>.events` with publisher confirms, and
+//! marking the confirmed ones `published_at`. Two parts do it:
+//!
+//! - the [`Dispatcher`] publishes what a transaction wrote right after its commit,
+//!   from memory (the apply path hands the events over), and marks them in one
+//!   `UPDATE` per round: the fast path, no read of the table;
+//! - the [`OutboxRelay`] sweeps the table for rows left unpublished longer than the
+//!   sweep delay (`worker.outbox_sweep_after_ms`) — whatever the dispatcher could not
+//!   publish, or a crashed process never did — and publishes them. It never takes a
+//!   younger row, so the two do not publish one row twice in the normal case.
 //!
 //! # Layout
 //!
 //! - this file: [`OutboxRelay`], its loop ([`OutboxRelay::run`]), the lag query.
-//! - `batch.rs`: one round — claim rows, publish, await confirms, mark, commit.
+//! - `batch.rs`: one relay round — claim rows, publish, await confirms, mark, commit.
+//! - `dispatch.rs`: the [`Dispatcher`] and its [`DispatchHandle`].
+//! - `publish.rs`: publishing a burst with confirms (both use it).
 //!
 //! # Guarantees
 //!
@@ -17,18 +27,23 @@
 //!   broker confirmed it (routed to at least one queue: publishes are `mandatory`),
 //!   and the mark commits after the confirm. A crash, a lost database connection or a
 //!   failed commit between the confirm and the `UPDATE` leaves the row unpublished,
-//!   and it is sent again on a later round. **Consumers deduplicate on the CloudEvents
-//!   `id`** (also the AMQP `message_id`).
+//!   and the relay sends it again. **Consumers deduplicate on the CloudEvents `id`**
+//!   (also the AMQP `message_id`).
 //! - **A nack, a return (no queue bound for the routing key), a channel error or a
-//!   missing confirm leaves the row unpublished**; it goes out on a later round.
-//! - **Replicas relay concurrently without duplicates in the normal case**: each round
-//!   claims its rows with `FOR UPDATE SKIP LOCKED` and holds the locks until the mark
-//!   commits, so two relays never hold the same row at once.
-//! - **Ordering**: within a batch rows are published in `id` order on one channel, so
-//!   a subscriber sees them in that order. There is no global order across replicas
-//!   (two replicas publish disjoint batches at the same time), nor after a failure (a
-//!   returned row is resent after later rows went out). Consumers that care about
-//!   order use the event's `time` and the payment's monotonic state.
+//!   missing confirm leaves the row unpublished**; the relay sends it once it is older
+//!   than the sweep delay, and on later rounds until it is confirmed.
+//! - **Replicas publish concurrently without duplicates in the normal case**: a
+//!   dispatcher publishes only its own process's commits, and only for half the sweep
+//!   delay after the commit; each relay round claims rows older than the delay with
+//!   `FOR UPDATE SKIP LOCKED` and holds the locks until the mark commits, so two relays
+//!   never hold the same row at once.
+//! - **Ordering**: the dispatcher publishes on one channel in the order the
+//!   transactions handed their events over (commit order, except that two
+//!   transactions committing at the same moment may hand over in either order); a
+//!   relay round publishes in `id` order. There is no global order across replicas,
+//!   nor after a failure (a returned row is resent after later rows went out).
+//!   Consumers that care about order use the event's `time` and the payment's
+//!   monotonic state.
 //!
 //! # Operating it
 //!
@@ -41,6 +56,10 @@
 //!   production, and alert on [`OutboxRelay::lag`].
 
 mod batch;
+mod dispatch;
+mod publish;
+
+pub use dispatch::{DispatchHandle, Dispatcher};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +93,9 @@ pub struct RelayConfig {
     /// How long the relay idles when nothing notifies it (rows written by another
     /// replica, or a notify lost to a crash).
     pub poll: Duration,
+    /// The relay takes only rows older than this: younger ones are the dispatcher's
+    /// (`worker.outbox_sweep_after_ms`). Zero: every unpublished row.
+    pub sweep_after: Duration,
 }
 
 /// Why a relay round failed. Rows not confirmed in a failed round stay unpublished.
@@ -115,8 +137,8 @@ impl OutboxRelay {
         }
     }
 
-    /// The apply path calls `notify_one()` on this after committing a transaction that
-    /// wrote outbox rows, so the events go out at once instead of at the next poll.
+    /// A `notify_one()` on this starts a round at once instead of at the next poll
+    /// (tests use it; the apply path hands its events to the [`Dispatcher`] instead).
     /// A notify while the relay is busy is remembered (one permit), never lost.
     pub fn notifier(&self) -> Arc<Notify> {
         self.wake.clone()
