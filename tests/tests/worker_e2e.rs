@@ -623,3 +623,52 @@ async fn a_linger_gathers_messages_that_arrive_one_after_another_into_one_batch(
     assert_eq!(worker.metric("payhook_worker_batch_size_sum"), 4.0);
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn an_event_committed_but_never_dispatched_is_published_once_by_the_relay_sweep() {
+    let s = stack().await;
+    let order = unique("o");
+    assert_eq!(
+        s.alipay(s.providers.alipay.payment(&order, 100, &unique("n")))
+            .await
+            .body,
+        "success"
+    );
+    // A worker that committed this notification and died before its dispatcher
+    // published the event: the transaction applied here, with nobody to hand it to.
+    let work = &s.receiver.names.work;
+    assert!(eventually_async(QUIET, || async { s.broker.depth(work).await == 1 }).await);
+    let messages = s.broker.drain_raw(work).await;
+    assert_eq!(messages.len(), 1);
+    let envelope: payhook_shared::event::Envelope =
+        serde_json::from_slice(&messages[0].0).expect("an envelope");
+    let outcome = payhook_worker::db::apply(
+        s.pool(),
+        &envelope,
+        &payhook_worker::db::Expectations::default(),
+    )
+    .await
+    .expect("applied");
+    assert!(matches!(
+        outcome,
+        payhook_worker::db::ApplyOutcome::Applied { .. }
+    ));
+    assert_eq!(
+        s.count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .await,
+        1
+    );
+
+    // The next worker's relay finds the row once it is older than the sweep delay
+    // (5 s in the test settings).
+    let worker = TestWorker::spawn(&s.worker_settings()).await;
+    let events = s.tap.wait_for(1, QUIET).await;
+
+    assert_eq!(events.len(), 1, "the event went out");
+    assert_eq!(events[0].cloud_event["subject"], order.as_str());
+    assert_eq!(events[0].routing_key, "payment.succeeded.alipay");
+    s.quiesce(1).await;
+    assert_eq!(worker.metric("payhook_outbox_dispatched_total"), 0.0);
+    assert!(s.tap.take().await.is_empty(), "and only once");
+    worker.stop().await;
+}
