@@ -283,3 +283,83 @@ impl Marks {
         self.since + MARK_EVERY
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> Emitted {
+        Emitted {
+            event_id: Uuid::now_v7(),
+            routing_key: "payment.succeeded.alipay".into(),
+            payload: "{}".into(),
+            event_type: "payhook.payment.succeeded".into(),
+            timestamp: 0,
+        }
+    }
+
+    /// A dispatcher whose pool never connects (these tests touch no database).
+    fn dispatcher(sweep_after: Duration) -> (Dispatcher, Metrics) {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .expect("a lazy pool");
+        let metrics = Metrics::new();
+        let dispatcher = Dispatcher::new(pool, "x".into(), sweep_after, metrics.clone());
+        (dispatcher, metrics)
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_leaves_events_to_the_relay_without_waiting() {
+        let (dispatcher, metrics) = dispatcher(Duration::from_secs(30));
+        let handle = dispatcher.handle();
+        for _ in 0..QUEUE {
+            handle.hand_over(vec![event()]);
+        }
+        assert_eq!(metrics.outbox_left_to_relay.get(), 0);
+
+        handle.hand_over(vec![event(), event()]);
+
+        assert_eq!(metrics.outbox_left_to_relay.get(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hand_over_older_than_half_the_sweep_delay_is_left_to_the_relay() {
+        let (dispatcher, metrics) = dispatcher(Duration::from_secs(30));
+        let handle = dispatcher.handle();
+        handle.hand_over(vec![event()]);
+        tokio::time::advance(Duration::from_secs(15)).await;
+        handle.hand_over(vec![event(), event()]);
+        tokio::time::advance(Duration::from_millis(1)).await;
+
+        let mut receiver = dispatcher.receiver.lock().await;
+        let mut taken = Vec::new();
+        while let Ok(hand_over) = receiver.try_recv() {
+            dispatcher.take(hand_over, &mut taken);
+        }
+
+        assert_eq!(taken.len(), 2, "the fresh hand-over is published");
+        assert_eq!(
+            metrics.outbox_left_to_relay.get(),
+            1,
+            "the stale one is not"
+        );
+    }
+
+    #[test]
+    fn empty_hand_overs_are_not_queued() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let _guard = runtime.enter();
+        let (dispatcher, _) = dispatcher(Duration::from_secs(30));
+        dispatcher.handle().hand_over(Vec::new());
+        assert!(
+            dispatcher
+                .receiver
+                .try_lock()
+                .expect("free")
+                .try_recv()
+                .is_err()
+        );
+    }
+}
