@@ -8,7 +8,8 @@
 //! - [`db`]: PostgreSQL — migrations, the one apply path (payment state machine,
 //!   transition ledger, refunds, raw notification audit, outbox), order registration.
 //! - [`dedup`]: the Redis two-phase claim (fast path; the database is the truth).
-//! - [`outbox`]: relays committed outbox rows to the events exchange as CloudEvents.
+//! - [`outbox`]: publishes committed outbox rows to the events exchange as CloudEvents
+//!   (the dispatcher right after each commit; the relay sweeps what it left).
 //! - [`reconcile`]: queries the providers about pending / doubtful payments and
 //!   publishes their verified answers for the same apply path.
 //! - [`retry`]: retry tiers and parking; [`parked`]: listing parked messages and
