@@ -4,8 +4,8 @@
 //!
 //! The outbox stays the source of truth. The apply path hands the dispatcher the
 //! events it committed ([`DispatchHandle::hand_over`]); a round takes everything
-//! handed over so far, publishes it with confirms, and marks the confirmed rows
-//! `published_at` in one `UPDATE`. Whatever the dispatcher does not publish — its
+//! handed over so far and publishes it with confirms, and the confirmed rows of the
+//! rounds of the last 50 ms are marked `published_at` in one `UPDATE`. Whatever the dispatcher does not publish — its
 //! queue was full, the hand-over waited too long, the broker returned or nacked an
 //! event, the channel failed, the process died — is still an unpublished row, and the
 //! relay's sweep publishes it once it is older than the sweep delay

@@ -7,8 +7,8 @@
 //! marking the confirmed ones `published_at`. Two parts do it:
 //!
 //! - the [`Dispatcher`] publishes what a transaction wrote right after its commit,
-//!   from memory (the apply path hands the events over), and marks them in one
-//!   `UPDATE` per round: the fast path, no read of the table;
+//!   from memory (the apply path hands the events over), and marks the confirmed
+//!   ones every 50 ms in one `UPDATE`: the fast path, no read of the table;
 //! - the [`OutboxRelay`] sweeps the table for rows left unpublished longer than the
 //!   sweep delay (`worker.outbox_sweep_after_ms`) — whatever the dispatcher could not
 //!   publish, or a crashed process never did — and publishes them. It never takes a
