@@ -352,12 +352,16 @@ async fn apply_bulk(
     let Some(applied) = bulk::apply_transitions(conn, &transitions).await? else {
         return Ok(None);
     };
-    for (p, (i, ..)) in transitions.iter().zip(&pending) {
-        outcomes[*i] = if applied.contains(p.transition.key) {
-            emitted.push(emitted_of(p.transition.event)?);
-            ApplyOutcome::Applied {
-                events: vec![p.transition.event.routing_key()],
-            }
+    let was_applied: Vec<bool> = transitions
+        .iter()
+        .map(|p| applied.contains(p.transition.key))
+        .collect();
+    drop(transitions);
+    for ((i, .., event), was_applied) in pending.into_iter().zip(was_applied) {
+        outcomes[i] = if was_applied {
+            let events = vec![event.routing_key.clone()];
+            emitted.push(*event);
+            ApplyOutcome::Applied { events }
         } else {
             ApplyOutcome::DuplicateTransition
         };
@@ -502,7 +506,7 @@ fn check(envelope: &Envelope) -> Result<(), ApplyError> {
 /// What a notification seen for the first time does to its locked payment.
 enum Step {
     /// A transition: the payment's next facts and the event announcing them.
-    Transition { next: Next, event: Box<CloudEvent> },
+    Transition { next: Next, event: Box<Emitted> },
     /// Anything else: statements of its own ([`apply_aside`]).
     Aside(Aside),
 }
@@ -536,7 +540,7 @@ fn decide(
     let event = CloudEvent::new(*kind, data, OffsetDateTime::now_utc());
     Ok(Step::Transition {
         next,
-        event: Box::new(event),
+        event: Box::new(emitted_of(&event)?),
     })
 }
 
@@ -566,10 +570,9 @@ async fn apply_new(
     if rows::apply_transition(conn, &transition).await?.is_none() {
         return Ok(ApplyOutcome::DuplicateTransition);
     }
-    emitted.push(emitted_of(&event)?);
-    Ok(ApplyOutcome::Applied {
-        events: vec![event.routing_key()],
-    })
+    let events = vec![event.routing_key.clone()];
+    emitted.push(*event);
+    Ok(ApplyOutcome::Applied { events })
 }
 
 /// An [`Aside`]: its own statements.
@@ -643,7 +646,7 @@ fn mismatch(payment: &Payment, envelope: &Envelope, expect: &Expectations) -> Op
         })
 }
 
-/// The outgoing form of an event just written to the outbox.
+/// The event serialized once, as the outbox row and the publish both take it.
 fn emitted_of(event: &CloudEvent) -> Result<Emitted, ApplyError> {
     Emitted::of(event).map_err(|e| ApplyError::Permanent(format!("event document: {e}")))
 }
@@ -679,8 +682,9 @@ async fn quarantine(
         data,
         OffsetDateTime::now_utc(),
     );
+    let event = emitted_of(&event)?;
     rows::insert_outbox(conn, transition_id, &event).await?;
-    emitted.push(emitted_of(&event)?);
+    emitted.push(event);
     tracing::warn!(
         alert = true,
         provider = %envelope.provider,

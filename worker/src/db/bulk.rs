@@ -254,11 +254,6 @@ pub(super) async fn apply_transitions(
     conn: &mut PgConnection,
     items: &[Pending<'_>],
 ) -> Result<Option<HashSet<String>>, ApplyError> {
-    let payloads = items
-        .iter()
-        .map(|p| p.transition.event.to_json())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApplyError::Permanent(format!("event document: {e}")))?;
     let ts = || items.iter().map(|p| &p.transition);
     let envelopes = || ts().map(|t| t.envelope);
     let texts = |f: fn(&Envelope) -> &str| envelopes().map(f).collect::<Vec<_>>();
@@ -292,9 +287,12 @@ pub(super) async fn apply_transitions(
             ts().map(|t| t.next.closed_at)
                 .collect::<Vec<Option<OffsetDateTime>>>(),
         )
-        .bind(ts().map(|t| t.event.id).collect::<Vec<Uuid>>())
-        .bind(ts().map(|t| t.event.routing_key()).collect::<Vec<_>>())
-        .bind(payloads)
+        .bind(ts().map(|t| t.event.event_id).collect::<Vec<Uuid>>())
+        .bind(
+            ts().map(|t| t.event.routing_key.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(ts().map(|t| t.event.payload.as_str()).collect::<Vec<_>>())
         .bind(refunds().map(|r| r.is_some()).collect::<Vec<_>>())
         .bind(texts(|e| e.provider.as_str()))
         .bind(texts(|e| &e.merchant))

@@ -153,9 +153,9 @@ impl CloudEvent {
     }
 }
 
-/// An event a committed transaction wrote to the outbox, as the publisher needs it:
-/// what the apply path hands to the outbox dispatcher after the commit, so that the
-/// event goes out at once instead of waiting for a relay round to read it back.
+/// An event serialized once: the apply path writes the outbox row from it and, after
+/// the commit, hands it to the outbox dispatcher, so that the event goes out at once
+/// instead of waiting for a relay round to read it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Emitted {
     /// The CloudEvents `id`, also `outbox.event_id` (how the dispatcher marks it).

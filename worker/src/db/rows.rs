@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgExecutor, Postgres};
 use time::OffsetDateTime;
 
 use super::apply::ApplyError;
-use super::cloudevents::CloudEvent;
+use super::cloudevents::Emitted;
 use super::facts::{Next, is_refund, source_label, status_label};
 use super::state::PaymentState;
 
@@ -259,7 +259,8 @@ pub(super) struct Transition<'a> {
     pub(super) payment: &'a Payment,
     pub(super) envelope: &'a Envelope,
     pub(super) next: &'a Next,
-    pub(super) event: &'a CloudEvent,
+    /// The event, serialized once: the row gets these bytes and so does the publish.
+    pub(super) event: &'a Emitted,
 }
 
 /// Applies a transition (see `apply_transition_sql!`); returns the ledger row's id,
@@ -277,10 +278,6 @@ pub(super) async fn apply_transition(
         refund_transition_conflict!(),
         ")"
     ));
-    let payload = t
-        .event
-        .to_json()
-        .map_err(|e| ApplyError::Permanent(format!("event document: {e}")))?;
     let envelope = t.envelope;
     let refund = is_refund(envelope.status);
     let query = sqlx::query_scalar(if refund { WITH_REFUND } else { PLAIN })
@@ -299,9 +296,9 @@ pub(super) async fn apply_transition(
         .bind(&t.next.provider_trade_no)
         .bind(t.next.paid_at)
         .bind(t.next.closed_at)
-        .bind(t.event.id)
-        .bind(t.event.routing_key())
-        .bind(payload);
+        .bind(t.event.event_id)
+        .bind(&t.event.routing_key)
+        .bind(&t.event.payload);
     let query = if refund {
         let f = &envelope.fields;
         query
@@ -354,19 +351,16 @@ pub(super) async fn note_refund_in_progress(
 pub(super) async fn insert_outbox(
     conn: &mut PgConnection,
     transition_id: i64,
-    event: &CloudEvent,
+    event: &Emitted,
 ) -> Result<(), ApplyError> {
-    let payload = event
-        .to_json()
-        .map_err(|e| ApplyError::Permanent(format!("event document: {e}")))?;
     sqlx::query(
         "INSERT INTO outbox (event_id, transition_id, routing_key, payload)
          VALUES ($1, $2, $3, $4::json)",
     )
-    .bind(event.id)
+    .bind(event.event_id)
     .bind(transition_id)
-    .bind(event.routing_key())
-    .bind(payload)
+    .bind(&event.routing_key)
+    .bind(&event.payload)
     .execute(conn)
     .await?;
     Ok(())
