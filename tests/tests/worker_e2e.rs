@@ -70,6 +70,15 @@ impl Stack {
         .await
     }
 
+    /// Sends a new Alipay payment notification (100 fen, a fresh notify id) for
+    /// `order` and asserts the provider's success answer.
+    async fn pay(&self, order: &str) {
+        let answer = self
+            .alipay(self.providers.alipay.payment(order, 100, &unique("n")))
+            .await;
+        assert_eq!(answer.body, "success", "the receiver acks the payment");
+    }
+
     async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar::<_, i64>(sql)
             .fetch_one(self.pool())
@@ -174,12 +183,7 @@ async fn redelivery_after_commit_before_ack_has_no_second_effect() {
     let s = stack().await;
     let worker = TestWorker::spawn(&s.worker_settings()).await;
     let order = unique("o");
-    assert_eq!(
-        s.alipay(s.providers.alipay.payment(&order, 100, &unique("n")))
-            .await
-            .body,
-        "success"
-    );
+    s.pay(&order).await;
     s.quiesce(1).await;
     assert_eq!(s.tap.wait_for(1, QUIET).await.len(), 1);
 
@@ -298,12 +302,7 @@ async fn postgres_outage_is_retried_through_the_tiers_and_applied_once_back() {
     let worker = TestWorker::spawn(&settings).await;
     proxy.cut();
     let order = unique("o");
-    assert_eq!(
-        s.alipay(s.providers.alipay.payment(&order, 100, &unique("n")))
-            .await
-            .body,
-        "success"
-    );
+    s.pay(&order).await;
     let probe = &worker;
     assert!(
         eventually_async(QUIET, || async {
@@ -355,12 +354,7 @@ async fn exhausted_retries_park_the_message_and_replay_applies_it_after_the_fix(
     let worker = TestWorker::spawn(&settings).await;
     proxy.cut();
     let order = unique("o");
-    assert_eq!(
-        s.alipay(s.providers.alipay.payment(&order, 100, &unique("n")))
-            .await
-            .body,
-        "success"
-    );
+    s.pay(&order).await;
     let parked = eventually_async(QUIET, || async {
         s.broker.depth(&s.receiver.names.parked).await == 1
     })
@@ -443,12 +437,7 @@ async fn amount_mismatch_with_a_registered_order_is_quarantined_without_payment_
         .expect("register answers");
     assert_eq!(registered.status().as_u16(), 201);
 
-    assert_eq!(
-        s.alipay(s.providers.alipay.payment(&order, 100, &unique("n")))
-            .await
-            .body,
-        "success"
-    );
+    s.pay(&order).await;
     s.quiesce(1).await;
     assert_eq!(s.state(&order).await, "PENDING", "not applied as paid");
     assert_eq!(
@@ -469,12 +458,7 @@ async fn worker_reconnects_after_losing_the_broker_and_resumes_consuming() {
     settings.amqp.url = Secret::inline(proxy.amqp_url());
     let worker = TestWorker::spawn(&settings).await;
     let first = unique("o");
-    assert_eq!(
-        s.alipay(s.providers.alipay.payment(&first, 100, &unique("n")))
-            .await
-            .body,
-        "success"
-    );
+    s.pay(&first).await;
     s.quiesce(1).await;
 
     proxy.cut();
@@ -485,12 +469,7 @@ async fn worker_reconnects_after_losing_the_broker_and_resumes_consuming() {
     );
     // Notifications keep arriving at the receiver (its own broker link is fine).
     let second = unique("o");
-    assert_eq!(
-        s.alipay(s.providers.alipay.payment(&second, 100, &unique("n")))
-            .await
-            .body,
-        "success"
-    );
+    s.pay(&second).await;
     proxy.restore();
     assert!(
         payhook_tests::harness::eventually(QUIET, || shared.broker_up()).await,
@@ -628,12 +607,7 @@ async fn a_linger_gathers_messages_that_arrive_one_after_another_into_one_batch(
 async fn an_event_committed_but_never_dispatched_is_published_once_by_the_relay_sweep() {
     let s = stack().await;
     let order = unique("o");
-    assert_eq!(
-        s.alipay(s.providers.alipay.payment(&order, 100, &unique("n")))
-            .await
-            .body,
-        "success"
-    );
+    s.pay(&order).await;
     // A worker that committed this notification and died before its dispatcher
     // published the event: the transaction applied here, with nobody to hand it to.
     let work = &s.receiver.names.work;
