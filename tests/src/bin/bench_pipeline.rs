@@ -53,9 +53,12 @@ use payhook_shared::event::Provider;
 use payhook_shared::topology::Names;
 use payhook_shared::wechat_v2::SignType as V2SignType;
 use payhook_shared::{alipay, wechat_v2};
-use payhook_tests::bench::{cores, read, schedstat_ns, sleep_until, threads_of};
+use payhook_tests::bench::{
+    Connections as _, Http1Pool, cores, read, schedstat_ns, sleep_until, threads_of,
+};
 use payhook_tests::db::TestDb;
 use payhook_tests::harness::{self, Providers, TestBroker, TestReceiver};
+use payhook_tests::http1;
 use payhook_tests::worker::{TestWorker, worker_settings};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use sqlx::PgPool;
@@ -82,7 +85,7 @@ OPTIONS:
                                       overload, a backlog builds)        [event]
     --saturation-count <N>            notifications pre-generated for the
                                       saturation phase (each a new order)
-                                      [1500 × (warmup + duration)]
+                                      [3000 × (warmup + duration)]
     --connections <N>                 fixed: max HTTP requests in flight [64]
     --providers <LIST>                alipay | wechat_v3 | wechat_v2 | all, or a
                                       comma list                [alipay,wechat_v3]
@@ -100,6 +103,8 @@ OPTIONS:
     --receiver-workers <N>            receiver.workers (0 = all cores)   [0]
     --channels <N>                    amqp.publisher_channels            [4]
     --client-threads <N>              load generator runtime threads     [cores]
+    --client <raw|reqwest>            load generator HTTP client: the lean
+                                      keep-alive client or reqwest        [raw]
     --drain-secs <N>                  max wait after a phase for every
                                       acknowledged notification's event  [120]
     --log                             install the production JSON logger (info) on
@@ -129,6 +134,15 @@ enum ClosedOn {
     Http,
 }
 
+/// The load generator's HTTP client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientSel {
+    /// [`http1::Conn`]: the request pre-serialised, one connection per loop (a quarter
+    /// of reqwest's CPU per request, measured in BENCHMARKS.md, third round).
+    Raw,
+    Reqwest,
+}
+
 #[derive(Debug, Clone)]
 struct Options {
     phase: PhaseSel,
@@ -153,6 +167,7 @@ struct Options {
     receiver_workers: usize,
     channels: usize,
     client_threads: usize,
+    client: ClientSel,
     drain_secs: u64,
     log: bool,
     report: Option<PathBuf>,
@@ -182,6 +197,7 @@ fn parse_options() -> Result<Options, String> {
         receiver_workers: 0,
         channels: 4,
         client_threads: cores(),
+        client: ClientSel::Raw,
         drain_secs: 120,
         log: false,
         report: None,
@@ -256,6 +272,13 @@ fn parse_options() -> Result<Options, String> {
             }
             "--channels" => o.channels = count(&value)?,
             "--client-threads" => o.client_threads = count(&value)?,
+            "--client" => {
+                o.client = match value.as_str() {
+                    "raw" => ClientSel::Raw,
+                    "reqwest" => ClientSel::Reqwest,
+                    other => return Err(format!("--client: raw or reqwest, not {other:?}")),
+                }
+            }
             "--drain-secs" => o.drain_secs = number(&value)?.max(1),
             "--report" => o.report = Some(PathBuf::from(value)),
             "--providers" => {
@@ -334,10 +357,13 @@ impl Kind {
     }
 }
 
-/// One ready-to-send notification (taken, i.e. sent, exactly once).
-struct Request {
-    headers: HeaderMap,
-    body: Vec<u8>,
+/// One ready-to-send notification (taken, i.e. sent, exactly once), in the form the
+/// phase's client sends.
+enum Request {
+    /// For reqwest: headers and body.
+    Parts { headers: HeaderMap, body: Vec<u8> },
+    /// For the lean client: the whole request, head and body, as reqwest writes it.
+    Raw(Vec<u8>),
 }
 
 /// The notifications of one phase, global indices `range`; notification `i` is of kind
@@ -358,13 +384,13 @@ impl Batch {
     }
 
     /// Takes notification `i` (global index) for sending.
-    fn take(&self, i: usize) -> Option<(Kind, reqwest::Url, Request)> {
+    fn take(&self, i: usize) -> Option<(Kind, &reqwest::Url, Request)> {
         let request = self.requests[i - self.range.start]
             .lock()
             .expect("request lock")
             .take()?;
         let kind = self.kind(i);
-        Some((kind, self.urls[kind.index()].clone(), request))
+        Some((kind, &self.urls[kind.index()], request))
     }
 }
 
@@ -388,8 +414,16 @@ fn headers_for(kind: Kind, extra: &[(String, String)]) -> HeaderMap {
     headers
 }
 
-/// Notification `i`: a new order `pl-<run>-<i>`, paid, with a notify id unique to it.
-fn make_request(p: &Providers, run: &str, kind: Kind, i: usize, ts: i64) -> Request {
+/// Notification `i`: a new order `pl-<run>-<i>`, paid, with a notify id unique to it;
+/// serialised whole for the lean client when `raw_host` (the `Host` header) is given.
+fn make_request(
+    p: &Providers,
+    run: &str,
+    kind: Kind,
+    i: usize,
+    ts: i64,
+    raw_host: Option<&str>,
+) -> Request {
     let order = order_of(run, i);
     let id = format!("n-{run}-{i}");
     let body = match kind {
@@ -405,16 +439,40 @@ fn make_request(p: &Providers, run: &str, kind: Kind, i: usize, ts: i64) -> Requ
     } else {
         Vec::new()
     };
-    Request {
-        headers: headers_for(kind, &extra),
-        body,
+    let headers = headers_for(kind, &extra);
+    match raw_host {
+        Some(host) => {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.to_str().expect("ASCII header")))
+                .collect();
+            Request::Raw(http1::request_bytes(
+                "POST",
+                host,
+                kind.path(),
+                &headers,
+                &body,
+            ))
+        }
+        None => Request::Parts { headers, body },
     }
 }
 
 /// Signs the phase's notifications on every core, before anything is measured.
-fn generate(p: &Providers, run: &str, kinds: &[Kind], range: Range<usize>, base: &str) -> Batch {
+fn generate(
+    p: &Providers,
+    run: &str,
+    kinds: &[Kind],
+    range: Range<usize>,
+    base: &str,
+    client: ClientSel,
+) -> Batch {
     let started = Instant::now();
     let ts = unix_now();
+    let raw_host = match client {
+        ClientSel::Raw => Some(base.strip_prefix("http://").expect("http base URL")),
+        ClientSel::Reqwest => None,
+    };
     let threads = cores();
     let len = range.len();
     let chunk = len.div_ceil(threads).max(1);
@@ -425,7 +483,7 @@ fn generate(p: &Providers, run: &str, kinds: &[Kind], range: Range<usize>, base:
                 let to = range.start + ((t + 1) * chunk).min(len);
                 s.spawn(move || {
                     (from..to)
-                        .map(|i| make_request(p, run, kinds[i % kinds.len()], i, ts))
+                        .map(|i| make_request(p, run, kinds[i % kinds.len()], i, ts, raw_host))
                         .collect::<Vec<_>>()
                 })
             })
@@ -672,22 +730,83 @@ fn transport_error(e: &reqwest::Error) -> String {
     format!("transport error ({class})")
 }
 
+/// One HTTP connection of the load generator (reqwest's is a handle on its pool).
+enum Http {
+    Reqwest(reqwest::Client),
+    Raw(http1::Conn),
+}
+
+/// Where the open loop's requests get their connections.
+#[derive(Clone)]
+enum Conns {
+    Reqwest(reqwest::Client),
+    Raw(Arc<Http1Pool>),
+}
+
+impl Conns {
+    fn new(client: ClientSel, base: &str, max_idle: usize) -> Self {
+        match client {
+            ClientSel::Reqwest => Self::Reqwest(self::client(max_idle)),
+            ClientSel::Raw => Self::Raw(Arc::new(Http1Pool::new(receiver_addr(base)))),
+        }
+    }
+
+    /// One loop's own connection.
+    fn single(client: ClientSel, base: &str) -> Http {
+        Self::new(client, base, 1).take()
+    }
+
+    fn take(&self) -> Http {
+        match self {
+            Self::Reqwest(c) => Http::Reqwest(c.clone()),
+            Self::Raw(pool) => Http::Raw(pool.take()),
+        }
+    }
+
+    fn give(&self, http: Http) {
+        if let (Self::Raw(pool), Http::Raw(conn)) = (self, http) {
+            pool.give(conn);
+        }
+    }
+}
+
+/// The receiver's socket address, from its `http://host:port` base URL.
+fn receiver_addr(base: &str) -> std::net::SocketAddr {
+    base.strip_prefix("http://")
+        .and_then(|a| a.parse().ok())
+        .expect("receiver base URL http://<ip>:<port>")
+}
+
 /// Sends one notification; `Ok` only for the provider's success answer.
 async fn send(
-    client: &reqwest::Client,
+    http: &mut Http,
     kind: Kind,
-    url: reqwest::Url,
+    url: &reqwest::Url,
     request: Request,
 ) -> Result<(), String> {
-    let response = client
-        .post(url)
-        .headers(request.headers)
-        .body(request.body)
-        .send()
-        .await
-        .map_err(|e| transport_error(&e))?;
-    let status = response.status().as_u16();
-    let body = response.bytes().await.map_err(|e| transport_error(&e))?;
+    match (http, request) {
+        (Http::Reqwest(client), Request::Parts { headers, body }) => {
+            let response = client
+                .post(url.clone())
+                .headers(headers)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| transport_error(&e))?;
+            let status = response.status().as_u16();
+            let body = response.bytes().await.map_err(|e| transport_error(&e))?;
+            check(kind, status, &body)
+        }
+        (Http::Raw(conn), Request::Raw(bytes)) => {
+            let answer = conn.send(&bytes).await?;
+            check(kind, answer.status, answer.body)
+        }
+        _ => Err("request generated for the other client".into()),
+    }
+}
+
+/// `Ok` only for the provider's success answer.
+fn check(kind: Kind, status: u16, body: &[u8]) -> Result<(), String> {
     let ok = match kind.provider() {
         Provider::Alipay => status == 200 && body == alipay::SUCCESS_ANSWER.as_bytes(),
         Provider::WechatV2 => status == 200 && body == wechat_v2::SUCCESS_ANSWER.as_bytes(),
@@ -703,7 +822,7 @@ async fn send(
 
 /// Sends notification `i` and records its answer in its slot.
 async fn send_one(
-    client: &reqwest::Client,
+    http: &mut Http,
     batch: &Batch,
     slots: &[Slot],
     clock: &Clock,
@@ -715,7 +834,7 @@ async fn send_one(
         return false;
     };
     slot.sent.store(clock.now(), Ordering::Relaxed);
-    let r = send(client, kind, url, request).await;
+    let r = send(http, kind, url, request).await;
     slot.answered.store(clock.now(), Ordering::Relaxed);
     match r {
         Ok(()) => {
@@ -1039,7 +1158,7 @@ struct Outcome {
 fn run_fixed(ctx: &Ctx<'_>, batch: Batch) -> Outcome {
     let o = ctx.o;
     let batch = Arc::new(batch);
-    let http = client(o.connections);
+    let conns = Conns::new(o.client, &ctx.receiver.base_url, o.connections);
     let slots_sem = Arc::new(Semaphore::new(o.connections));
     let errors = Arc::new(Mutex::new(BTreeMap::new()));
     let tracker = TaskTracker::new();
@@ -1064,20 +1183,22 @@ fn run_fixed(ctx: &Ctx<'_>, batch: Batch) -> Outcome {
                     let due = start + Duration::from_nanos((n as f64 * period_ns) as u64);
                     sleep_until(due);
                     slots[i].due.store(clock.ns(due), Ordering::Relaxed);
-                    let (batch, slots, clock, errors, sem, http) = (
+                    let (batch, slots, clock, errors, sem, conns) = (
                         batch.clone(),
                         slots.clone(),
                         clock.clone(),
                         errors.clone(),
                         sem.clone(),
-                        http.clone(),
+                        conns.clone(),
                     );
                     tracker.spawn_on(
                         async move {
                             let Ok(_permit) = sem.acquire().await else {
                                 return;
                             };
-                            send_one(&http, &batch, &slots, &clock, i, &errors).await;
+                            let mut http = conns.take();
+                            send_one(&mut http, &batch, &slots, &clock, i, &errors).await;
+                            conns.give(http);
                         },
                         &handle,
                     );
@@ -1131,7 +1252,7 @@ fn run_closed(ctx: &Ctx<'_>, batch: Batch) -> Outcome {
             timeouts.clone(),
         );
         let wait_event = o.closed_on == ClosedOn::Event;
-        let http = client(1);
+        let mut http = Conns::single(o.client, &ctx.receiver.base_url);
         loops.push(ctx.client_rt.spawn(async move {
             tokio::time::sleep_until(start.into()).await;
             let owner = u32::try_from(j + 1).expect("loop count fits u32");
@@ -1150,7 +1271,7 @@ fn run_closed(ctx: &Ctx<'_>, batch: Batch) -> Outcome {
                 if wait_event {
                     slot.owner.store(owner, Ordering::Release);
                 }
-                let ok = send_one(&http, &batch, &slots, &clock, i, &errors).await;
+                let ok = send_one(&mut http, &batch, &slots, &clock, i, &errors).await;
                 if wait_event && ok {
                     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
                     let waker = &tap.wakers[j];
@@ -1859,7 +1980,7 @@ fn main() {
     };
     let saturation_n = if run_saturation {
         o.saturation_count
-            .unwrap_or_else(|| usize::try_from(1500 * (o.warmup + o.duration)).expect("fits"))
+            .unwrap_or_else(|| usize::try_from(3000 * (o.warmup + o.duration)).expect("fits"))
     } else {
         0
     };
@@ -1945,7 +2066,14 @@ fn main() {
             range.len(),
             cores()
         );
-        let batch = generate(&providers, &run, &o.kinds, range, &receiver.base_url);
+        let batch = generate(
+            &providers,
+            &run,
+            &o.kinds,
+            range,
+            &receiver.base_url,
+            o.client,
+        );
         eprintln!("generated in {:.1} s", batch.took.as_secs_f64());
         if o.kinds.contains(&Kind::V3Transaction)
             && batch.signed_at.elapsed().as_secs() + o.warmup + o.duration + 10 > 290
@@ -2020,9 +2148,14 @@ fn main() {
     );
     let _ = writeln!(
         out,
-        "- load: HTTP/1.1 keep-alive (reqwest), {} client threads; providers = {} \
+        "- load: HTTP/1.1 keep-alive ({}), {} client threads; providers = {} \
          (round-robin); every notification a new order paid once",
-        o.client_threads, o.providers_label
+        match o.client {
+            ClientSel::Raw => "lean client",
+            ClientSel::Reqwest => "reqwest",
+        },
+        o.client_threads,
+        o.providers_label
     );
     out.push_str(&body);
     let _ = writeln!(out, "\nLoad average at the end: {}.", loadavg());
