@@ -179,18 +179,20 @@ impl AlipaySigner {
         self.signature(sign_type, &content)
     }
 
-    /// A Base64 PKCS#1 v1.5 signature over raw bytes (RSA blinding on).
+    /// A Base64 PKCS#1 v1.5 signature over raw bytes (RSA blinding on). `RSA2` is
+    /// signed on `ring` ([`keys::ring_key`]); `ring` does not sign with SHA1, so `RSA`
+    /// stays on the `rsa` crate.
     pub fn signature(&self, sign_type: SignType, message: &[u8]) -> String {
-        let mut rng = rand::rng();
-        let bytes = match sign_type {
-            SignType::Rsa2 => SigningKey::<sha2::Sha256>::new(self.key.clone())
-                .sign_with_rng(&mut rng, message)
-                .to_vec(),
-            SignType::Rsa => SigningKey::<sha1::Sha1>::new(self.key.clone())
-                .sign_with_rng(&mut rng, message)
-                .to_vec(),
-        };
-        STANDARD.encode(bytes)
+        match sign_type {
+            SignType::Rsa2 => keys::ring_key(self.key)
+                .sign_sha256_b64(message)
+                .expect("ring signs"),
+            SignType::Rsa => STANDARD.encode(
+                SigningKey::<sha1::Sha1>::new(self.key.clone())
+                    .sign_with_rng(&mut rand::rng(), message)
+                    .to_vec(),
+            ),
+        }
     }
 
     /// The form body of `params` as Alipay (Java's `URLEncoder`) writes it, in the

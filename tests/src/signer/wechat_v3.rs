@@ -10,8 +10,6 @@ use std::fmt;
 use std::str::FromStr as _;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use payhook_shared::wechat_v3::{
     self, HEADER_NONCE, HEADER_SERIAL, HEADER_SIGNATURE, HEADER_SIGNATURE_TYPE, HEADER_TIMESTAMP,
     PUBLIC_KEY_ID_PREFIX, PlatformKeys, SIGNATURE_TYPE, V3Merchant,
@@ -19,7 +17,6 @@ use payhook_shared::wechat_v3::{
 use rand::RngExt as _;
 use rand::distr::Alphanumeric;
 use rsa::pkcs1v15::{Signature, SigningKey};
-use rsa::signature::{SignatureEncoding as _, Signer as _};
 use rsa::{PrivateKey, PublicKey};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -139,8 +136,9 @@ impl V3Signer {
     /// Base64 SHA256withRSA over `ts\nnonce\nbody\n`.
     pub fn sign(&self, ts: i64, nonce: &str, body: &[u8]) -> String {
         let message = [format!("{ts}\n{nonce}\n").as_bytes(), body, b"\n"].concat();
-        let signature: Signature = SigningKey::<Sha256>::new(self.key.clone()).sign(&message);
-        STANDARD.encode(signature.to_bytes())
+        keys::ring_key(self.key)
+            .sign_sha256_b64(&message)
+            .expect("ring signs")
     }
 
     /// The headers WeChat sends with `body` signed at `ts`: `Wechatpay-Timestamp`,
