@@ -1699,11 +1699,16 @@ fn render_phase(out: &mut String, ctx: &Ctx<'_>, r: &Outcome, kinds: &[Kind]) {
     let _ = writeln!(
         out,
         "\n**Throughput**: {} downstream events received inside the {:.0} s window = \
-         **{:.0} events/s** end to end (the receiver answered {:.0} success/s in the same \
+         **{:.0} events/s** end to end{} (the receiver answered {:.0} success/s in the same \
          window).",
         l.events_in_window,
         secs,
         l.events_in_window as f64 / secs,
+        if r.exhausted {
+            ", **not a limit: the loops ran out of notifications** (see the warning)"
+        } else {
+            ""
+        },
         l.answers_ok_in_window as f64 / secs,
     );
     if !l.per_second.is_empty() {
@@ -1718,12 +1723,12 @@ fn render_phase(out: &mut String, ctx: &Ctx<'_>, r: &Outcome, kinds: &[Kind]) {
         );
     }
     if r.exhausted {
-        let _ = writeln!(
-            out,
-            "\n**Warning**: the pre-generated notifications ran out before the end of the \
-             window; the throughput is understated — rerun with a larger \
-             `--saturation-count`."
-        );
+        let warning = "the pre-generated notifications ran out before the end of the \
+                       window: the loops stopped early and the machine idled for the rest \
+                       of it, so the throughput and the CPU busy figures are understated — \
+                       rerun with a larger `--saturation-count`";
+        eprintln!("warning: {warning}");
+        let _ = writeln!(out, "\n**Warning**: {warning}.");
     }
     if r.event_timeouts > 0 {
         let _ = writeln!(
