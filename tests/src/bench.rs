@@ -16,6 +16,8 @@ use hdrhistogram::Histogram;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
+use payhook_shared::event::Provider;
+use payhook_shared::{alipay, wechat_v2};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
@@ -66,6 +68,22 @@ pub fn transport_error(e: &reqwest::Error) -> String {
         cause = next;
     }
     format!("transport error ({class}): {cause}")
+}
+
+/// `Ok` only for `provider`'s success answer (Alipay `success`, WeChat Pay APIv2's
+/// `SUCCESS` XML, APIv3's 204); otherwise the status and the start of the body.
+pub fn provider_answer(provider: Provider, status: u16, body: &[u8]) -> Result<(), String> {
+    let ok = match provider {
+        Provider::Alipay => status == 200 && body == alipay::SUCCESS_ANSWER.as_bytes(),
+        Provider::WechatV2 => status == 200 && body == wechat_v2::SUCCESS_ANSWER.as_bytes(),
+        Provider::WechatV3 => status == 204,
+    };
+    if ok {
+        Ok(())
+    } else {
+        let text = String::from_utf8_lossy(&body[..body.len().min(100)]).into_owned();
+        Err(format!("HTTP {status} {text}"))
+    }
 }
 
 /// The load generator's HTTP/1.1 keep-alive client, at most `max_idle` idle

@@ -52,9 +52,9 @@ use payhook_shared::config::Settings;
 use payhook_shared::event::Provider;
 use payhook_shared::topology::Names;
 use payhook_shared::wechat_v2::SignType as V2SignType;
-use payhook_shared::{alipay, wechat_v2};
 use payhook_tests::bench::{
-    Connections as _, Http1Pool, cores, read, schedstat_ns, sleep_until, threads_of,
+    Connections as _, Http1Pool, cores, provider_answer, read, schedstat_ns, sleep_until,
+    threads_of, transport_error,
 };
 use payhook_tests::db::TestDb;
 use payhook_tests::harness::{self, Providers, TestBroker, TestReceiver};
@@ -717,19 +717,6 @@ fn start_tap(tap: Arc<Tap>, names: Names) -> std::thread::JoinHandle<()> {
 // Sending
 // ---------------------------------------------------------------------------------
 
-fn transport_error(e: &reqwest::Error) -> String {
-    let class = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else if e.is_body() || e.is_decode() {
-        "body"
-    } else {
-        "request"
-    };
-    format!("transport error ({class})")
-}
-
 /// One HTTP connection of the load generator (reqwest's is a handle on its pool).
 enum Http {
     Reqwest(reqwest::Client),
@@ -746,7 +733,7 @@ enum Conns {
 impl Conns {
     fn new(client: ClientSel, base: &str, max_idle: usize) -> Self {
         match client {
-            ClientSel::Reqwest => Self::Reqwest(self::client(max_idle)),
+            ClientSel::Reqwest => Self::Reqwest(payhook_tests::bench::client(max_idle)),
             ClientSel::Raw => Self::Raw(Arc::new(Http1Pool::new(receiver_addr(base)))),
         }
     }
@@ -807,17 +794,7 @@ async fn send(
 
 /// `Ok` only for the provider's success answer.
 fn check(kind: Kind, status: u16, body: &[u8]) -> Result<(), String> {
-    let ok = match kind.provider() {
-        Provider::Alipay => status == 200 && body == alipay::SUCCESS_ANSWER.as_bytes(),
-        Provider::WechatV2 => status == 200 && body == wechat_v2::SUCCESS_ANSWER.as_bytes(),
-        Provider::WechatV3 => status == 204,
-    };
-    if ok {
-        Ok(())
-    } else {
-        let text = String::from_utf8_lossy(&body[..body.len().min(100)]).into_owned();
-        Err(format!("HTTP {status} {text}"))
-    }
+    provider_answer(kind.provider(), status, body)
 }
 
 /// Sends notification `i` and records its answer in its slot.
@@ -851,17 +828,6 @@ async fn send_one(
             false
         }
     }
-}
-
-fn client(max_idle: usize) -> reqwest::Client {
-    reqwest::Client::builder()
-        .http1_only()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(max_idle)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("HTTP client")
 }
 
 // ---------------------------------------------------------------------------------

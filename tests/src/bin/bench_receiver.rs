@@ -555,17 +555,7 @@ async fn send_raw(conn: &mut http1::Conn, kind: Kind, entry: &Entry) -> Result<(
 
 /// `Ok` only for the provider's success answer.
 fn check(kind: Kind, status: u16, body: &[u8]) -> Result<(), String> {
-    let ok = match kind.provider() {
-        Provider::Alipay => status == 200 && body == alipay::SUCCESS_ANSWER.as_bytes(),
-        Provider::WechatV2 => status == 200 && body == wechat_v2::SUCCESS_ANSWER.as_bytes(),
-        Provider::WechatV3 => status == 204,
-    };
-    if ok {
-        Ok(())
-    } else {
-        let text = String::from_utf8_lossy(&body[..body.len().min(100)]).into_owned();
-        Err(format!("HTTP {status} {text}"))
-    }
+    bench::provider_answer(kind.provider(), status, body)
 }
 
 // ---------------------------------------------------------------------------------
