@@ -70,6 +70,27 @@ pub fn transport_error(e: &reqwest::Error) -> String {
     format!("transport error ({class}): {cause}")
 }
 
+/// Posts a notification with the reqwest client; `Ok` only for `provider`'s success
+/// answer ([`provider_answer`]).
+pub async fn post_notification(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    headers: reqwest::header::HeaderMap,
+    body: impl Into<reqwest::Body>,
+    provider: Provider,
+) -> Result<(), String> {
+    let response = client
+        .post(url.clone())
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| transport_error(&e))?;
+    let status = response.status().as_u16();
+    let answer = response.bytes().await.map_err(|e| transport_error(&e))?;
+    provider_answer(provider, status, &answer)
+}
+
 /// `Ok` only for `provider`'s success answer (Alipay `success`, WeChat Pay APIv2's
 /// `SUCCESS` XML, APIv3's 204); otherwise the status and the start of the body.
 pub fn provider_answer(provider: Provider, status: u16, body: &[u8]) -> Result<(), String> {

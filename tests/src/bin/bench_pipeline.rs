@@ -53,8 +53,8 @@ use payhook_shared::event::Provider;
 use payhook_shared::topology::Names;
 use payhook_shared::wechat_v2::SignType as V2SignType;
 use payhook_tests::bench::{
-    Connections as _, Http1Pool, cores, provider_answer, read, schedstat_ns, sleep_until,
-    threads_of, transport_error,
+    Connections as _, Http1Pool, cores, post_notification, provider_answer, read, schedstat_ns,
+    sleep_until, threads_of,
 };
 use payhook_tests::db::TestDb;
 use payhook_tests::harness::{self, Providers, TestBroker, TestReceiver};
@@ -773,16 +773,7 @@ async fn send(
 ) -> Result<(), String> {
     match (http, request) {
         (Http::Reqwest(client), Request::Parts { headers, body }) => {
-            let response = client
-                .post(url.clone())
-                .headers(headers)
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| transport_error(&e))?;
-            let status = response.status().as_u16();
-            let body = response.bytes().await.map_err(|e| transport_error(&e))?;
-            check(kind, status, &body)
+            post_notification(client, url, headers, body, kind.provider()).await
         }
         (Http::Raw(conn), Request::Raw(bytes)) => {
             let answer = conn.send(&bytes).await?;

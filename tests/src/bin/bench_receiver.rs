@@ -535,16 +535,14 @@ fn resign_v3(p: &Providers, pool: &mut Pool) {
 
 /// Sends one notification; `Ok` only for the provider's success answer.
 async fn send(client: &reqwest::Client, kind: Kind, entry: &Entry) -> Result<(), String> {
-    let response = client
-        .post(entry.url.clone())
-        .headers(entry.headers.clone())
-        .body(entry.body)
-        .send()
-        .await
-        .map_err(|e| transport_error(&e))?;
-    let status = response.status().as_u16();
-    let body = response.bytes().await.map_err(|e| transport_error(&e))?;
-    check(kind, status, &body)
+    bench::post_notification(
+        client,
+        &entry.url,
+        entry.headers.clone(),
+        entry.body,
+        kind.provider(),
+    )
+    .await
 }
 
 /// [`send`] with the lean client: the same request, the same check of the answer.
