@@ -452,7 +452,13 @@ async fn a_channel_the_broker_closes_mid_batch_leaves_every_row_unpublished() {
             sweep_after: Duration::ZERO,
         },
     );
-    let channel = ctx.new_channel().await;
+    // A connection of its own: a publish the client wrote after the broker closed the
+    // channel may make the broker close the whole connection (channel error), a race
+    // this test is not about; the context's connection must survive for the checks.
+    let doomed = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("broker connection");
+    let channel = doomed.create_channel().await.expect("channel");
 
     let failed = broken.relay_once(&channel).await;
 
