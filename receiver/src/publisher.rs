@@ -18,10 +18,10 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
-use lapin::{Channel, Confirmation, Connection, ConnectionProperties, Event};
+use lapin::{Channel, Confirmation, Connection, Event};
+use payhook_shared::amqp::{ConnectError, Connector};
 use payhook_shared::event::Envelope;
 use payhook_shared::topology::{self, Names, QueuePolicy};
-use secrecy::{ExposeSecret as _, SecretString};
 use thiserror::Error;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -66,7 +66,7 @@ impl PublishError {
 /// Connection settings of the publisher.
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
-    pub url: SecretString,
+    pub connector: Connector,
     pub names: Names,
     pub policy: QueuePolicy,
     pub channels: usize,
@@ -97,6 +97,10 @@ struct Inner {
     wake: tokio::sync::Notify,
     next_channel: AtomicUsize,
     metrics: Metrics,
+    /// Set when the first connection failed for a reason configuration causes (an
+    /// unknown CA, a refused client certificate): the receiver stops with it.
+    misconfigured: std::sync::OnceLock<String>,
+    failed: CancellationToken,
 }
 
 /// Cheap to clone; all clones share the connection.
@@ -119,9 +123,22 @@ impl Publisher {
             wake: tokio::sync::Notify::new(),
             next_channel: AtomicUsize::new(0),
             metrics,
+            misconfigured: std::sync::OnceLock::new(),
+            failed: CancellationToken::new(),
         });
         tracker.spawn(supervise(inner.clone(), cancel));
         Self { inner }
+    }
+
+    /// Completes when the supervisor gave up for good: the broker's first connection
+    /// failed for a configuration reason ([`Publisher::misconfigured`] says which).
+    pub async fn failed(&self) {
+        self.inner.failed.cancelled().await;
+    }
+
+    /// The configuration mistake that stopped the supervisor, naming the setting.
+    pub fn misconfigured(&self) -> Option<&str> {
+        self.inner.misconfigured.get().map(String::as_str)
     }
 
     /// Whether a publish would be attempted now (for `/readyz`).
@@ -220,10 +237,17 @@ impl Publisher {
     }
 }
 
-async fn connect(config: &PublisherConfig) -> lapin::Result<Link> {
-    let properties =
-        ConnectionProperties::default().with_connection_name("payhook-receiver".into());
-    let connection = Connection::connect(config.url.expose_secret(), properties).await?;
+/// Why a link could not be set up.
+#[derive(Debug, Error)]
+enum LinkError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("broker session set-up failed: {0}")]
+    Setup(#[from] lapin::Error),
+}
+
+async fn connect(config: &PublisherConfig) -> Result<Link, LinkError> {
+    let connection = config.connector.connect("payhook-receiver").await?;
     let mut channels = Vec::with_capacity(config.channels);
     for i in 0..config.channels {
         let channel = connection.create_channel().await?;
@@ -245,6 +269,7 @@ async fn connect(config: &PublisherConfig) -> lapin::Result<Link> {
 async fn supervise(inner: Arc<Inner>, cancel: CancellationToken) {
     let config = &inner.config;
     let mut backoff = config.reconnect_min;
+    let mut ever_connected = false;
     loop {
         let attempt = tokio::select! {
             () = cancel.cancelled() => break,
@@ -253,6 +278,7 @@ async fn supervise(inner: Arc<Inner>, cancel: CancellationToken) {
         match attempt {
             Ok(Ok(link)) => {
                 backoff = config.reconnect_min;
+                ever_connected = true;
                 let link = Arc::new(link);
                 let events = link.connection.events_listener();
                 set_link(&inner, Some(link.clone()));
@@ -272,6 +298,18 @@ async fn supervise(inner: Arc<Inner>, cancel: CancellationToken) {
                     return;
                 }
                 tracing::warn!("broker connection lost; reconnecting");
+            }
+            Ok(Err(LinkError::Connect(ConnectError::Misconfigured(error)))) => {
+                // A configuration mistake never heals: at start it stops the receiver
+                // with the setting to fix; later (a server certificate replaced by one
+                // of another CA) it is logged as an error and retried, since the
+                // receiver has been serving with this configuration.
+                tracing::error!(%error, "broker TLS refused");
+                if !ever_connected {
+                    let _ = inner.misconfigured.set(error.to_string());
+                    inner.failed.cancel();
+                    break;
+                }
             }
             Ok(Err(error)) => tracing::warn!(%error, "broker connect failed"),
             Err(_elapsed) => tracing::warn!("broker connect timed out"),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
+use payhook_shared::amqp::Connector;
 use payhook_shared::clock::Clock;
 use payhook_shared::config::Settings;
 use payhook_shared::merchants::Merchants;
@@ -54,10 +55,7 @@ impl Application {
         let amqp = &settings.amqp;
         let publisher = Publisher::start(
             PublisherConfig {
-                url: amqp
-                    .url
-                    .load()
-                    .map_err(|e| anyhow::anyhow!("amqp.url: {e}"))?,
+                connector: Connector::from_settings(amqp)?,
                 names: Names::new(&amqp.prefix),
                 policy: QueuePolicy {
                     delivery_limit: amqp.delivery_limit,
@@ -139,9 +137,12 @@ impl Application {
     /// finish (bounded), and closes the broker connection.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let handle = self.server.handle();
+        let publisher = self.state.publisher.clone();
         let stopper = tokio::spawn(async move {
-            shutdown.cancelled().await;
-            tracing::info!("shutdown requested: draining");
+            tokio::select! {
+                () = shutdown.cancelled() => tracing::info!("shutdown requested: draining"),
+                () = publisher.failed() => tracing::error!("stopping: the broker connection cannot work with this configuration"),
+            }
             handle.stop(true).await;
         });
         let result = self.server.await;
@@ -150,6 +151,9 @@ impl Application {
         self.tracker.close();
         self.tracker.wait().await;
         tracing::info!("receiver stopped");
-        result
+        match self.state.publisher.misconfigured() {
+            Some(error) => Err(std::io::Error::other(error.to_owned())),
+            None => result,
+        }
     }
 }

@@ -17,6 +17,7 @@
 //! - [`telemetry`]: the one tracing subscriber factory.
 
 pub mod alipay;
+pub mod amqp;
 pub mod clock;
 pub mod config;
 pub mod crypto;
@@ -26,6 +27,7 @@ pub mod merchants;
 pub mod money;
 pub mod query;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;
 pub mod wechat_v2;
 pub mod wechat_v3;

@@ -25,6 +25,8 @@ impl TestDb {
         let schema = format!("t_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
         let settings = PostgresSettings {
             url: Secret::inline(with_application_name(&database_url(), &schema)),
+            sslmode: None,
+            tls: Default::default(),
             schema,
             max_connections: 8,
             // Generous: parallel test binaries share one server.

@@ -776,6 +776,8 @@ async fn unreachable_database_is_transient() {
         .port();
     let settings = PostgresSettings {
         url: Secret::inline(format!("postgres://postgres@127.0.0.1:{port}/test")),
+        sslmode: None,
+        tls: Default::default(),
         schema: "unreachable".into(),
         max_connections: 2,
         acquire_timeout_ms: 300,

@@ -12,12 +12,12 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
+use lapin::Connection;
 use lapin::options::ConfirmSelectOptions;
-use lapin::{Connection, ConnectionProperties};
-use payhook_shared::config::Settings;
+use payhook_shared::amqp::{ConnectError, Connector};
+use payhook_shared::config::{ConfigError, Settings};
 use payhook_shared::event::Provider;
 use payhook_shared::topology::{self, Names, QueuePolicy};
-use secrecy::{ExposeSecret as _, SecretString};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +36,7 @@ pub struct Shared {
     pub dedup: Dedup,
     pub metrics: Metrics,
     pub names: Names,
-    amqp_url: SecretString,
+    amqp: Connector,
     broker_up: AtomicBool,
 }
 
@@ -75,11 +75,7 @@ impl Shared {
 
     /// Replays parked messages over a short-lived connection of its own.
     pub async fn replay_parked(&self, filter: &ReplayFilter) -> anyhow::Result<ReplayReport> {
-        let connection = Connection::connect(
-            self.amqp_url.expose_secret(),
-            ConnectionProperties::default().with_connection_name("payhook-replay".into()),
-        )
-        .await?;
+        let connection = self.amqp.connect("payhook-replay").await?;
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -142,17 +138,29 @@ fn expectations(settings: &Settings) -> HashMap<(Provider, String), Expectations
 
 impl Worker {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let pool = crate::db::connect(&settings.postgres)
-            .await
-            .context("postgres")?;
+        // Configuration first, so that a mistake stops the start before any connection.
+        let amqp = Connector::from_settings(&settings.amqp)?;
+        let redis_client = crate::dedup::client(&settings.redis)?;
+        let pool = match crate::db::connect(&settings.postgres).await {
+            Ok(pool) => pool,
+            Err(error) => {
+                return Err(match crate::db::explain_tls(&error) {
+                    Some(mistake) => anyhow::Error::new(mistake),
+                    None => anyhow::Error::new(error).context("postgres"),
+                });
+            }
+        };
         let w = &settings.worker;
         let r = &settings.redis;
-        let redis_url = r
-            .url
-            .load()
-            .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
-        let dedup = Dedup::connect(
-            &redis_url,
+        // Redis' fallback is for outages: a TLS handshake that fails because of the
+        // configuration stops the start instead of degrading dedup for good.
+        if let Some(mistake) =
+            crate::dedup::tls_mistake(&redis_client, Duration::from_millis(r.timeout_ms)).await
+        {
+            return Err(mistake.into());
+        }
+        let dedup = Dedup::start(
+            Ok(redis_client),
             &r.prefix,
             Duration::from_millis(w.claim_ttl_ms),
             Duration::from_secs(w.done_ttl_secs),
@@ -198,11 +206,7 @@ impl Worker {
             dedup,
             metrics,
             names,
-            amqp_url: settings
-                .amqp
-                .url
-                .load()
-                .map_err(|e| anyhow::anyhow!("amqp.url: {e}"))?,
+            amqp,
             broker_up: AtomicBool::new(false),
         });
         let listener = TcpListener::bind(w.admin_listen)
@@ -262,7 +266,7 @@ impl Worker {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
-        supervise(
+        let mistake = supervise(
             self.shared.clone(),
             self.processor,
             Background {
@@ -278,9 +282,13 @@ impl Worker {
         )
         .await;
         handle.stop(true).await;
-        match server.await {
+        let served = match server.await {
             Ok(result) => result,
             Err(join) => Err(std::io::Error::other(join)),
+        };
+        match mistake {
+            Some(error) => Err(std::io::Error::other(error)),
+            None => served,
         }
     }
 }
@@ -298,23 +306,21 @@ async fn supervise(
     retry_delays_ms: Vec<u32>,
     (reconnect_min, reconnect_max): (Duration, Duration),
     shutdown: CancellationToken,
-) {
+) -> Option<ConfigError> {
     let mut backoff = reconnect_min;
+    let mut ever_connected = false;
     loop {
         if shutdown.is_cancelled() {
             break;
         }
-        let connected = tokio::time::timeout(
-            Duration::from_secs(10),
-            Connection::connect(
-                shared.amqp_url.expose_secret(),
-                ConnectionProperties::default().with_connection_name("payhook-worker".into()),
-            ),
-        )
-        .await;
+        let connected = tokio::select! {
+            () = shutdown.cancelled() => break,
+            connected = shared.amqp.connect("payhook-worker") => connected,
+        };
         match connected {
-            Ok(Ok(connection)) => {
+            Ok(connection) => {
                 backoff = reconnect_min;
+                ever_connected = true;
                 let outcome = session(
                     &connection,
                     &shared,
@@ -338,8 +344,15 @@ async fn supervise(
                     Err(error) => tracing::warn!(%error, "broker session failed; reconnecting"),
                 }
             }
-            Ok(Err(error)) => tracing::warn!(%error, "broker connect failed"),
-            Err(_) => tracing::warn!("broker connect timed out"),
+            Err(ConnectError::Misconfigured(error)) => {
+                // Never heals: at start it stops the worker with the setting to fix;
+                // after a first success it is logged and retried (see the receiver).
+                tracing::error!(%error, "broker TLS refused");
+                if !ever_connected {
+                    return Some(error);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "broker connect failed"),
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -348,6 +361,7 @@ async fn supervise(
         backoff = (backoff * 2).min(reconnect_max);
     }
     tracing::info!("worker stopped consuming");
+    None
 }
 
 /// What runs beside the consumer on a broker connection.

@@ -101,11 +101,78 @@ pub struct TlsSettings {
 #[serde(deny_unknown_fields)]
 pub struct AmqpSettings {
     pub url: Secret,
+    /// Certificates for `amqps://` (see [`BackendTls`]).
+    #[serde(default)]
+    pub tls: BackendTls,
     pub prefix: String,
     pub delivery_limit: u32,
     pub publisher_channels: usize,
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
+}
+
+/// TLS to a backend (RabbitMQ, PostgreSQL, Redis). Whether TLS is used is the URL's
+/// choice (`amqps://`, `rediss://`) or `postgres.sslmode`'s; these are the certificates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTls {
+    /// PEM CA certificates trusted for the server's certificate, in addition to the
+    /// system's roots (a managed service's private CA).
+    #[serde(default)]
+    pub ca: Option<Material>,
+    /// PEM client certificate chain (mutual TLS); goes with `key`.
+    #[serde(default)]
+    pub cert: Option<Material>,
+    /// PEM private key of `cert` (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub key: Option<Secret>,
+}
+
+impl BackendTls {
+    /// Whether anything is configured.
+    pub fn is_set(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+}
+
+/// PostgreSQL's `sslmode`, as libpq spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it, plain otherwise; the certificate is not checked.
+    Prefer,
+    /// TLS or nothing; the certificate is not checked (encryption, not authentication).
+    Require,
+    /// TLS; the certificate must chain to a trusted CA; the host name is not checked.
+    VerifyCa,
+    /// TLS; the certificate must chain to a trusted CA and name the host. Use this.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// From libpq's spelling (`verify-full`), as in a URL's `sslmode=`.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "disable" => Self::Disable,
+            "prefer" => Self::Prefer,
+            "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" => Self::VerifyFull,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
 }
 
 /// The worker: consumption, retries, dedup and outbox relay.
@@ -129,6 +196,12 @@ pub struct WorkerSettings {
 #[serde(deny_unknown_fields)]
 pub struct PostgresSettings {
     pub url: Secret,
+    /// TLS mode; unset: the URL's `sslmode`, or `disable` when the URL has none.
+    #[serde(default)]
+    pub sslmode: Option<SslMode>,
+    /// Certificates for `sslmode` other than `disable` (see [`BackendTls`]).
+    #[serde(default)]
+    pub tls: BackendTls,
     pub schema: String,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
@@ -138,6 +211,9 @@ pub struct PostgresSettings {
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     pub url: Secret,
+    /// Certificates for `rediss://` (see [`BackendTls`]).
+    #[serde(default)]
+    pub tls: BackendTls,
     pub prefix: String,
     pub timeout_ms: u64,
 }
@@ -372,6 +448,18 @@ impl Settings {
             self.postgres.acquire_timeout_ms,
         )?;
         positive("redis.timeout_ms", self.redis.timeout_ms)?;
+        for (section, tls) in [
+            ("amqp.tls", &self.amqp.tls),
+            ("postgres.tls", &self.postgres.tls),
+            ("redis.tls", &self.redis.tls),
+        ] {
+            if tls.cert.is_some() != tls.key.is_some() {
+                return Err(ConfigError::new(
+                    format!("{section}.cert"),
+                    "a client certificate and its key go together: set both cert and key, or neither",
+                ));
+            }
+        }
         for (name, app) in &self.alipay {
             merchant_name("alipay", name)?;
             let field = |f: &str| format!("alipay.{name}.{f}");

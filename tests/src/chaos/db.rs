@@ -23,6 +23,8 @@ impl ChaosDb {
         let tagged_url = format!("{url}{separator}application_name={schema}");
         let settings = PostgresSettings {
             url: Secret::inline(tagged_url.clone()),
+            sslmode: None,
+            tls: Default::default(),
             schema,
             max_connections: 8,
             acquire_timeout_ms: 5_000,

@@ -13,13 +13,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
+use lapin::Connection;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 use payhook_shared::config::Settings;
 use payhook_shared::event::Provider;
 use payhook_shared::topology::Names;
-use secrecy::ExposeSecret as _;
 use serde::Serialize;
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -361,17 +360,8 @@ fn pool(settings: &Settings) -> anyhow::Result<PgPool> {
 }
 
 async fn connect(settings: &Settings, name: &str) -> anyhow::Result<Connection> {
-    let url = settings
-        .amqp
-        .url
-        .load()
-        .map_err(|e| anyhow::anyhow!("amqp.url: {e}"))?;
-    Connection::connect(
-        url.expose_secret(),
-        ConnectionProperties::default().with_connection_name(name.into()),
-    )
-    .await
-    .context("connecting to RabbitMQ")
+    let connector = payhook_shared::amqp::Connector::from_settings(&settings.amqp)?;
+    Ok(connector.connect(name).await?)
 }
 
 async fn confirm_channel(

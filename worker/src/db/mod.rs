@@ -28,9 +28,10 @@ pub mod state;
 use std::str::FromStr as _;
 use std::time::Duration;
 
-use payhook_shared::config::PostgresSettings;
+use payhook_shared::config::{ConfigError, PostgresSettings, SslMode};
+use payhook_shared::tls::ClientTls;
 use secrecy::ExposeSecret as _;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{Connection as _, PgPool};
 
 pub use apply::{
@@ -83,6 +84,8 @@ pub fn connect_lazy(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error> 
         // Unqualified names — payhook's tables and sqlx's `_sqlx_migrations` — resolve
         // in the configured schema, so several deployments (or tests) share a database.
         .options([("search_path", settings.schema.as_str())]);
+    let options = with_tls(options, settings, url.expose_secret())
+        .map_err(|e| sqlx::Error::Configuration(Box::new(e)))?;
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
@@ -165,6 +168,68 @@ fn check_schema_name(schema: &str) -> Result<(), sqlx::Error> {
             "postgres.schema {schema:?}: use lower-case letters, digits or '_'"
         )))
     }
+}
+
+/// The TLS mode in force: `postgres.sslmode`, else the URL's `sslmode`, else
+/// `disable` (not libpq's `prefer`, which falls back to plain text without a word).
+pub fn effective_sslmode(settings: &PostgresSettings, url: &str) -> Result<SslMode, ConfigError> {
+    if let Some(mode) = settings.sslmode {
+        return Ok(mode);
+    }
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    for pair in query.split('&') {
+        if let Some((key, value)) = pair.split_once('=')
+            && (key == "sslmode" || key == "ssl-mode")
+        {
+            return SslMode::parse(value).ok_or_else(|| {
+                ConfigError::new(
+                    "postgres.url",
+                    "sslmode must be disable, prefer, require, verify-ca or verify-full",
+                )
+            });
+        }
+    }
+    Ok(SslMode::Disable)
+}
+
+fn with_tls(
+    options: PgConnectOptions,
+    settings: &PostgresSettings,
+    url: &str,
+) -> Result<PgConnectOptions, ConfigError> {
+    let mode = effective_sslmode(settings, url)?;
+    if mode == SslMode::Disable {
+        if settings.tls.is_set() {
+            return Err(ConfigError::new(
+                "postgres.tls",
+                "certificates are set but sslmode is disable: set postgres.sslmode (verify-full)",
+            ));
+        }
+        return Ok(options.ssl_mode(PgSslMode::Disable));
+    }
+    let tls = ClientTls::load("postgres.tls", &settings.tls)?;
+    let mut options = options.ssl_mode(match mode {
+        SslMode::Disable => PgSslMode::Disable,
+        SslMode::Prefer => PgSslMode::Prefer,
+        SslMode::Require => PgSslMode::Require,
+        SslMode::VerifyCa => PgSslMode::VerifyCa,
+        SslMode::VerifyFull => PgSslMode::VerifyFull,
+    });
+    if let Some(ca) = &tls.ca_pem {
+        options = options.ssl_root_cert_from_pem(ca.clone().into_bytes());
+    }
+    if let Some(identity) = &tls.identity {
+        options = options
+            .ssl_client_cert_from_pem(identity.cert_pem.as_bytes())
+            .ssl_client_key_from_pem(identity.key_pem.expose_secret().as_bytes());
+    }
+    Ok(options)
+}
+
+/// A database error explained as a configuration mistake when TLS caused it (an
+/// unknown CA, a refused client certificate), naming the setting.
+pub fn explain_tls(error: &sqlx::Error) -> Option<ConfigError> {
+    payhook_shared::tls::explain("postgres.tls", error)
 }
 
 fn config_error(message: String) -> sqlx::Error {

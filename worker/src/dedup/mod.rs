@@ -58,8 +58,11 @@ use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use payhook_shared::config::{ConfigError, RedisSettings};
+use payhook_shared::tls::ClientTls;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, RedisResult};
+use redis::{ClientTlsConfig, IntoConnectionInfo as _, TlsCertificates};
 use secrecy::{ExposeSecret, SecretString};
 use thiserror::Error;
 
@@ -126,6 +129,68 @@ impl ClaimToken {
 #[error("redis.url is not a usable Redis URL")]
 pub struct InvalidRedisUrl(#[source] RedisError);
 
+/// The Redis client of `[redis]`: `redis.url`, and for `rediss://` the certificates
+/// of `redis.tls` (the configured CA is trusted besides the system's roots, as for the
+/// other backends). Errors name the setting and never echo the URL.
+pub fn client(settings: &RedisSettings) -> Result<Client, ConfigError> {
+    let url = settings
+        .url
+        .load()
+        .map_err(|e| ConfigError::new("redis.url", e))?;
+    let unusable = |_| {
+        ConfigError::new(
+            "redis.url",
+            "not a usable Redis URL (redis://[:password@]host:port[/db] or rediss://…)",
+        )
+    };
+    let info = url
+        .expose_secret()
+        .into_connection_info()
+        .map_err(unusable)?;
+    let secure = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+    if !secure {
+        if settings.tls.is_set() {
+            return Err(ConfigError::new(
+                "redis.tls",
+                "certificates are set but redis.url is not rediss://: they would be ignored",
+            ));
+        }
+        return Client::open(info).map_err(unusable);
+    }
+    let tls = ClientTls::load("redis.tls", &settings.tls)?;
+    let certificates = TlsCertificates {
+        client_tls: tls.identity.as_ref().map(|identity| ClientTlsConfig {
+            client_cert: identity.cert_pem.clone().into_bytes(),
+            client_key: identity.key_pem.expose_secret().as_bytes().to_vec(),
+        }),
+        root_cert: tls.ca_with_system_roots_pem().map(String::into_bytes),
+    };
+    Client::build_with_tls(info, certificates)
+        .map_err(|e| ConfigError::new("redis.tls", format!("cannot be used: {:?}", e.kind())))
+}
+
+/// For a `rediss://` client: one connection and `PING` within `timeout`, and the
+/// configuration mistake if the TLS handshake failed because of one (an unknown CA, a
+/// refused client certificate). An unreachable Redis is not a mistake: `None`.
+pub async fn tls_mistake(client: &Client, timeout: Duration) -> Option<ConfigError> {
+    if !matches!(
+        client.get_connection_info().addr(),
+        redis::ConnectionAddr::TcpTls { .. }
+    ) {
+        return None;
+    }
+    let attempt = async {
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+    };
+    match tokio::time::timeout(timeout.max(Duration::from_secs(2)), attempt).await {
+        Ok(Err(error)) => payhook_shared::tls::explain("redis.tls", &error),
+        _ => None,
+    }
+}
+
 /// Why a call did not get an answer.
 #[derive(Debug, Error)]
 enum Failure {
@@ -147,8 +212,8 @@ impl Dedup {
 
     /// Prepares the connection and pings once, taking at most `timeout`. Never fails:
     /// an unreachable Redis starts degraded and is probed again as calls come; an
-    /// unusable URL is logged and leaves dedup permanently degraded (validate it
-    /// beforehand with [`Dedup::check_url`] to fail at start instead).
+    /// unusable URL is logged and leaves dedup permanently degraded (the worker builds
+    /// its client with [`client`] first, which fails at start instead).
     ///
     /// TTLs below one millisecond are raised to one.
     pub async fn connect(
@@ -158,12 +223,29 @@ impl Dedup {
         done_ttl: Duration,
         timeout: Duration,
     ) -> Self {
-        let (connection, unusable) = match Client::open(url.expose_secret())
-            .and_then(|client| Connection::new(client, timeout))
-        {
-            Ok(connection) => (Some(connection), None),
-            Err(error) => (None, Some(error)),
-        };
+        Self::start(
+            Client::open(url.expose_secret()),
+            prefix,
+            claim_ttl,
+            done_ttl,
+            timeout,
+        )
+        .await
+    }
+
+    /// [`Dedup::connect`] with a client already built (plain or TLS).
+    pub async fn start(
+        client: RedisResult<Client>,
+        prefix: &str,
+        claim_ttl: Duration,
+        done_ttl: Duration,
+        timeout: Duration,
+    ) -> Self {
+        let (connection, unusable) =
+            match client.and_then(|client| Connection::new(client, timeout)) {
+                Ok(connection) => (Some(connection), None),
+                Err(error) => (None, Some(error)),
+            };
         let dedup = Self {
             inner: Arc::new(Inner {
                 connection,

@@ -1,0 +1,166 @@
+//! Connecting to RabbitMQ, the one way every part does it (receiver, worker, replay,
+//! payhook-admin): `amqp.url` with, for `amqps://`, the certificates of `amqp.tls`,
+//! a deadline, and errors that tell a configuration mistake from an outage.
+
+use std::time::Duration;
+
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
+use lapin::uri::AMQPUri;
+use lapin::{Connection, ConnectionProperties};
+use secrecy::{ExposeSecret as _, SecretString};
+use thiserror::Error;
+
+use crate::config::{AmqpSettings, BackendTls, ConfigError};
+use crate::tls::ClientTls;
+
+/// How long one connection attempt (TCP, TLS, AMQP handshake) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a connection attempt failed.
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    /// The configuration cannot work (an unknown CA, a refused client certificate, a
+    /// plain port behind `amqps://`): retrying will not help.
+    #[error(transparent)]
+    Misconfigured(ConfigError),
+    /// The broker refused or dropped the attempt (down, restarting, overloaded).
+    #[error("broker connection failed: {0}")]
+    Failed(#[source] lapin::Error),
+    #[error("broker connection timed out after {0:?}")]
+    TimedOut(Duration),
+}
+
+impl ConnectError {
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, Self::Misconfigured(_))
+    }
+}
+
+/// The broker's address and TLS settings, checked; [`Connector::connect`] opens a
+/// connection.
+#[derive(Clone)]
+pub struct Connector {
+    url: SecretString,
+    tls: Option<ClientTls>,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connector {
+    /// From `[amqp]`: loads the URL and the certificates and checks that they fit
+    /// together. Errors name the setting and never echo the URL (it holds a password).
+    pub fn from_settings(settings: &AmqpSettings) -> Result<Self, ConfigError> {
+        let url = settings
+            .url
+            .load()
+            .map_err(|e| ConfigError::new("amqp.url", e))?;
+        Self::new(url, &settings.tls)
+    }
+
+    /// A plain or TLS connector for `url` with the certificates of `tls`.
+    pub fn new(url: SecretString, tls: &BackendTls) -> Result<Self, ConfigError> {
+        let uri: AMQPUri = url.expose_secret().parse().map_err(|_| {
+            ConfigError::new(
+                "amqp.url",
+                "not an AMQP URI (amqp[s]://user:password@host:port/vhost)",
+            )
+        })?;
+        let secure = uri.scheme == lapin::uri::AMQPScheme::AMQPS;
+        let tls = if secure {
+            Some(ClientTls::load("amqp.tls", tls)?)
+        } else if tls.is_set() {
+            return Err(ConfigError::new(
+                "amqp.tls",
+                "certificates are set but amqp.url is not amqps://: they would be ignored",
+            ));
+        } else {
+            None
+        };
+        Ok(Self { url, tls })
+    }
+
+    /// Whether connections use TLS (`amqps://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Opens a connection named `name` (shown in the broker's connection list) within
+    /// [`CONNECT_TIMEOUT`].
+    pub async fn connect(&self, name: &str) -> Result<Connection, ConnectError> {
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        let attempt = async {
+            match &self.tls {
+                None => Connection::connect(self.url.expose_secret(), properties).await,
+                Some(tls) => {
+                    let runtime = lapin::runtime::default_runtime()?;
+                    Connection::connect_with_config(
+                        self.url.expose_secret(),
+                        properties,
+                        owned_config(tls),
+                        runtime,
+                    )
+                    .await
+                }
+            }
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+            Err(_elapsed) => Err(ConnectError::TimedOut(CONNECT_TIMEOUT)),
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(error)) => Err(match crate::tls::explain("amqp.tls", &error) {
+                Some(explained) if self.is_tls() => ConnectError::Misconfigured(explained),
+                _ => ConnectError::Failed(error),
+            }),
+        }
+    }
+}
+
+fn owned_config(tls: &ClientTls) -> OwnedTLSConfig {
+    OwnedTLSConfig {
+        identity: tls.identity.as_ref().map(|identity| OwnedIdentity::PKCS8 {
+            pem: identity.cert_pem.clone().into_bytes(),
+            key: identity.key_pem.expose_secret().as_bytes().to_vec(),
+        }),
+        cert_chain: tls.ca_pem.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Material;
+
+    #[test]
+    fn certificates_without_amqps_are_refused_and_the_url_is_not_echoed() {
+        let tls = BackendTls {
+            ca: Some(Material::Inline("x".into())),
+            ..BackendTls::default()
+        };
+        let err = Connector::new(
+            SecretString::from("amqp://u:hunter2@127.0.0.1:5672/%2f".to_owned()),
+            &tls,
+        )
+        .expect_err("refused");
+        assert_eq!(err.field, "amqp.tls");
+        let err = Connector::new(
+            SecretString::from("http://u:hunter2@host".to_owned()),
+            &BackendTls::default(),
+        )
+        .expect_err("refused");
+        assert_eq!(err.field, "amqp.url");
+        assert!(!err.to_string().contains("hunter2"));
+        let plain = Connector::new(
+            SecretString::from("amqp://u:hunter2@127.0.0.1:5672/%2f".to_owned()),
+            &BackendTls::default(),
+        )
+        .expect("plain");
+        assert!(!plain.is_tls());
+        assert!(!format!("{plain:?}").contains("hunter2"));
+    }
+}
