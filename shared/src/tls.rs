@@ -232,9 +232,9 @@ fn find_tls_error<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls:
         {
             return Some(tls);
         }
-        if let Some(io) = e.downcast_ref::<Arc<std::io::Error>>()
-            && let Some(inner) = io.get_ref()
-            && let Some(tls) = find_tls_error(inner)
+        // redis-rs hands out its wrapped error as the `Arc` itself.
+        if let Some(shared) = e.downcast_ref::<Arc<dyn StdError + Send + Sync>>()
+            && let Some(tls) = find_tls_error(&**shared)
         {
             return Some(tls);
         }
@@ -324,8 +324,8 @@ mod tests {
             std::io::ErrorKind::InvalidData,
             rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
         );
-        let wrapped = Arc::new(std::io::Error::other(unknown));
-        let err = explain("amqp.tls", &*wrapped).expect("explained");
+        let wrapped: Arc<dyn StdError + Send + Sync> = Arc::new(std::io::Error::other(unknown));
+        let err = explain("amqp.tls", &wrapped).expect("explained");
         assert_eq!(err.field, "amqp.tls.ca");
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert!(explain("amqp.tls", &refused).is_none());

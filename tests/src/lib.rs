@@ -15,6 +15,7 @@
 //! - [`sim`]: the provider simulator (order book, scheduled delivery with faults,
 //!   signed query APIs), in process for tests and as the `payhook-sim` binary.
 //! - [`truth`]: payhook's database compared with the simulator's truth.
+//! - [`pki`]: a test CA, server and client certificates for the private TLS servers.
 //! - [`chaos`]: the chaos suite (faults injected under load, loss accounting), run by
 //!   the `payhook-chaos` binary and `tests/tests/chaos.rs`.
 
@@ -25,6 +26,7 @@ pub mod harness;
 pub mod http1;
 pub mod keys;
 pub mod metric_names;
+pub mod pki;
 pub mod proxy;
 pub mod signer;
 pub mod sim;

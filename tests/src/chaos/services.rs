@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+use crate::pki::TestPki;
+
 /// A port nobody listens on right now (bound then released: a small race, fine for
 /// one machine's tests).
 pub fn free_port() -> anyhow::Result<u16> {
@@ -99,6 +101,8 @@ fn as_user(user: &str, program: &Path) -> Command {
 pub struct PrivateRedis {
     pub port: u16,
     dir: PathBuf,
+    /// TLS only (`--port 0 --tls-port`): the arguments for it.
+    tls: Option<Vec<String>>,
 }
 
 impl PrivateRedis {
@@ -107,13 +111,44 @@ impl PrivateRedis {
         let redis = Self {
             port: free_port()?,
             dir,
+            tls: None,
         };
         redis.up()?;
         Ok(redis)
     }
 
+    /// A Redis that speaks TLS only, with `pki`'s server certificate; with
+    /// `require_client_cert`, clients must present a certificate the CA signed.
+    pub fn start_tls(pki: &TestPki, require_client_cert: bool) -> anyhow::Result<Self> {
+        let dir = temp_dir("redis-tls")?;
+        let files = pki.write_server_files(&dir)?;
+        let path = |p: &Path| p.display().to_string();
+        let redis = Self {
+            port: free_port()?,
+            tls: Some(vec![
+                "--tls-cert-file".into(),
+                path(&files.cert),
+                "--tls-key-file".into(),
+                path(&files.key),
+                "--tls-ca-cert-file".into(),
+                path(&files.ca),
+                "--tls-auth-clients".into(),
+                if require_client_cert { "yes" } else { "no" }.into(),
+            ]),
+            dir,
+        };
+        redis.up()?;
+        Ok(redis)
+    }
+
+    /// `redis://127.0.0.1:<port>`, or `rediss://localhost:<port>` for a TLS one (the
+    /// name its certificate gives).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        if self.tls.is_some() {
+            format!("rediss://localhost:{}", self.port)
+        } else {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
     }
 
     fn pidfile(&self) -> PathBuf {
@@ -122,10 +157,18 @@ impl PrivateRedis {
 
     /// Starts (again) on the same port.
     pub fn up(&self) -> anyhow::Result<()> {
-        run(
-            Command::new("redis-server")
-                .args(["--bind", "127.0.0.1", "--port"])
+        let mut command = Command::new("redis-server");
+        // `-::1`: IPv6 loopback when the machine has it (`localhost` may resolve there).
+        command.args(["--bind", "127.0.0.1", "-::1"]);
+        match &self.tls {
+            None => command.arg("--port").arg(self.port.to_string()),
+            Some(tls) => command
+                .args(["--port", "0", "--tls-port"])
                 .arg(self.port.to_string())
+                .args(tls),
+        };
+        run(
+            command
                 .args(["--save", "", "--appendonly", "no", "--daemonize", "yes"])
                 .arg("--pidfile")
                 .arg(self.pidfile())
@@ -164,6 +207,8 @@ pub struct PrivatePostgres {
     pub port: u16,
     dir: PathBuf,
     bin: PathBuf,
+    /// Server options for TLS (`-c ssl=on …`), empty for a plain cluster.
+    tls_options: String,
 }
 
 impl PrivatePostgres {
@@ -174,7 +219,50 @@ impl PrivatePostgres {
             port: free_port()?,
             dir,
             bin,
+            tls_options: String::new(),
         };
+        pg.init()?;
+        pg.up()?;
+        Ok(pg)
+    }
+
+    /// A cluster that accepts TLS connections only (`hostssl` lines, no `host`), with
+    /// `pki`'s server certificate; with `require_client_cert`, a client certificate the
+    /// CA signed is required too (`clientcert=verify-ca`).
+    pub fn start_tls(pki: &TestPki, require_client_cert: bool) -> anyhow::Result<Self> {
+        let bin = postgres_bin()?;
+        let dir = temp_dir("postgres-tls")?;
+        let files = pki.write_server_files(&dir)?;
+        let pg = Self {
+            port: free_port()?,
+            tls_options: format!(
+                " -c listen_addresses=localhost -c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c ssl_ca_file={}",
+                files.cert.display(),
+                files.key.display(),
+                files.ca.display()
+            ),
+            dir,
+            bin,
+        };
+        pg.init()?;
+        let client = if require_client_cert {
+            " clientcert=verify-ca"
+        } else {
+            ""
+        };
+        std::fs::write(
+            pg.dir.join("data/pg_hba.conf"),
+            format!(
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust{client}\nhostssl all all ::1/128 trust{client}\n"
+            ),
+        )?;
+        give_to(&pg.dir, "postgres")?;
+        pg.up()?;
+        Ok(pg)
+    }
+
+    fn init(&self) -> anyhow::Result<()> {
+        let pg = self;
         give_to(&pg.dir, "postgres")?;
         run(
             as_user("postgres", &pg.bin.join("initdb"))
@@ -182,9 +270,7 @@ impl PrivatePostgres {
                 .arg(pg.dir.join("data"))
                 .args(["-A", "trust", "-U", "postgres", "--no-sync"]),
             "initdb",
-        )?;
-        pg.up()?;
-        Ok(pg)
+        )
     }
 
     /// `postgres://postgres@127.0.0.1:<port>/postgres`.
@@ -193,11 +279,12 @@ impl PrivatePostgres {
     }
 
     pub fn up(&self) -> anyhow::Result<()> {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
             self.port,
             self.dir.display()
         );
+        options.push_str(&self.tls_options);
         run(
             as_user("postgres", &self.bin.join("pg_ctl"))
                 .arg("-D")
@@ -260,6 +347,8 @@ fn postgres_bin() -> anyhow::Result<PathBuf> {
 #[derive(Debug)]
 pub struct PrivateRabbit {
     pub port: u16,
+    /// The AMQPS listener's port, for a node started with [`PrivateRabbit::start_tls`].
+    pub tls_port: Option<u16>,
     dist_port: u16,
     pub node: String,
     dir: PathBuf,
@@ -268,10 +357,37 @@ pub struct PrivateRabbit {
 
 impl PrivateRabbit {
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// A node with an AMQPS listener besides the plain one, with `pki`'s server
+    /// certificate; with `require_client_cert`, clients must present a certificate
+    /// the CA signed.
+    pub fn start_tls(pki: &TestPki, require_client_cert: bool) -> anyhow::Result<Self> {
+        Self::start_with(Some((pki, require_client_cert)))
+    }
+
+    fn start_with(tls: Option<(&TestPki, bool)>) -> anyhow::Result<Self> {
         let dir = temp_dir("rabbitmq")?;
         std::fs::write(dir.join("enabled_plugins"), "[].\n")?;
-        std::fs::write(dir.join("rabbitmq.conf"), "loopback_users = none\n")?;
+        let mut conf = String::from("loopback_users = none\n");
+        let tls_port = match tls {
+            None => None,
+            Some((pki, require_client_cert)) => {
+                let files = pki.write_server_files(&dir)?;
+                let port = free_port()?;
+                conf.push_str(&format!(
+                    "listeners.ssl.default = {port}\nssl_options.cacertfile = {}\nssl_options.certfile = {}\nssl_options.keyfile = {}\nssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = {require_client_cert}\n",
+                    files.ca.display(),
+                    files.cert.display(),
+                    files.key.display()
+                ));
+                Some(port)
+            }
+        };
+        std::fs::write(dir.join("rabbitmq.conf"), conf)?;
         let rabbit = Self {
+            tls_port,
             port: free_port()?,
             dist_port: free_port()?,
             node: format!(
@@ -288,6 +404,12 @@ impl PrivateRabbit {
 
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// `amqps://guest:guest@localhost:<tls_port>/%2f` (the name the certificate gives).
+    pub fn amqps_url(&self) -> Option<String> {
+        self.tls_port
+            .map(|port| format!("amqps://guest:guest@localhost:{port}/%2f"))
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
@@ -323,7 +445,11 @@ impl PrivateRabbit {
                 .status()
                 .is_ok_and(|s| s.success());
             if ok {
-                return wait_port(self.port, true, Duration::from_secs(30), "rabbitmq");
+                wait_port(self.port, true, Duration::from_secs(30), "rabbitmq")?;
+                if let Some(port) = self.tls_port {
+                    wait_port(port, true, Duration::from_secs(30), "rabbitmq (TLS)")?;
+                }
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 bail!(
