@@ -11,6 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::harness::eventually;
 
+/// The bearer token (scope `operate`, name `test-operator`) every test worker accepts
+/// on its admin API. TEST ONLY.
+pub const TEST_ADMIN_TOKEN: &str = "test-only-operate-token-0123456789abcdef";
+
 /// The Redis tests use (`PAYHOOK_TEST_REDIS_URL`, default the local server).
 pub fn redis_url() -> String {
     std::env::var("PAYHOOK_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -32,6 +36,11 @@ pub fn worker_settings(
     // after 5 s instead of 30.
     settings.worker.outbox_sweep_after_ms = 5000;
     settings.postgres = postgres;
+    settings.worker.admin_tokens = vec![payhook_shared::config::AdminToken {
+        name: "test-operator".into(),
+        scope: payhook_shared::config::AdminScope::Operate,
+        token: Secret::inline(TEST_ADMIN_TOKEN),
+    }];
     settings.redis.url = Secret::inline(redis_url());
     // The receiver's (unique) prefix: the test's cleanup deletes `<prefix>:*` keys.
     settings.redis.prefix = receiver.amqp.prefix.clone();

@@ -13,7 +13,7 @@ use payhook_tests::harness::{
     test_settings,
 };
 use payhook_tests::proxy::Proxy;
-use payhook_tests::worker::{TestWorker, redis_url, worker_settings};
+use payhook_tests::worker::{TEST_ADMIN_TOKEN, TestWorker, redis_url, worker_settings};
 use sqlx::PgPool;
 
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -370,6 +370,7 @@ async fn exhausted_retries_park_the_message_and_replay_applies_it_after_the_fix(
             "{}/parked/replay?reason=retries_exhausted",
             worker.admin_url
         ))
+        .bearer_auth(TEST_ADMIN_TOKEN)
         .send()
         .await
         .expect("replay answers")
@@ -428,6 +429,7 @@ async fn amount_mismatch_with_a_registered_order_is_quarantined_without_payment_
     let registered = s
         .client
         .post(format!("{}/orders", worker.admin_url))
+        .bearer_auth(TEST_ADMIN_TOKEN)
         .json(&serde_json::json!({
             "provider": "alipay", "merchant": "m1", "out_trade_no": order,
             "amount": 8888, "currency": "CNY"

@@ -1,10 +1,14 @@
 //! The worker's admin listener: health, readiness, metrics, order registration,
 //! payment history and parked-message replay. Internal: never expose it publicly.
+//! Every route but the probes and metrics needs a bearer token ([`crate::auth`]);
+//! every operate action leaves an audit record ([`crate::db::audit`]).
 
 use actix_web::{HttpResponse, web};
 use payhook_shared::event::Provider;
 use serde_json::json;
 
+use crate::auth::Caller;
+use crate::db::audit;
 use crate::db::orders::{self, NewOrder, Registered};
 use crate::parked::ReplayFilter;
 use crate::startup::Shared;
@@ -60,16 +64,63 @@ async fn metrics(shared: web::Data<Shared>) -> HttpResponse {
         .body(shared.metrics.render())
 }
 
-async fn register_order(shared: web::Data<Shared>, order: web::Json<NewOrder>) -> HttpResponse {
-    registration_answer(orders::register(&shared.pool, &order).await)
+async fn register_order(
+    shared: web::Data<Shared>,
+    caller: web::ReqData<Caller>,
+    order: web::Json<NewOrder>,
+) -> HttpResponse {
+    let result = orders::register(&shared.pool, &order).await;
+    let target = format!(
+        "{}/{}/{}",
+        order.provider.as_str(),
+        order.merchant,
+        order.out_trade_no
+    );
+    audit::record(
+        &shared.pool,
+        &caller.name,
+        "register_order",
+        &target,
+        &registration_result(&result),
+    )
+    .await;
+    registration_answer(result)
 }
 
 /// Registers a refund the merchant asked the provider for (see [`crate::db::refunds`]).
 async fn register_refund(
     shared: web::Data<Shared>,
+    caller: web::ReqData<Caller>,
     refund: web::Json<crate::db::NewRefund>,
 ) -> HttpResponse {
-    registration_answer(crate::db::register_refund(&shared.pool, &refund).await)
+    let result = crate::db::register_refund(&shared.pool, &refund).await;
+    let target = format!(
+        "{}/{}/{}/{}",
+        refund.provider.as_str(),
+        refund.merchant,
+        refund.out_trade_no,
+        refund.out_refund_no
+    );
+    audit::record(
+        &shared.pool,
+        &caller.name,
+        "register_refund",
+        &target,
+        &registration_result(&result),
+    )
+    .await;
+    registration_answer(result)
+}
+
+/// A registration's outcome for the audit trail.
+pub fn registration_result(result: &Result<Registered, sqlx::Error>) -> String {
+    match result {
+        Ok(Registered::Created) => "created".into(),
+        Ok(Registered::AlreadyRegistered) => "already_registered".into(),
+        Ok(Registered::Conflict(reason)) => format!("conflict: {reason}"),
+        Ok(Registered::Invalid(reason)) => format!("invalid: {reason}"),
+        Err(_) => "error: database unavailable".into(),
+    }
 }
 
 fn registration_answer(result: Result<Registered, sqlx::Error>) -> HttpResponse {
@@ -99,13 +150,31 @@ fn parse_provider(text: &str) -> Option<Provider> {
 /// it is not pending (409) or unknown (404).
 async fn reconcile_now(
     shared: web::Data<Shared>,
+    caller: web::ReqData<Caller>,
     path: web::Path<(String, String, String)>,
 ) -> HttpResponse {
     let (provider, merchant, out_trade_no) = path.into_inner();
+    let target = format!("{provider}/{merchant}/{out_trade_no}");
     let Some(provider) = parse_provider(&provider) else {
+        audit::record(
+            &shared.pool,
+            &caller.name,
+            "reconcile",
+            &target,
+            "unknown provider",
+        )
+        .await;
         return HttpResponse::NotFound().json(json!({"error": "unknown provider"}));
     };
-    match crate::reconcile::reconcile_now(&shared.pool, provider, &merchant, &out_trade_no).await {
+    let result =
+        crate::reconcile::reconcile_now(&shared.pool, provider, &merchant, &out_trade_no).await;
+    let outcome = match &result {
+        Ok(true) => "scheduled",
+        Ok(false) => "not pending",
+        Err(_) => "error: database unavailable",
+    };
+    audit::record(&shared.pool, &caller.name, "reconcile", &target, outcome).await;
+    match result {
         Ok(true) => HttpResponse::Accepted().json(json!({"scheduled": true})),
         Ok(false) => HttpResponse::Conflict()
             .json(json!({"error": "no pending payment with this out_trade_no"})),
@@ -136,8 +205,29 @@ async fn history(
     }
 }
 
-async fn replay(shared: web::Data<Shared>, filter: web::Query<ReplayFilter>) -> HttpResponse {
-    match shared.replay_parked(&filter).await {
+async fn replay(
+    shared: web::Data<Shared>,
+    caller: web::ReqData<Caller>,
+    filter: web::Query<ReplayFilter>,
+) -> HttpResponse {
+    let result = shared.replay_parked(&filter).await;
+    let target = filter.describe();
+    let outcome = match &result {
+        Ok(report) => format!(
+            "matched {}, replayed {}, kept {}",
+            report.matched, report.replayed, report.kept
+        ),
+        Err(_) => "error: broker unavailable".into(),
+    };
+    audit::record(
+        &shared.pool,
+        &caller.name,
+        "replay_parked",
+        &target,
+        &outcome,
+    )
+    .await;
+    match result {
         Ok(report) => HttpResponse::Ok().json(report),
         Err(error) => {
             tracing::error!(%error, "replay failed");

@@ -19,6 +19,7 @@
 //! - [`metrics`]: the Prometheus registry.
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod consumer;
 pub mod db;

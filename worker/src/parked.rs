@@ -32,6 +32,18 @@ pub struct ReplayFilter {
 }
 
 impl ReplayFilter {
+    /// `provider=…, reason=…` (or `all`), for the audit trail.
+    pub fn describe(&self) -> String {
+        match (&self.provider, &self.reason) {
+            (None, None) => "parked: all".into(),
+            (provider, reason) => format!(
+                "parked: provider={}, reason={}",
+                provider.as_deref().unwrap_or("*"),
+                reason.as_deref().unwrap_or("*")
+            ),
+        }
+    }
+
     pub fn matches(&self, message: &ParkedMessage) -> bool {
         let reason_ok = self
             .reason

@@ -212,10 +212,19 @@ impl Worker {
         let listener = TcpListener::bind(w.admin_listen)
             .with_context(|| format!("worker.admin_listen: cannot bind {}", w.admin_listen))?;
         let admin_port = listener.local_addr()?.port();
+        let tokens = crate::auth::Tokens::load(&w.admin_tokens)?;
+        if tokens.is_empty() {
+            tracing::warn!(
+                "worker.admin_tokens is empty: the admin API answers 401 to everything but /healthz, /readyz and /metrics"
+            );
+        }
+        let tokens = web::Data::new(tokens);
         let data = shared.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .app_data(tokens.clone())
+                .wrap(actix_web::middleware::from_fn(crate::auth::guard))
                 .configure(crate::admin::configure)
         })
         .disable_signals()

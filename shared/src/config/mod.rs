@@ -111,6 +111,37 @@ pub struct AmqpSettings {
     pub reconnect_max_ms: u64,
 }
 
+/// One bearer token of the worker's admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// Who holds it: shown in the audit records and logs (never the token).
+    pub name: String,
+    pub scope: AdminScope,
+    /// The token itself (a secret: `{ env = … }` or `{ file = … }`), at least 32
+    /// characters.
+    pub token: Secret,
+}
+
+/// What a token may do; `operate` includes `read`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminScope {
+    /// Payment history.
+    Read,
+    /// Register orders and refunds, reconcile now, replay parked messages.
+    Operate,
+}
+
+impl AdminScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Operate => "operate",
+        }
+    }
+}
+
 /// TLS to a backend (RabbitMQ, PostgreSQL, Redis). Whether TLS is used is the URL's
 /// choice (`amqps://`, `rediss://`) or `postgres.sslmode`'s; these are the certificates.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -180,6 +211,10 @@ impl SslMode {
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
     pub admin_listen: SocketAddr,
+    /// Bearer tokens of the admin API (see [`AdminToken`]); none: every route but
+    /// `/healthz`, `/readyz` and `/metrics` answers 401.
+    #[serde(default)]
+    pub admin_tokens: Vec<AdminToken>,
     pub prefetch: u16,
     pub concurrency: usize,
     pub batch_max: usize,
@@ -414,6 +449,27 @@ impl Settings {
         positive("worker.outbox_batch", u64::from(w.outbox_batch))?;
         positive("worker.outbox_poll_ms", w.outbox_poll_ms)?;
         positive("worker.outbox_sweep_after_ms", w.outbox_sweep_after_ms)?;
+        let mut token_names = std::collections::BTreeSet::new();
+        for token in &w.admin_tokens {
+            let ok = !token.name.is_empty()
+                && token.name.len() <= 64
+                && token
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));
+            if !ok {
+                return Err(ConfigError::new(
+                    "worker.admin_tokens.name",
+                    "use letters, digits, '.', '_', '-' or '@' (at most 64)",
+                ));
+            }
+            if !token_names.insert(token.name.as_str()) {
+                return Err(ConfigError::new(
+                    "worker.admin_tokens.name",
+                    format!("{} is given twice", token.name),
+                ));
+            }
+        }
         if w.retry_delays_ms.is_empty() || w.retry_delays_ms.contains(&0) {
             return Err(ConfigError::new(
                 "worker.retry_delays_ms",

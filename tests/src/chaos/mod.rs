@@ -322,6 +322,7 @@ fn write_config(
     acquire_timeout_ms: u64,
 ) -> anyhow::Result<()> {
     let q = |s: &str| serde_json::Value::from(s).to_string();
+    let token = q(crate::worker::TEST_ADMIN_TOKEN);
     let text = format!(
         r#"# TEST ONLY — written by payhook-chaos for one scenario.
 [receiver]
@@ -339,6 +340,11 @@ claim_ttl_ms = 5000
 outbox_poll_ms = 100
 # A killed worker's committed events are swept after 2 s (a resend is allowed).
 outbox_sweep_after_ms = 2000
+
+[[worker.admin_tokens]]
+name = "chaos"
+scope = "operate"
+token = {token}
 
 [amqp]
 url = {amqp}
@@ -580,6 +586,7 @@ impl Faulty<'_> {
                 "{}/parked/replay?reason=retries_exhausted",
                 self.admin_url
             ))
+            .bearer_auth(crate::worker::TEST_ADMIN_TOKEN)
             .send()
             .await?
             .error_for_status()?

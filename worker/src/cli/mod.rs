@@ -23,9 +23,9 @@ use serde::Serialize;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use crate::db::history;
 use crate::db::orders::{self, NewOrder, Registered};
 use crate::db::state::PaymentState;
+use crate::db::{audit, history};
 use crate::parked::{self, ReplayFilter, Walk};
 
 /// payhook-admin — inspect and operate a payhook deployment
@@ -55,6 +55,20 @@ enum Command {
     Order(OrderCommand),
     /// Query the provider about a pending payment at the reconciler's next sweep.
     Reconcile(PaymentKey),
+    /// The audit trail: every operate action, through the admin API or this tool.
+    Audit {
+        /// How many records, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+/// Who payhook-admin acts as in the audit trail: `payhook-admin:<login name>`.
+fn actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("payhook-admin:{user}")
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +225,25 @@ pub async fn run(
             .await;
             progress.finish();
             let _ = connection.close(200, "done".into()).await;
+            if !dry_run {
+                let outcome = match &walked {
+                    Ok(r) => format!(
+                        "matched {}, replayed {}, kept {}",
+                        r.matched, r.replayed, r.kept
+                    ),
+                    Err(_) => "error: broker unavailable".into(),
+                };
+                if let Ok(pool) = pool(settings) {
+                    audit::record(
+                        &pool,
+                        &actor(),
+                        "replay_parked",
+                        &filter.describe(),
+                        &outcome,
+                    )
+                    .await;
+                }
+            }
             let report = walked?;
             let answer = ReplayAnswer {
                 report,
@@ -277,9 +310,16 @@ pub async fn run(
                 mch_id: args.mch_id,
                 payee: args.payee,
             };
-            let registered = orders::register(&pool, &order)
-                .await
-                .context("registering the order")?;
+            let registered = orders::register(&pool, &order).await;
+            let target = format!(
+                "{}/{}/{}",
+                order.provider.as_str(),
+                order.merchant,
+                order.out_trade_no
+            );
+            let outcome = crate::admin::registration_result(&registered);
+            audit::record(&pool, &actor(), "register_order", &target, &outcome).await;
+            let registered = registered.context("registering the order")?;
             let answer = match registered {
                 Registered::Created => Outcome::ok("created"),
                 Registered::AlreadyRegistered => Outcome::ok("already_registered"),
@@ -296,8 +336,20 @@ pub async fn run(
                 &key.merchant,
                 &key.out_trade_no,
             )
-            .await
-            .context("scheduling the query")?;
+            .await;
+            let outcome = match &scheduled {
+                Ok(true) => "scheduled",
+                Ok(false) => "not pending",
+                Err(_) => "error: database unavailable",
+            };
+            let target = format!(
+                "{}/{}/{}",
+                key.provider.as_str(),
+                key.merchant,
+                key.out_trade_no
+            );
+            audit::record(&pool, &actor(), "reconcile", &target, outcome).await;
+            let scheduled = scheduled.context("scheduling the query")?;
             if !scheduled {
                 bail!(
                     "no pending payment {} {} {}: only pending payments are reconciled",
@@ -308,6 +360,13 @@ pub async fn run(
             }
             let answer = Outcome::ok("scheduled");
             emit(out, cli.json, &answer, render::outcome)
+        }
+        Command::Audit { limit } => {
+            let pool = pool(settings)?;
+            let records = audit::recent(&pool, limit.clamp(1, 10_000))
+                .await
+                .context("reading the audit trail")?;
+            emit(out, cli.json, records.as_slice(), render::audit)
         }
     }
 }

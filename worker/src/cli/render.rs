@@ -273,3 +273,17 @@ impl Progress {
         self.0.finish_and_clear();
     }
 }
+
+pub fn audit(out: &mut impl Write, records: &[crate::db::audit::AuditRecord]) -> io::Result<()> {
+    let mut t = table(&["at", "actor", "action", "target", "result"]);
+    for r in records {
+        t.add_row([
+            rfc3339(r.at),
+            r.actor.clone(),
+            r.action.clone(),
+            r.target.clone(),
+            r.result.clone(),
+        ]);
+    }
+    writeln!(out, "{t}")
+}

@@ -17,6 +17,7 @@
 mod rows;
 
 pub mod apply;
+pub mod audit;
 mod bulk;
 pub mod cloudevents;
 mod facts;

@@ -1,0 +1,189 @@
+//! The worker's admin API behind bearer tokens: open probes and metrics, 401 without a
+//! valid token, 403 for a `read` token on an `operate` route, and an audit record of
+//! every operate action (in PostgreSQL, read back by `payhook-admin audit`).
+
+use std::sync::Arc;
+
+use payhook_shared::clock::SystemClock;
+use payhook_shared::config::{AdminScope, AdminToken, Secret};
+use payhook_tests::db::TestDb;
+use payhook_tests::harness::{Providers, TestReceiver, test_settings};
+use payhook_tests::worker::{TEST_ADMIN_TOKEN, TestWorker, worker_settings};
+use payhook_worker::db::audit;
+
+const READ_TOKEN: &str = "test-only-read-token-abcdef0123456789abcdef";
+
+#[tokio::test]
+async fn tokens_decide_who_may_read_and_operate_and_operate_actions_are_audited() {
+    let providers = Providers::new();
+    let mut receiver_settings = test_settings();
+    providers.register(&mut receiver_settings);
+    let receiver = TestReceiver::spawn(receiver_settings.clone(), Arc::new(SystemClock)).await;
+    let db = TestDb::new().await;
+    let mut settings = worker_settings(&receiver_settings, db.settings.clone());
+    settings.worker.admin_tokens.push(AdminToken {
+        name: "dashboard".into(),
+        scope: AdminScope::Read,
+        token: Secret::inline(READ_TOKEN),
+    });
+    let worker = TestWorker::spawn(&settings).await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", worker.admin_url);
+    let order = format!("o{}", uuid::Uuid::new_v4().simple());
+    let order_json = serde_json::json!({
+        "provider": "alipay", "merchant": "m1", "out_trade_no": order, "amount": 100
+    });
+
+    // Probes and metrics stay open.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let status = client
+            .get(url(path))
+            .send()
+            .await
+            .expect("answers")
+            .status();
+        assert_eq!(status.as_u16(), 200, "{path}");
+    }
+
+    // No token, a wrong one, a malformed header: 401 with a Bearer challenge.
+    let history = url(&format!("/payments/alipay/m1/{order}"));
+    for request in [
+        client.get(&history),
+        client.get(&history).bearer_auth("x".repeat(40)),
+        client
+            .get(&history)
+            .header("Authorization", TEST_ADMIN_TOKEN),
+        client.post(url("/orders")).json(&order_json),
+    ] {
+        let answer = request.send().await.expect("answers");
+        assert_eq!(answer.status().as_u16(), 401);
+        assert!(
+            answer
+                .headers()
+                .get("www-authenticate")
+                .is_some_and(|v| v.to_str().unwrap_or("").starts_with("Bearer")),
+            "a Bearer challenge"
+        );
+    }
+
+    // A read token reads (404: no such payment yet) but may not operate (403).
+    let read = client
+        .get(&history)
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(read.status().as_u16(), 404);
+    for request in [
+        client.post(url("/orders")).json(&order_json),
+        client.post(url("/parked/replay")),
+        client.post(url(&format!("/payments/alipay/m1/{order}/reconcile"))),
+    ] {
+        let answer = request
+            .bearer_auth(READ_TOKEN)
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(answer.status().as_u16(), 403);
+    }
+    assert!(
+        audit::recent(&db.pool, 10).await.expect("audit").is_empty(),
+        "refused calls do nothing, so they leave no audit record"
+    );
+
+    // The operate token operates; each action leaves its record.
+    let created = client
+        .post(url("/orders"))
+        .bearer_auth(TEST_ADMIN_TOKEN)
+        .json(&order_json)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(created.status().as_u16(), 201);
+    let reconcile = client
+        .post(url(&format!("/payments/alipay/m1/{order}/reconcile")))
+        .bearer_auth(TEST_ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(reconcile.status().as_u16(), 202);
+    let replay = client
+        .post(url("/parked/replay?reason=retries_exhausted"))
+        .bearer_auth(TEST_ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(replay.status().as_u16(), 200);
+    let read = client
+        .get(&history)
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(
+        read.status().as_u16(),
+        200,
+        "the registered order's history"
+    );
+
+    let records = audit::recent(&db.pool, 10).await.expect("audit");
+    let seen: Vec<(&str, &str, &str, &str)> = records
+        .iter()
+        .rev()
+        .map(|r| {
+            (
+                r.actor.as_str(),
+                r.action.as_str(),
+                r.target.as_str(),
+                r.result.as_str(),
+            )
+        })
+        .collect();
+    let target = format!("alipay/m1/{order}");
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "test-operator",
+                "register_order",
+                target.as_str(),
+                "created"
+            ),
+            ("test-operator", "reconcile", target.as_str(), "scheduled"),
+            (
+                "test-operator",
+                "replay_parked",
+                "parked: provider=*, reason=retries_exhausted",
+                "matched 0, replayed 0, kept 0"
+            ),
+        ]
+    );
+    worker.stop().await;
+
+    // No token configured: closed. A short token: refused at start, by name.
+    let mut closed = settings.clone();
+    closed.worker.admin_tokens.clear();
+    let worker = TestWorker::spawn(&closed).await;
+    let answer = client
+        .post(format!("{}/orders", worker.admin_url))
+        .bearer_auth(TEST_ADMIN_TOKEN)
+        .json(&order_json)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(answer.status().as_u16(), 401);
+    worker.stop().await;
+    let mut short = settings.clone();
+    short.worker.admin_tokens[0].token = Secret::inline("hunter2");
+    let error = payhook_worker::Worker::build(&short)
+        .await
+        .map(drop)
+        .expect_err("a short token is refused");
+    let text = format!("{error:#}");
+    assert!(
+        text.contains("worker.admin_tokens.test-operator.token"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    receiver.stop().await;
+}
