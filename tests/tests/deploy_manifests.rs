@@ -964,6 +964,7 @@ fn kubernetes_deployments_have_probes_resources_and_a_locked_down_context() {
                     "PAYHOOK_AMQP_URL",
                     "PAYHOOK_POSTGRES_URL",
                     "PAYHOOK_REDIS_URL",
+                    "PAYHOOK_ADMIN_TOKEN_OPERATOR",
                 ],
             ),
             other => panic!("unexpected Deployment {other}"),
