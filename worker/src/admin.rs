@@ -3,7 +3,8 @@
 //! Every route but the probes and metrics needs a bearer token ([`crate::auth`]);
 //! every operate action leaves an audit record ([`crate::db::audit`]).
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::Method;
+use actix_web::{HttpResponse, Route, web};
 use payhook_shared::event::Provider;
 use serde_json::json;
 
@@ -13,21 +14,58 @@ use crate::db::orders::{self, NewOrder, Registered};
 use crate::parked::ReplayFilter;
 use crate::startup::Shared;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/orders", web::post().to(register_order))
-        .route("/refunds", web::post().to(register_refund))
-        .route(
+/// The API's OpenAPI 3.1 document, served at `/openapi.json`; a test checks that it
+/// lists exactly the routes of [`routes`].
+pub const OPENAPI: &str = include_str!("../api/openapi.json");
+
+/// Every route: path, method, handler.
+pub fn routes() -> Vec<(&'static str, Method, Route)> {
+    vec![
+        ("/healthz", Method::GET, web::get().to(healthz)),
+        ("/readyz", Method::GET, web::get().to(readyz)),
+        ("/metrics", Method::GET, web::get().to(metrics)),
+        ("/openapi.json", Method::GET, web::get().to(openapi)),
+        ("/orders", Method::POST, web::post().to(register_order)),
+        ("/refunds", Method::POST, web::post().to(register_refund)),
+        (
             "/payments/{provider}/{merchant}/{out_trade_no}",
+            Method::GET,
             web::get().to(history),
-        )
-        .route(
+        ),
+        (
             "/payments/{provider}/{merchant}/{out_trade_no}/reconcile",
+            Method::POST,
             web::post().to(reconcile_now),
-        )
-        .route("/parked/replay", web::post().to(replay));
+        ),
+        ("/parked/replay", Method::POST, web::post().to(replay)),
+    ]
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Unreadable bodies, paths and queries answer 400 in JSON, like every other answer.
+    cfg.app_data(web::JsonConfig::default().error_handler(|error, _| bad_request(error)))
+        .app_data(web::QueryConfig::default().error_handler(|error, _| bad_request(error)))
+        .app_data(web::PathConfig::default().error_handler(|error, _| bad_request(error)));
+    for (path, _, route) in routes() {
+        cfg.route(path, route);
+    }
+}
+
+fn bad_request(error: impl std::fmt::Display + std::fmt::Debug + 'static) -> actix_web::Error {
+    let answer = HttpResponse::BadRequest().json(json!({"error": error.to_string()}));
+    actix_web::error::InternalError::from_response(error, answer).into()
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
+}
+
+/// Whether a name taken from a path can be a stored one (no control characters:
+/// PostgreSQL refuses NUL in text).
+fn plausible(name: &str) -> bool {
+    !name.chars().any(char::is_control)
 }
 
 async fn healthz() -> HttpResponse {
@@ -193,6 +231,9 @@ async fn history(
     let Some(provider) = parse_provider(&provider) else {
         return HttpResponse::NotFound().json(json!({"error": "unknown provider"}));
     };
+    if !plausible(&merchant) || !plausible(&out_trade_no) {
+        return HttpResponse::NotFound().json(json!({"error": "no such payment"}));
+    }
     match crate::db::history::payment_history(&shared.pool, provider, &merchant, &out_trade_no)
         .await
     {

@@ -23,6 +23,11 @@ pub struct AuditRecord {
 /// Writes one record and logs it (target `audit`). A failed write is logged, never
 /// hidden: the action already happened.
 pub async fn record(pool: &PgPool, actor: &str, action: &str, target: &str, result: &str) {
+    // Targets come from requests: no control characters in the log or the table
+    // (PostgreSQL refuses NUL in text).
+    let target = target.replace(char::is_control, "\u{fffd}");
+    let result = result.replace(char::is_control, "\u{fffd}");
+    let (target, result) = (target.as_str(), result.as_str());
     tracing::info!(target: "audit", actor, action, target, result, "operate action");
     let written = sqlx::query(
         "INSERT INTO admin_audit (actor, action, target, result) VALUES ($1, $2, $3, $4)",

@@ -146,8 +146,14 @@ pub async fn register(pool: &PgPool, order: &NewOrder) -> Result<Registered, sql
 
 fn invalid(order: &NewOrder) -> Option<String> {
     let named = |field: &str, value: &str| {
-        let bad = value.trim().is_empty() || value.len() > 128;
-        bad.then(|| format!("{field} must be 1 to 128 characters"))
+        let bad = value.trim().is_empty()
+            || value.chars().count() > 128
+            || value.chars().any(char::is_control);
+        bad.then(|| {
+            format!(
+                "{field} must be 1 to 128 characters, not only white space, no control characters"
+            )
+        })
     };
     if order.amount <= 0 {
         return Some("amount must be positive (fen)".into());
@@ -157,7 +163,23 @@ fn invalid(order: &NewOrder) -> Option<String> {
     if !currency_ok {
         return Some("currency must be an ISO 4217 code like CNY".into());
     }
-    named("merchant", &order.merchant).or_else(|| named("out_trade_no", &order.out_trade_no))
+    let identities = [
+        ("app_id", &order.app_id),
+        ("mch_id", &order.mch_id),
+        ("payee", &order.payee),
+    ];
+    named("merchant", &order.merchant)
+        .or_else(|| named("out_trade_no", &order.out_trade_no))
+        .or_else(|| {
+            identities.into_iter().find_map(|(field, value)| {
+                value
+                    .as_deref()
+                    .is_some_and(|v| v.chars().any(char::is_control) || v.chars().count() > 128)
+                    .then(|| {
+                        format!("{field} must be at most 128 characters, no control characters")
+                    })
+            })
+        })
 }
 
 /// The first registration term that differs, by name.

@@ -26,8 +26,14 @@ pub struct NewRefund {
 /// recorded as registered. Same terms again: [`Registered::AlreadyRegistered`].
 pub async fn register_refund(pool: &PgPool, refund: &NewRefund) -> Result<Registered, sqlx::Error> {
     let named = |field: &str, value: &str| {
-        (value.trim().is_empty() || value.len() > 128)
-            .then(|| format!("{field} must be 1 to 128 characters"))
+        let bad = value.trim().is_empty()
+            || value.chars().count() > 128
+            || value.chars().any(char::is_control);
+        bad.then(|| {
+            format!(
+                "{field} must be 1 to 128 characters, not only white space, no control characters"
+            )
+        })
     };
     let invalid = (refund.amount <= 0)
         .then(|| "amount must be positive (fen)".to_owned())
