@@ -26,6 +26,7 @@ pub mod event;
 pub mod merchants;
 pub mod money;
 pub mod query;
+pub mod redact;
 pub mod telemetry;
 pub mod tls;
 pub mod topology;

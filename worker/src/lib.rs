@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod parked;
 pub mod reconcile;
+pub mod retention;
 pub mod retry;
 pub mod startup;
 

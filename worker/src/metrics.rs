@@ -87,6 +87,13 @@ pub struct Metrics {
     reconcile_queries: Family<QueryLabel, Counter>,
     /// Payments the reconciler is watching (registered or quarantined, still pending).
     pub reconcile_pending: Gauge,
+    retention_deleted: Family<TableLabel, Counter>,
+    retention_redacted: Counter,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -117,6 +124,18 @@ impl Metrics {
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 9));
         let reconcile_queries = Family::<QueryLabel, Counter>::default();
         let reconcile_pending = Gauge::default();
+        let retention_deleted = Family::<TableLabel, Counter>::default();
+        let retention_redacted = Counter::default();
+        registry.register(
+            "retention_deleted_rows",
+            "Rows deleted past their retention, by table (notifications, outbox)",
+            retention_deleted.clone(),
+        );
+        registry.register(
+            "retention_redacted_notifications",
+            "Stored notifications whose buyer identifiers were redacted",
+            retention_redacted.clone(),
+        );
         registry.register(
             "reconcile_queries",
             "Reconciliation queries to the providers, by provider and result (paid, \
@@ -195,7 +214,14 @@ impl Metrics {
             batch_size,
             reconcile_queries,
             reconcile_pending,
+            retention_deleted,
+            retention_redacted,
         };
+        for table in ["notifications", "outbox"] {
+            let _ = metrics.retention_deleted.get_or_create(&TableLabel {
+                table: table.into(),
+            });
+        }
         for outcome in EventOutcome::ALL {
             let _ = metrics.events.get_or_create(&OutcomeLabel {
                 outcome: outcome.as_str().into(),
@@ -227,6 +253,18 @@ impl Metrics {
                 provider: provider.into(),
             })
             .observe(seconds);
+    }
+
+    pub fn retention_deleted(&self, table: &str, rows: u64) {
+        self.retention_deleted
+            .get_or_create(&TableLabel {
+                table: table.into(),
+            })
+            .inc_by(rows);
+    }
+
+    pub fn retention_redacted(&self, rows: u64) {
+        self.retention_redacted.inc_by(rows);
     }
 
     /// A batch of `size` messages went to the database in one transaction.

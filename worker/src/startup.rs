@@ -95,6 +95,7 @@ pub struct Worker {
     relay: OutboxRelay,
     dispatcher: Dispatcher,
     reconciler: Option<Arc<Reconciler>>,
+    retention: crate::retention::Retention,
     consume: ConsumeConfig,
     policy: QueuePolicy,
     retry_delays_ms: Vec<u32>,
@@ -232,6 +233,11 @@ impl Worker {
         .shutdown_timeout(5)
         .listen(listener)?
         .run();
+        let retention = crate::retention::Retention::new(
+            shared.pool.clone(),
+            settings.retention.clone(),
+            shared.metrics.clone(),
+        );
         Ok(Self {
             admin_port,
             shared,
@@ -240,6 +246,7 @@ impl Worker {
             relay,
             dispatcher,
             reconciler,
+            retention,
             consume: ConsumeConfig {
                 prefetch: w.prefetch,
                 concurrency: w.concurrency,
@@ -275,6 +282,7 @@ impl Worker {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
+        let retention = tokio::spawn(self.retention.run(shutdown.clone()));
         let mistake = supervise(
             self.shared.clone(),
             self.processor,
@@ -290,6 +298,7 @@ impl Worker {
             shutdown,
         )
         .await;
+        retention.abort();
         handle.stop(true).await;
         let served = match server.await {
             Ok(result) => result,

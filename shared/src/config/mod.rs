@@ -55,6 +55,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub log: LogSettings,
     pub reconcile: ReconcileSettings,
+    pub retention: RetentionSettings,
     #[serde(default)]
     pub alipay: BTreeMap<String, AlipaySettings>,
     #[serde(default)]
@@ -271,6 +272,24 @@ pub struct ReconcileSettings {
     pub alipay_gateway: String,
     pub wechat_base: String,
     pub certificates_refresh_secs: u64,
+}
+
+/// What the worker deletes, and when (see `[retention]` in the defaults).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    pub enabled: bool,
+    /// Raw notifications (`notifications`) are deleted this many days after they were
+    /// recorded.
+    pub notifications_days: u32,
+    /// Published outbox rows are deleted this many days after their publication.
+    pub published_events_days: u32,
+    /// Buyer identifiers in stored notifications are redacted this many days after
+    /// they were recorded; 0: never.
+    pub redact_buyer_after_days: u32,
+    /// How often a pass runs, and the rows each of its statements touches.
+    pub interval_secs: u64,
+    pub batch: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -504,6 +523,25 @@ impl Settings {
             self.postgres.acquire_timeout_ms,
         )?;
         positive("redis.timeout_ms", self.redis.timeout_ms)?;
+        let k = &self.retention;
+        positive("retention.interval_secs", k.interval_secs)?;
+        positive("retention.batch", u64::from(k.batch))?;
+        positive(
+            "retention.published_events_days",
+            u64::from(k.published_events_days),
+        )?;
+        if k.notifications_days < 3 {
+            return Err(ConfigError::new(
+                "retention.notifications_days",
+                "must be at least 3: the providers resend for about a day, and the stored notification is its dedup record",
+            ));
+        }
+        if k.redact_buyer_after_days != 0 && k.redact_buyer_after_days >= k.notifications_days {
+            return Err(ConfigError::new(
+                "retention.redact_buyer_after_days",
+                "must be below retention.notifications_days (or 0: never): the notifications are deleted first otherwise",
+            ));
+        }
         for (section, tls) in [
             ("amqp.tls", &self.amqp.tls),
             ("postgres.tls", &self.postgres.tls),

@@ -236,7 +236,28 @@ pub fn history(out: &mut impl Write, h: &PaymentHistory) -> io::Result<()> {
             e.event_id.to_string(),
         ]);
     }
-    writeln!(out, "{t}")
+    writeln!(out, "{t}")?;
+    let r = &h.retention;
+    for (what, before) in [
+        ("notifications recorded", r.notifications_pruned_before),
+        ("events published", r.events_pruned_before),
+    ] {
+        if let Some(before) = before {
+            writeln!(
+                out,
+                "retention: {what} before {} were pruned",
+                rfc3339(before)
+            )?;
+        }
+    }
+    if let Some(before) = r.redacted_before {
+        writeln!(
+            out,
+            "retention: buyer identifiers of notifications recorded before {} are redacted",
+            rfc3339(before)
+        )?;
+    }
+    Ok(())
 }
 
 pub fn outcome(out: &mut impl Write, o: &Outcome) -> io::Result<()> {

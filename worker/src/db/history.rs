@@ -21,6 +21,21 @@ pub struct PaymentHistory {
     pub notifications: Vec<NotificationRecord>,
     /// Outbox rows, in relay order.
     pub events: Vec<EventRecord>,
+    /// What retention removed: notifications recorded and events published before
+    /// these times are gone (`null`: nothing was pruned yet); buyer identifiers of
+    /// notifications recorded before `redacted_before` are redacted.
+    pub retention: RetentionNote,
+}
+
+/// How far retention went (see [`PaymentHistory::retention`]).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RetentionNote {
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub notifications_pruned_before: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub events_pruned_before: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub redacted_before: Option<OffsetDateTime>,
 }
 
 /// A `payments` row. Amounts in fen.
@@ -175,13 +190,29 @@ pub async fn payment_history(
     .bind(payment.id)
     .fetch_all(&mut *tx)
     .await?;
+    let horizons: Vec<(String, OffsetDateTime)> =
+        sqlx::query_as("SELECT what, before FROM retention_state")
+            .fetch_all(&mut *tx)
+            .await?;
     tx.commit().await?;
+    let horizon = |what: &str| {
+        horizons
+            .iter()
+            .find(|(name, _)| name == what)
+            .map(|(_, before)| *before)
+    };
+    let retention = RetentionNote {
+        notifications_pruned_before: horizon("notifications"),
+        events_pruned_before: horizon("events"),
+        redacted_before: horizon("redaction"),
+    };
     Ok(Some(PaymentHistory {
         payment,
         transitions,
         refunds,
         notifications,
         events,
+        retention,
     }))
 }
 
