@@ -110,6 +110,10 @@ OPTIONS:
     --log                             install the production JSON logger (info) on
                                       stdout, as the deployed services do
     --report <FILE>                   also write the markdown report to FILE
+    --prune-every-secs <N>            soak: fixed phase runs the worker's retention
+                                      pass every N s (0 = never)       [0]
+    --prune-keep-secs <N>             soak: what those passes keep (notifications,
+                                      published events), in seconds      [60]
     -h, --help                        this text
 
 Services: PAYHOOK_TEST_AMQP_URL, PAYHOOK_TEST_REDIS_URL, PAYHOOK_TEST_DATABASE_URL
@@ -171,6 +175,10 @@ struct Options {
     drain_secs: u64,
     log: bool,
     report: Option<PathBuf>,
+    /// Soak: a retention pass every this many seconds during the fixed phase (0: none).
+    prune_every: u64,
+    /// Soak: the short retention those passes apply (notifications and published events).
+    prune_keep: u64,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -201,6 +209,8 @@ fn parse_options() -> Result<Options, String> {
         drain_secs: 120,
         log: false,
         report: None,
+        prune_every: 0,
+        prune_keep: 60,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -281,6 +291,8 @@ fn parse_options() -> Result<Options, String> {
             }
             "--drain-secs" => o.drain_secs = number(&value)?.max(1),
             "--report" => o.report = Some(PathBuf::from(value)),
+            "--prune-every-secs" => o.prune_every = number(&value)?,
+            "--prune-keep-secs" => o.prune_keep = number(&value)?.max(1),
             "--providers" => {
                 let mut list = Vec::new();
                 for part in value.split(',').map(str::trim) {
@@ -1106,6 +1118,95 @@ struct Outcome {
     exhausted: bool,
     /// Closed loops (event mode) that gave up waiting for an event.
     event_timeouts: u64,
+    /// Retention passes run during the phase (`--prune-every-secs`).
+    prunes: Vec<PruneSample>,
+}
+
+/// One retention pass of a soak run.
+struct PruneSample {
+    start_ns: u64,
+    end_ns: u64,
+    report: Result<payhook_worker::retention::PassReport, String>,
+    /// `pg_total_relation_size` of notifications and outbox after the pass, bytes.
+    notifications_bytes: i64,
+    outbox_bytes: i64,
+    /// Rows in notifications and outbox after the pass.
+    notifications_rows: i64,
+    outbox_rows: i64,
+}
+
+/// Runs a retention pass every `--prune-every-secs` until `end`, with a retention of
+/// `--prune-keep-secs` (the pass is run as of a shifted `now`: the configured days
+/// minus the short retention).
+fn start_pruner(
+    ctx: &Ctx<'_>,
+    until: Instant,
+) -> Option<tokio::task::JoinHandle<Vec<PruneSample>>> {
+    let o = ctx.o;
+    if o.prune_every == 0 {
+        return None;
+    }
+    let settings = payhook_shared::config::RetentionSettings {
+        enabled: true,
+        notifications_days: 3,
+        published_events_days: 3,
+        redact_buyer_after_days: 0,
+        interval_secs: o.prune_every,
+        batch: 1000,
+    };
+    let shift = time::Duration::days(3) - time::Duration::seconds(o.prune_keep as i64);
+    let pool = ctx.db.pool.clone();
+    let pruner = payhook_worker::retention::Retention::new(
+        pool.clone(),
+        settings,
+        payhook_worker::metrics::Metrics::new(),
+    );
+    let clock = ctx.clock.clone();
+    let every = Duration::from_secs(o.prune_every);
+    Some(ctx.worker_rt.spawn(async move {
+        let mut samples = Vec::new();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut next = Instant::now() + every;
+        while next < until {
+            tokio::time::sleep_until(next.into()).await;
+            next += every;
+            let start_ns = clock.now();
+            let report = pruner
+                .pass(time::OffsetDateTime::now_utc() + shift, &stop)
+                .await
+                .map_err(|e| e.to_string());
+            let end_ns = clock.now();
+            let size = |table: &'static str| {
+                let pool = pool.clone();
+                async move {
+                    sqlx::query_scalar::<_, i64>("SELECT pg_total_relation_size($1::regclass)")
+                        .bind(table)
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap_or(-1)
+                }
+            };
+            let rows = |sql: &'static str| {
+                let pool = pool.clone();
+                async move {
+                    sqlx::query_scalar::<_, i64>(sql)
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap_or(-1)
+                }
+            };
+            samples.push(PruneSample {
+                start_ns,
+                end_ns,
+                report,
+                notifications_bytes: size("notifications").await,
+                outbox_bytes: size("outbox").await,
+                notifications_rows: rows("SELECT count(*) FROM notifications").await,
+                outbox_rows: rows("SELECT count(*) FROM outbox").await,
+            });
+        }
+        samples
+    }))
 }
 
 /// Open loop: notification `i` is due at `start + i / rate`; the pacer thread submits
@@ -1163,8 +1264,12 @@ fn run_fixed(ctx: &Ctx<'_>, batch: Batch) -> Outcome {
             })
             .expect("pacer thread")
     };
+    let pruner = start_pruner(ctx, measure_end);
     let window = ctx.observe(measure_start, measure_end);
     pacer.join().expect("pacer");
+    let prunes = pruner
+        .map(|task| ctx.worker_rt.block_on(task).unwrap_or_default())
+        .unwrap_or_default();
     tracker.close();
     ctx.client_rt.block_on(tracker.wait());
     let errors = errors.lock().expect("errors lock").clone();
@@ -1181,6 +1286,7 @@ fn run_fixed(ctx: &Ctx<'_>, batch: Batch) -> Outcome {
         errors,
         exhausted: false,
         event_timeouts: 0,
+        prunes,
     }
 }
 
@@ -1272,6 +1378,7 @@ fn run_closed(ctx: &Ctx<'_>, batch: Batch) -> Outcome {
         errors,
         exhausted: exhausted.load(Ordering::Relaxed),
         event_timeouts: timeouts.load(Ordering::Relaxed),
+        prunes: Vec::new(),
     }
 }
 
@@ -1561,6 +1668,72 @@ fn ms(us: u64) -> String {
     format!("{:.1}", us as f64 / 1000.0)
 }
 
+/// The soak's retention passes: each pass's work and the tables' sizes after it, and
+/// the latency of notifications scheduled while a pass ran against the others.
+fn render_prunes(out: &mut String, ctx: &Ctx<'_>, r: &Outcome) {
+    if r.prunes.is_empty() {
+        return;
+    }
+    let ws = ctx.clock.ns(r.window.start);
+    let we = ctx.clock.ns(r.window.end);
+    let (mut during, mut outside) = (histogram(), histogram());
+    for s in &ctx.slots[r.batch_range.clone()] {
+        let due = s.due.load(Ordering::Relaxed);
+        let event = s.event.load(Ordering::Relaxed);
+        if due < ws || due >= we || event == 0 {
+            continue;
+        }
+        let pruning = r.prunes.iter().any(|p| due >= p.start_ns && due < p.end_ns);
+        record_ns(
+            if pruning { &mut during } else { &mut outside },
+            event.saturating_sub(due),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "Soak: a retention pass every {} s keeping {} s of notifications and published \
+         events (the worker's `Retention::pass`, batches of 1,000).\n",
+        ctx.o.prune_every, ctx.o.prune_keep
+    );
+    let _ = writeln!(
+        out,
+        "| notifications scheduled | count | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for (label, h) in [("while a pass ran", &during), ("between passes", &outside)] {
+        let [p50, p90, p99, p999, max] = quantiles(h);
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {p50} | {p90} | {p99} | {p999} | {max} |",
+            h.len()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n| pass at s | took ms | notifications deleted | events deleted | notifications rows | outbox rows | notifications MB | outbox MB |\n|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let base = ctx.clock.ns(r.window.start);
+    for p in &r.prunes {
+        let at = (p.start_ns as f64 - base as f64) / 1e9;
+        let took = (p.end_ns - p.start_ns) as f64 / 1e6;
+        let (n, e) = match &p.report {
+            Ok(report) => (
+                report.notifications_deleted.to_string(),
+                report.events_deleted.to_string(),
+            ),
+            Err(error) => (format!("error: {error}"), "-".into()),
+        };
+        let _ = writeln!(
+            out,
+            "| {at:.0} | {took:.1} | {n} | {e} | {} | {} | {:.1} | {:.1} |",
+            p.notifications_rows,
+            p.outbox_rows,
+            p.notifications_bytes as f64 / 1e6,
+            p.outbox_bytes as f64 / 1e6
+        );
+    }
+    let _ = writeln!(out);
+}
+
 fn quantiles(h: &Histogram<u64>) -> [String; 5] {
     if h.is_empty() {
         return std::array::from_fn(|_| "-".to_owned());
@@ -1604,6 +1777,7 @@ fn render_phase(out: &mut String, ctx: &Ctx<'_>, r: &Outcome, kinds: &[Kind]) {
     let l = latencies(ctx, r, kinds);
     let secs = (r.window.end - r.window.start).as_secs_f64();
     let _ = writeln!(out, "\n### {}\n", r.title);
+    render_prunes(out, ctx, r);
     let _ = writeln!(
         out,
         "{} notifications pre-generated (signed) in {:.1} s before the phase, each a new \
