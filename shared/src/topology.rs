@@ -1,4 +1,4 @@
-//! RabbitMQ names and their idempotent declaration (DESIGN.md, "RabbitMQ topology").
+//! RabbitMQ names and their idempotent declaration (docs/design.md, "RabbitMQ topology").
 //!
 //! Every name carries a configurable prefix so tests and tenants share one broker.
 //! Declarations are idempotent: the receiver and the worker both declare what they

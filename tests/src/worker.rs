@@ -47,6 +47,40 @@ pub fn worker_settings(
     settings
 }
 
+/// A receiver on the shared broker with the test merchants, a fresh database schema,
+/// and the settings of a worker beside them (not started: tests adjust, then spawn).
+#[derive(Debug)]
+pub struct TestStack {
+    pub providers: crate::harness::Providers,
+    pub receiver_settings: Settings,
+    pub receiver: crate::harness::TestReceiver,
+    pub db: crate::db::TestDb,
+    /// [`worker_settings`] for this receiver and database.
+    pub settings: Settings,
+}
+
+impl TestStack {
+    pub async fn start() -> Self {
+        let providers = crate::harness::Providers::new();
+        let mut receiver_settings = crate::harness::test_settings();
+        providers.register(&mut receiver_settings);
+        let receiver = crate::harness::TestReceiver::spawn(
+            receiver_settings.clone(),
+            std::sync::Arc::new(payhook_shared::clock::SystemClock),
+        )
+        .await;
+        let db = crate::db::TestDb::new().await;
+        let settings = worker_settings(&receiver_settings, db.settings.clone());
+        Self {
+            providers,
+            receiver_settings,
+            receiver,
+            db,
+            settings,
+        }
+    }
+}
+
 /// A worker running in this process.
 #[derive(Debug)]
 pub struct TestWorker {

@@ -2,25 +2,20 @@
 //! valid token, 403 for a `read` token on an `operate` route, and an audit record of
 //! every operate action (in PostgreSQL, read back by `payhook-admin audit`).
 
-use std::sync::Arc;
-
-use payhook_shared::clock::SystemClock;
 use payhook_shared::config::{AdminScope, AdminToken, Secret};
-use payhook_tests::db::TestDb;
-use payhook_tests::harness::{Providers, TestReceiver, test_settings};
-use payhook_tests::worker::{TEST_ADMIN_TOKEN, TestWorker, worker_settings};
+use payhook_tests::worker::{TEST_ADMIN_TOKEN, TestStack, TestWorker};
 use payhook_worker::db::audit;
 
 const READ_TOKEN: &str = "test-only-read-token-abcdef0123456789abcdef";
 
 #[tokio::test]
 async fn tokens_decide_who_may_read_and_operate_and_operate_actions_are_audited() {
-    let providers = Providers::new();
-    let mut receiver_settings = test_settings();
-    providers.register(&mut receiver_settings);
-    let receiver = TestReceiver::spawn(receiver_settings.clone(), Arc::new(SystemClock)).await;
-    let db = TestDb::new().await;
-    let mut settings = worker_settings(&receiver_settings, db.settings.clone());
+    let TestStack {
+        receiver,
+        db,
+        mut settings,
+        ..
+    } = TestStack::start().await;
     settings.worker.admin_tokens.push(AdminToken {
         name: "dashboard".into(),
         scope: AdminScope::Read,
@@ -213,12 +208,9 @@ fn the_openapi_document_lists_exactly_the_served_routes() {
 /// status, content type, headers and body as the document says.
 #[tokio::test]
 async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
-    let providers = Providers::new();
-    let mut receiver_settings = test_settings();
-    providers.register(&mut receiver_settings);
-    let receiver = TestReceiver::spawn(receiver_settings.clone(), Arc::new(SystemClock)).await;
-    let db = TestDb::new().await;
-    let settings = worker_settings(&receiver_settings, db.settings.clone());
+    let TestStack {
+        receiver, settings, ..
+    } = TestStack::start().await;
     let worker = TestWorker::spawn(&settings).await;
     let served = reqwest::get(format!("{}/openapi.json", worker.admin_url))
         .await

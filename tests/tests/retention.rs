@@ -3,13 +3,10 @@
 //! the transition ledger stay; a payment's history says what was pruned; a second pass
 //! finds nothing to do.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use payhook_shared::clock::SystemClock;
-use payhook_tests::db::TestDb;
-use payhook_tests::harness::{Providers, TestReceiver, eventually_async, post, test_settings};
-use payhook_tests::worker::{TestWorker, worker_settings};
+use payhook_tests::harness::{eventually_async, post};
+use payhook_tests::worker::{TestStack, TestWorker};
 use payhook_worker::metrics::Metrics;
 use payhook_worker::retention::{PassReport, Retention};
 use sqlx::PgPool;
@@ -30,12 +27,13 @@ async fn count(pool: &PgPool, sql: &str, order: &str) -> i64 {
 
 #[tokio::test]
 async fn old_notifications_and_published_events_are_pruned_and_buyers_redacted() {
-    let providers = Providers::new();
-    let mut receiver_settings = test_settings();
-    providers.register(&mut receiver_settings);
-    let receiver = TestReceiver::spawn(receiver_settings.clone(), Arc::new(SystemClock)).await;
-    let db = TestDb::new().await;
-    let mut settings = worker_settings(&receiver_settings, db.settings.clone());
+    let TestStack {
+        providers,
+        receiver,
+        db,
+        mut settings,
+        ..
+    } = TestStack::start().await;
     settings.retention.enabled = false; // passes are run by the test
     let worker = TestWorker::spawn(&settings).await;
     let client = reqwest::Client::new();

@@ -1,4 +1,4 @@
-//! The worker's apply path against the real PostgreSQL (DESIGN.md invariants 3, 4
+//! The worker's apply path against the real PostgreSQL (docs/design.md invariants 3, 4
 //! and 6): exactly one effect and one event per business transition, in any order of
 //! arrival, with mismatches quarantined. Every test owns a schema ([`TestDb`]).
 //!

@@ -1,5 +1,5 @@
 //! Calls to the Alipay open-API gateway made by the reconciler: the signed request
-//! form, and what a verified answer means (PROTOCOLS.md §1, "Queries").
+//! form, and what a verified answer means (docs/protocols.md §1, "Queries").
 //!
 //! - Request: `app_id, method, format=JSON, charset=utf-8, sign_type=RSA2,
 //!   timestamp, version=1.0, biz_content` (+ `app_cert_sn, alipay_root_cert_sn` in
@@ -127,7 +127,7 @@ pub fn refund_query_biz_content(out_trade_no: &str, out_request_no: &str) -> Str
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefundAnswer {
     /// No such refund (yet), or not through: `code 10000` alone does not mean refunded
-    /// (PROTOCOLS.md trap 12). `ACQ.TRADE_NOT_EXIST` counts as not refunded too.
+    /// (docs/protocols.md trap 12). `ACQ.TRADE_NOT_EXIST` counts as not refunded too.
     NotRefunded,
     /// `refund_status = REFUND_SUCCESS`: the refund as a notification would state it.
     Refunded(Box<VerifiedNotification>),

@@ -1,5 +1,5 @@
 //! Alipay: asynchronous payment notifications (`notify_url`, classic gateway) and the
-//! signed responses of query calls (PROTOCOLS.md §1).
+//! signed responses of query calls (docs/protocols.md §1).
 //!
 //! # Layout
 //!

@@ -1,6 +1,6 @@
 //! What a verified Alipay notification means, in payhook's terms.
 //!
-//! `trade_status` alone is ambiguous (PROTOCOLS.md §1, trap 11):
+//! `trade_status` alone is ambiguous (docs/protocols.md §1, trap 11):
 //!
 //! | `trade_status`   | `refund_fee` > 0 | meaning                           |
 //! |------------------|------------------|-----------------------------------|

@@ -1,4 +1,4 @@
-//! WeChat Pay APIv2: the legacy XML notifications (PROTOCOLS.md §2).
+//! WeChat Pay APIv2: the legacy XML notifications (docs/protocols.md §2).
 //!
 //! # Layout
 //!

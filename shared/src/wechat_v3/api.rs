@@ -1,4 +1,4 @@
-//! Calls to the WeChat Pay APIv3 made by the reconciler (PROTOCOLS.md §3, "Queries"
+//! Calls to the WeChat Pay APIv3 made by the reconciler (docs/protocols.md §3, "Queries"
 //! and "Platform certificates"): the `Authorization` header of a request, and what a
 //! verified answer means.
 //!

@@ -1,4 +1,4 @@
-//! WeChat Pay APIv3 (JSON) notifications — PROTOCOLS.md §3.
+//! WeChat Pay APIv3 (JSON) notifications — docs/protocols.md §3.
 //!
 //! # Layout
 //!

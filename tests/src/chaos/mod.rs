@@ -28,7 +28,7 @@
 //! - **dup**: double applications: transitions the truth does not have, orders whose
 //!   refunded amount exceeds the truth, transitions with more than one outbox row, and
 //!   transitions announced under more than one CloudEvents id (must be 0). The same
-//!   CloudEvents id seen twice is *not* a duplicate: DESIGN.md allows the relay to
+//!   CloudEvents id seen twice is *not* a duplicate: docs/design.md allows the relay to
 //!   resend a row after a crash between the broker's confirm and the row's update
 //!   (consumers deduplicate on the id); it is counted as "resent".
 //! - **wrong**: orders whose final state or refunded amount differs from the truth,

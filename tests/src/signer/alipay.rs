@@ -1,5 +1,5 @@
 //! The Alipay provider side: asynchronous notifications signed with the "V1" rule and
-//! form-encoded exactly as Alipay sends them (PROTOCOLS.md §1) — including GBK
+//! form-encoded exactly as Alipay sends them (docs/protocols.md §1) — including GBK
 //! notifications, the legacy `RSA` sign type, certificate mode, and the knobs to
 //! break them (another key, a tampered field).
 //!

@@ -1,5 +1,5 @@
 //! The provider side of every test: notifications signed and encrypted exactly as the
-//! providers do (PROTOCOLS.md), with knobs to break them in the ways that matter.
+//! providers do (docs/protocols.md), with knobs to break them in the ways that matter.
 
 pub mod alipay;
 pub mod wechat_v2;

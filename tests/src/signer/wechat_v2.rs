@@ -1,5 +1,5 @@
 //! WeChat Pay APIv2 as WeChat plays it: signed payment notifications and encrypted
-//! refund notifications (PROTOCOLS.md §2).
+//! refund notifications (docs/protocols.md §2).
 //!
 //! The signing and encryption here are written independently of
 //! `payhook_shared::wechat_v2` on purpose: a test double that reused the verifier's

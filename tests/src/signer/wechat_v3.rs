@@ -1,6 +1,6 @@
 //! The WeChat Pay APIv3 provider side: notifications signed with a platform key and
 //! carrying a resource encrypted with the merchant's APIv3 key, exactly as WeChat
-//! sends them (PROTOCOLS.md §3), plus self-signed platform certificates for
+//! sends them (docs/protocols.md §3), plus self-signed platform certificates for
 //! certificate-mode and rotation tests.
 //!
 //! Keys come from [`crate::keys`] (generated per process); the APIv3 key is random

@@ -1,5 +1,5 @@
 //! The payhook side of a query — request signing exactly as the contract in
-//! PROTOCOLS.md §1 and §3 says — so tests can call the simulator directly, and the
+//! docs/protocols.md §1 and §3 says — so tests can call the simulator directly, and the
 //! credentials a worker needs to call it ([`register_query_credentials`]).
 
 use payhook_shared::alipay::gateway;

@@ -8,7 +8,7 @@ use payhook_shared::event::Provider;
 const MIN: u64 = 60;
 const HOUR: u64 = 3600;
 
-/// Alipay: after the first attempt, resends at these intervals (PROTOCOLS.md §1).
+/// Alipay: after the first attempt, resends at these intervals (docs/protocols.md §1).
 pub const ALIPAY: [Duration; 7] = secs([
     4 * MIN,
     10 * MIN,
@@ -20,7 +20,7 @@ pub const ALIPAY: [Duration; 7] = secs([
 ]);
 
 /// WeChat Pay (V2 and V3): after the first attempt, resends at these intervals
-/// (24 h 4 min in all, PROTOCOLS.md §3).
+/// (24 h 4 min in all, docs/protocols.md §3).
 pub const WECHAT: [Duration; 15] = secs([
     15,
     15,

@@ -1,4 +1,4 @@
-//! The one apply path (DESIGN.md invariants 3, 4 and 6): a notification — or a
+//! The one apply path (docs/design.md invariants 3, 4 and 6): a notification — or a
 //! reconciliation result, which travels as the same [`Envelope`] — is applied in ONE
 //! transaction, and every effect hangs off a unique key:
 //!

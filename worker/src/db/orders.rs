@@ -144,17 +144,20 @@ pub async fn register(pool: &PgPool, order: &NewOrder) -> Result<Registered, sql
     Ok(Registered::Created)
 }
 
+/// Why `value` cannot be the name `field` (a merchant, an order or refund number): 1 to
+/// 128 characters, not only white space, no control characters (PostgreSQL refuses
+/// NUL in text; the others have no business in a name).
+pub(crate) fn invalid_name(field: &str, value: &str) -> Option<String> {
+    let bad = value.trim().is_empty()
+        || value.chars().count() > 128
+        || value.chars().any(char::is_control);
+    bad.then(|| {
+        format!("{field} must be 1 to 128 characters, not only white space, no control characters")
+    })
+}
+
 fn invalid(order: &NewOrder) -> Option<String> {
-    let named = |field: &str, value: &str| {
-        let bad = value.trim().is_empty()
-            || value.chars().count() > 128
-            || value.chars().any(char::is_control);
-        bad.then(|| {
-            format!(
-                "{field} must be 1 to 128 characters, not only white space, no control characters"
-            )
-        })
-    };
+    let named = invalid_name;
     if order.amount <= 0 {
         return Some("amount must be positive (fen)".into());
     }

@@ -25,16 +25,7 @@ pub struct NewRefund {
 /// yet, a pending payment row for it), or marks a refund a notification already
 /// recorded as registered. Same terms again: [`Registered::AlreadyRegistered`].
 pub async fn register_refund(pool: &PgPool, refund: &NewRefund) -> Result<Registered, sqlx::Error> {
-    let named = |field: &str, value: &str| {
-        let bad = value.trim().is_empty()
-            || value.chars().count() > 128
-            || value.chars().any(char::is_control);
-        bad.then(|| {
-            format!(
-                "{field} must be 1 to 128 characters, not only white space, no control characters"
-            )
-        })
-    };
+    let named = super::orders::invalid_name;
     let invalid = (refund.amount <= 0)
         .then(|| "amount must be positive (fen)".to_owned())
         .or_else(|| named("merchant", &refund.merchant))

@@ -1,7 +1,7 @@
 //! The payment state machine: a state is *derived* from facts (paid, refunded amount,
 //! total, closed) and never moves backwards.
 //!
-//! Notifications arrive in any order (DESIGN.md invariant 4): a refund before its
+//! Notifications arrive in any order (docs/design.md invariant 4): a refund before its
 //! payment, `TRADE_FINISHED` after a refund, a close after a payment. Rather than a
 //! table of allowed edges, which would have to reject or defer out-of-order
 //! arrivals, every applied transition adds its facts and the new state is the higher

@@ -2,7 +2,7 @@
 //!
 //! The apply path writes each downstream event (a CloudEvents 1.0 JSON document) into
 //! the `outbox` table in the same transaction as the transition it announces, so the
-//! database and the events never disagree (DESIGN.md, invariant 6). This module owns
+//! database and the events never disagree (docs/design.md, invariant 6). This module owns
 //! the other half: publishing them to `<prefix>.events` with publisher confirms, and
 //! marking the confirmed ones `published_at`. Two parts do it:
 //!

@@ -3,7 +3,7 @@
 //! The request is checked with the app public key over the "V2" sign content (all
 //! parameters but `sign`, `sign_type` included, empty dropped, sorted). A response
 //! node is serialised once, signed as that exact text with the Alipay key, and
-//! spliced into the outer object — never re-serialised (PROTOCOLS.md §1).
+//! spliced into the outer object — never re-serialised (docs/protocols.md §1).
 
 use actix_web::HttpResponse;
 use actix_web::web::Bytes;

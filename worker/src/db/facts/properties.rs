@@ -1,6 +1,6 @@
 //! The state machine over generated payment histories: whatever order the distinct
 //! transitions of one payment arrive in, the payment ends in the same state with the
-//! same amounts, and no step lowers its state (DESIGN.md invariant 4).
+//! same amounts, and no step lowers its state (docs/design.md invariant 4).
 
 use payhook_shared::event::{
     Envelope, Kind, Normalized, Provider, RawNotification, SCHEMA_VERSION, Source, Status,
