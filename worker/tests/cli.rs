@@ -1,0 +1,102 @@
+//! `payhook-worker` behaves like a tool: `--help` and `--version` exit 0 without
+//! touching anything, unknown arguments are refused, `check-config` exits 0 / 2 / 3.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn config(text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "payhook-worker-cli-{}-{}.toml",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn worker(args: &[&str], config: Option<&PathBuf>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_payhook-worker"));
+    command.args(args).env_remove("PAYHOOK_CONFIG");
+    if let Some(path) = config {
+        command.env("PAYHOOK_CONFIG", path);
+    }
+    command.output().expect("payhook-worker runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_and_version_exit_0_and_unknown_arguments_exit_2() {
+    let broken = config("[worker]\nadmin_listen = \"not an address\"\n");
+    let help = worker(&["--help"], Some(&broken));
+    assert_eq!(help.status.code(), Some(0));
+    assert!(
+        text(&help.stdout).contains("check-config"),
+        "{}",
+        text(&help.stdout)
+    );
+    let version = worker(&["--version"], Some(&broken));
+    assert_eq!(version.status.code(), Some(0));
+    assert!(text(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let unknown = worker(&["parked", "list"], Some(&broken));
+    assert_eq!(
+        unknown.status.code(),
+        Some(2),
+        "operator commands are payhook-admin's"
+    );
+    let _ = std::fs::remove_file(broken);
+}
+
+#[test]
+fn check_config_exits_0_valid_2_invalid_3_unreachable() {
+    let token = "t".repeat(40);
+    let valid = config(&format!(
+        "[amqp]\nurl = \"amqp://guest:guest@127.0.0.1:1/%2f\"\n\
+         [postgres]\nurl = \"postgres://postgres@127.0.0.1:1/payhook\"\n\
+         [[worker.admin_tokens]]\nname = \"ops\"\nscope = \"operate\"\ntoken = \"{token}\"\n"
+    ));
+    let ok = worker(&["check-config"], Some(&valid));
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    let printed = text(&ok.stdout);
+    assert!(printed.contains("configuration: valid"), "{printed}");
+    assert!(printed.contains("ops"), "{printed}");
+    assert!(
+        !printed.contains(&token),
+        "the token is never printed: {printed}"
+    );
+
+    let unreachable = worker(&["check-config", "--connect"], Some(&valid));
+    assert_eq!(
+        unreachable.status.code(),
+        Some(3),
+        "{}",
+        text(&unreachable.stderr)
+    );
+
+    let short = config(
+        "[[worker.admin_tokens]]\nname = \"ops\"\nscope = \"operate\"\ntoken = \"hunter2\"\n",
+    );
+    let refused = worker(&["check-config"], Some(&short));
+    assert_eq!(refused.status.code(), Some(2));
+    let said = text(&refused.stderr);
+    assert!(said.contains("worker.admin_tokens.ops.token"), "{said}");
+    assert!(!said.contains("hunter2"), "{said}");
+
+    let tls_on_plain =
+        config("[redis]\nurl = \"redis://127.0.0.1:6379\"\n[redis.tls]\nca = \"x\"\n");
+    let refused = worker(&["check-config"], Some(&tls_on_plain));
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("redis.tls"),
+        "{}",
+        text(&refused.stderr)
+    );
+    for path in [valid, short, tls_on_plain] {
+        let _ = std::fs::remove_file(path);
+    }
+}
