@@ -92,7 +92,10 @@ impl Retention {
         let mut report = PassReport::default();
         let batch = i64::from(s.batch);
 
+        // A horizon is recorded only when its step ran to the end (not when another
+        // worker held the lock or `stop` fired): the history must not claim more.
         let cutoff = now - days(s.notifications_days);
+        let mut complete = false;
         loop {
             let Some(deleted) = self
                 .locked(
@@ -110,14 +113,21 @@ impl Retention {
             };
             report.notifications_deleted += deleted;
             self.metrics.retention_deleted("notifications", deleted);
-            if deleted < s.batch.into() || stop.is_cancelled() {
+            if deleted < s.batch.into() {
+                complete = true;
+                break;
+            }
+            if stop.is_cancelled() {
                 break;
             }
         }
-        self.mark("notifications", cutoff).await?;
+        if complete {
+            self.mark("notifications", cutoff).await?;
+        }
 
         let cutoff = now - days(s.published_events_days);
         let mut after = 0_i64;
+        let mut complete = false;
         loop {
             let page: Vec<(i64, OffsetDateTime, Option<OffsetDateTime>)> = sqlx::query_as(
                 "SELECT id, created_at, published_at FROM outbox WHERE id > $1 ORDER BY id LIMIT $2",
@@ -127,6 +137,7 @@ impl Retention {
             .fetch_all(&self.pool)
             .await?;
             let Some(&(last, _, _)) = page.last() else {
+                complete = true;
                 break;
             };
             let reached_now = page.iter().any(|(_, created, _)| *created >= cutoff);
@@ -149,12 +160,18 @@ impl Retention {
                 report.events_deleted += deleted;
                 self.metrics.retention_deleted("outbox", deleted);
             }
-            if reached_now || page.len() < s.batch as usize || stop.is_cancelled() {
+            if reached_now || page.len() < s.batch as usize {
+                complete = true;
+                break;
+            }
+            if stop.is_cancelled() {
                 break;
             }
             after = last;
         }
-        self.mark("events", cutoff).await?;
+        if complete {
+            self.mark("events", cutoff).await?;
+        }
 
         if s.redact_buyer_after_days > 0 {
             report.notifications_redacted = self
