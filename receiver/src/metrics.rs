@@ -120,8 +120,8 @@ struct Hot {
     /// `notifications[provider][outcome]`, indexed like [`Provider::ALL`] and
     /// [`Outcome::ALL`].
     notifications: [[Counter; Outcome::ALL.len()]; Provider::ALL.len()],
-    /// `ack_latency[provider]`, looked up on first use (as before, a series appears
-    /// in the exposition with its first observation).
+    /// `ack_latency[provider]`, looked up on first use (the series themselves are
+    /// created at zero by `pre_register`).
     ack_latency: [OnceLock<Histogram>; Provider::ALL.len()],
     /// `confirm_latency{result="ack"}`, likewise.
     confirm_ack: OnceLock<Histogram>,
@@ -233,6 +233,14 @@ impl Metrics {
                     reason: (*reason).into(),
                 });
             }
+            let _ = self.ack_latency.get_or_create(&ProviderLabel {
+                provider: provider.as_str().into(),
+            });
+        }
+        for result in CONFIRM_RESULTS {
+            let _ = self.confirm_latency.get_or_create(&PublishResult {
+                result: result.into(),
+            });
         }
     }
 
@@ -303,9 +311,37 @@ impl Metrics {
     }
 }
 
+/// Every `result` of `payhook_confirm_latency_seconds`: `ack` and the publisher's
+/// failure labels.
+pub const CONFIRM_RESULTS: [&str; 7] = [
+    "ack",
+    "unavailable",
+    "returned",
+    "nacked",
+    "timeout",
+    "channel_error",
+    "serialize",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_series_exist_at_zero_from_start() {
+        let text = Metrics::new().render();
+        for provider in Provider::ALL {
+            let line = format!(
+                "payhook_ack_latency_seconds_count{{provider=\"{}\"}} 0",
+                provider.as_str()
+            );
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+        for result in CONFIRM_RESULTS {
+            let line = format!("payhook_confirm_latency_seconds_count{{result=\"{result}\"}} 0");
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+    }
 
     #[test]
     fn hot_handles_are_indexed_like_the_lists() {
@@ -340,7 +376,11 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
-        // As before: a latency series appears with its first observation.
-        assert!(!text.contains("payhook_ack_latency_seconds_count{provider=\"alipay\"}"));
+        // A provider with no observation yet: its series is there, at zero (issue 16:
+        // it used to appear only with its first observation).
+        assert!(
+            text.lines()
+                .any(|l| l == "payhook_ack_latency_seconds_count{provider=\"alipay\"} 0")
+        );
     }
 }

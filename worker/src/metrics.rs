@@ -68,6 +68,11 @@ struct QueryLabel {
     result: String,
 }
 
+/// The reconciliation results the alerts name (`deploy/prometheus/alerts.yml`),
+/// created at zero for every provider.
+pub const ALERTED_RECONCILE_RESULTS: [&str; 3] =
+    ["bad_signature", "provider_error", "transport_error"];
+
 /// All worker metrics, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -227,6 +232,20 @@ impl Metrics {
                 outcome: outcome.as_str().into(),
             });
         }
+        // Series the alerts and the dashboard read exist at zero from start: rate()
+        // and increase() miss the first increments of a series born above zero.
+        for provider in payhook_shared::event::Provider::ALL {
+            let provider = provider.as_str();
+            let _ = metrics.notify_to_applied.get_or_create(&ProviderLabel {
+                provider: provider.into(),
+            });
+            for result in ALERTED_RECONCILE_RESULTS {
+                let _ = metrics.reconcile_queries.get_or_create(&QueryLabel {
+                    provider: provider.into(),
+                    result: result.into(),
+                });
+            }
+        }
         metrics
     }
 
@@ -277,5 +296,33 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerted_series_exist_at_zero_from_start() {
+        let text = Metrics::new().render();
+        for provider in payhook_shared::event::Provider::ALL {
+            let provider = provider.as_str();
+            let mut lines = vec![format!(
+                "payhook_notify_to_applied_seconds_count{{provider=\"{provider}\"}} 0"
+            )];
+            for result in ALERTED_RECONCILE_RESULTS {
+                lines.push(format!(
+                    "payhook_reconcile_queries_total{{provider=\"{provider}\",result=\"{result}\"}} 0"
+                ));
+            }
+            for line in lines {
+                assert!(
+                    text.lines().any(|l| l == line),
+                    "missing {line:?} in\n{text}"
+                );
+            }
+        }
+        assert!(text.contains("payhook_retention_deleted_rows_total{table=\"notifications\"} 0"));
     }
 }
