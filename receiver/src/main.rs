@@ -37,8 +37,7 @@ enum Command {
     },
 }
 
-const INVALID: u8 = 2;
-const UNREACHABLE: u8 = 3;
+use payhook_shared::exit::{INVALID, UNREACHABLE};
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -30,13 +30,6 @@ pub enum ConnectError {
     TimedOut(Duration),
 }
 
-impl ConnectError {
-    /// Whether retrying later may succeed.
-    pub fn is_transient(&self) -> bool {
-        !matches!(self, Self::Misconfigured(_))
-    }
-}
-
 /// The broker's address and TLS settings, checked; [`Connector::connect`] opens a
 /// connection.
 #[derive(Clone)]

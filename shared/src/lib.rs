@@ -23,6 +23,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod event;
+pub mod exit;
 pub mod merchants;
 pub mod money;
 pub mod query;

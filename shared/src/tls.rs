@@ -22,7 +22,6 @@ use crate::config::{BackendTls, ConfigError};
 /// The certificates of one backend's TLS, loaded and parsed.
 #[derive(Clone)]
 pub struct ClientTls {
-    section: &'static str,
     /// The configured CA bundle (PEM), already known to parse.
     pub ca_pem: Option<String>,
     /// The client certificate chain (PEM) and its key, already known to match.
@@ -45,7 +44,6 @@ impl std::fmt::Debug for Identity {
 impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientTls")
-            .field("section", &self.section)
             .field("ca", &self.ca_pem.is_some())
             .field("client_certificate", &self.identity.is_some())
             .finish()
@@ -89,24 +87,7 @@ impl ClientTls {
                 ));
             }
         };
-        Ok(Self {
-            section,
-            ca_pem,
-            identity,
-        })
-    }
-
-    /// The settings section these certificates came from (`amqp.tls`, …).
-    pub fn section(&self) -> &'static str {
-        self.section
-    }
-
-    /// The configured CA certificates (DER), empty when none is configured.
-    pub fn ca_certificates(&self) -> Vec<CertificateDer<'static>> {
-        self.ca_pem
-            .as_deref()
-            .map(|pem| certificates(pem).unwrap_or_default())
-            .unwrap_or_default()
+        Ok(Self { ca_pem, identity })
     }
 
     /// The configured CA bundle followed by the system's roots, as one PEM bundle: for
@@ -125,7 +106,8 @@ impl ClientTls {
     }
 }
 
-fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+/// Every certificate of a PEM text; an error when there is none or one is malformed.
+pub fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
@@ -135,7 +117,8 @@ fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-fn private_key(pem: &SecretString) -> Result<PrivateKeyDer<'static>, String> {
+/// The private key of a PEM text (PKCS#8, PKCS#1 or SEC1).
+pub fn private_key(pem: &SecretString) -> Result<PrivateKeyDer<'static>, String> {
     PrivateKeyDer::from_pem_slice(pem.expose_secret().as_bytes()).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => "no private key in the PEM text".into(),
         other => format!("not a PEM private key: {other}"),
@@ -269,7 +252,12 @@ mod tests {
             },
         )
         .expect("loads");
-        assert_eq!(tls.ca_certificates().len(), 1);
+        assert_eq!(
+            certificates(tls.ca_pem.as_deref().expect("a CA"))
+                .expect("parses")
+                .len(),
+            1
+        );
         assert!(tls.identity.is_some());
         assert!(!format!("{tls:?}").contains("PRIVATE"));
     }

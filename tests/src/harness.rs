@@ -239,6 +239,12 @@ impl TestBroker {
         let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
             .await
             .expect("test broker connection");
+        Self::on(connection).await
+    }
+
+    /// A view through `connection` (another broker than the shared one: a private
+    /// node, a TLS connection).
+    pub async fn on(connection: Connection) -> Self {
         let channel = connection.create_channel().await.expect("test channel");
         Self {
             connection,
@@ -504,7 +510,11 @@ pub struct Event {
 
 impl EventsTap {
     pub async fn bind(names: &Names) -> Self {
-        let broker = TestBroker::connect().await;
+        Self::bind_on(TestBroker::connect().await, names).await
+    }
+
+    /// [`EventsTap::bind`] through `broker`.
+    pub async fn bind_on(broker: TestBroker, names: &Names) -> Self {
         payhook_shared::topology::declare_events(&broker.channel, names)
             .await
             .expect("events exchange");

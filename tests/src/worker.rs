@@ -52,7 +52,6 @@ pub fn worker_settings(
 #[derive(Debug)]
 pub struct TestStack {
     pub providers: crate::harness::Providers,
-    pub receiver_settings: Settings,
     pub receiver: crate::harness::TestReceiver,
     pub db: crate::db::TestDb,
     /// [`worker_settings`] for this receiver and database.
@@ -73,7 +72,6 @@ impl TestStack {
         let settings = worker_settings(&receiver_settings, db.settings.clone());
         Self {
             providers,
-            receiver_settings,
             receiver,
             db,
             settings,

@@ -6,6 +6,17 @@ use payhook_shared::config::{AdminScope, AdminToken, Secret};
 use payhook_tests::worker::{TEST_ADMIN_TOKEN, TestStack, TestWorker};
 use payhook_worker::db::audit;
 
+/// The status of `request` sent with `token`.
+async fn status(request: reqwest::RequestBuilder, token: &str) -> u16 {
+    request
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("answers")
+        .status()
+        .as_u16()
+}
+
 const READ_TOKEN: &str = "test-only-read-token-abcdef0123456789abcdef";
 
 #[tokio::test]
@@ -62,24 +73,13 @@ async fn tokens_decide_who_may_read_and_operate_and_operate_actions_are_audited(
     }
 
     // A read token reads (404: no such payment yet) but may not operate (403).
-    let read = client
-        .get(&history)
-        .bearer_auth(READ_TOKEN)
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(read.status().as_u16(), 404);
+    assert_eq!(status(client.get(&history), READ_TOKEN).await, 404);
     for request in [
         client.post(url("/orders")).json(&order_json),
         client.post(url("/parked/replay")),
         client.post(url(&format!("/payments/alipay/m1/{order}/reconcile"))),
     ] {
-        let answer = request
-            .bearer_auth(READ_TOKEN)
-            .send()
-            .await
-            .expect("answers");
-        assert_eq!(answer.status().as_u16(), 403);
+        assert_eq!(status(request, READ_TOKEN).await, 403);
     }
     assert!(
         audit::recent(&db.pool, 10).await.expect("audit").is_empty(),
@@ -87,36 +87,17 @@ async fn tokens_decide_who_may_read_and_operate_and_operate_actions_are_audited(
     );
 
     // The operate token operates; each action leaves its record.
-    let created = client
-        .post(url("/orders"))
-        .bearer_auth(TEST_ADMIN_TOKEN)
-        .json(&order_json)
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(created.status().as_u16(), 201);
-    let reconcile = client
-        .post(url(&format!("/payments/alipay/m1/{order}/reconcile")))
-        .bearer_auth(TEST_ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(reconcile.status().as_u16(), 202);
-    let replay = client
-        .post(url("/parked/replay?reason=retries_exhausted"))
-        .bearer_auth(TEST_ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(replay.status().as_u16(), 200);
-    let read = client
-        .get(&history)
-        .bearer_auth(READ_TOKEN)
-        .send()
-        .await
-        .expect("answers");
+    let operate = |request| status(request, TEST_ADMIN_TOKEN);
     assert_eq!(
-        read.status().as_u16(),
+        operate(client.post(url("/orders")).json(&order_json)).await,
+        201
+    );
+    let reconcile = url(&format!("/payments/alipay/m1/{order}/reconcile"));
+    assert_eq!(operate(client.post(reconcile)).await, 202);
+    let replay = url("/parked/replay?reason=retries_exhausted");
+    assert_eq!(operate(client.post(replay)).await, 200);
+    assert_eq!(
+        status(client.get(&history), READ_TOKEN).await,
         200,
         "the registered order's history"
     );

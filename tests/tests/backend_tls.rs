@@ -11,14 +11,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use payhook_shared::amqp::{ConnectError, Connector};
 use payhook_shared::clock::SystemClock;
 use payhook_shared::config::{BackendTls, Material, PostgresSettings, Secret, SslMode};
 use payhook_shared::topology::Names;
 use payhook_tests::chaos::services::{PrivatePostgres, PrivateRabbit, PrivateRedis};
-use payhook_tests::harness::{Providers, TestReceiver, eventually_async, post, test_settings};
+use payhook_tests::harness::{EventsTap, Providers, TestBroker, TestReceiver, post, test_settings};
 use payhook_tests::pki::{Pair, TestPki};
 use payhook_tests::worker::{TestWorker, worker_settings};
 use payhook_worker::db;
@@ -463,27 +461,7 @@ async fn the_pipeline_runs_over_tls_to_rabbitmq_postgres_and_redis() {
         .connect("payhook-test-tap")
         .await
         .expect("tap connects over TLS");
-    let tap = tap_connection.create_channel().await.expect("channel");
-    payhook_shared::topology::declare_events(&tap, &names)
-        .await
-        .expect("events exchange");
-    let tap_queue = format!("{}.tap", names.prefix);
-    tap.queue_declare(
-        tap_queue.as_str().into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("tap queue");
-    tap.queue_bind(
-        tap_queue.as_str().into(),
-        names.events.as_str().into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("tap binding");
+    let tap = EventsTap::bind_on(TestBroker::on(tap_connection).await, &names).await;
 
     let order = unique("o");
     let answer = post(
@@ -496,15 +474,14 @@ async fn the_pipeline_runs_over_tls_to_rabbitmq_postgres_and_redis() {
     .await;
     assert_eq!(answer.body, "success", "acked after the confirm over TLS");
 
-    let delivered = eventually_async(WAIT, || async {
-        matches!(
-            tap.basic_get(tap_queue.as_str().into(), BasicGetOptions { no_ack: true })
-                .await,
-            Ok(Some(_))
-        )
-    })
-    .await;
-    assert!(delivered, "the payment's event reached the events exchange");
+    let events = tap.wait_for(1, WAIT).await;
+    assert_eq!(
+        events.len(),
+        1,
+        "the payment's event reached the events exchange"
+    );
+    assert_eq!(events[0].routing_key, "payment.succeeded.alipay");
+    assert_eq!(events[0].cloud_event["subject"], order.as_str());
     let state: String = sqlx::query_scalar("SELECT state FROM payments WHERE out_trade_no = $1")
         .bind(&order)
         .fetch_one(&worker.shared.pool)
@@ -515,5 +492,5 @@ async fn the_pipeline_runs_over_tls_to_rabbitmq_postgres_and_redis() {
 
     worker.stop().await;
     receiver.stop().await;
-    let _ = tap_connection.close(200, "done".into()).await;
+    tap.close().await;
 }

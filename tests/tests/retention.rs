@@ -25,6 +25,15 @@ async fn count(pool: &PgPool, sql: &str, order: &str) -> i64 {
         .expect("count")
 }
 
+async fn notifications_of(pool: &PgPool, order: &str) -> i64 {
+    count(
+        pool,
+        "SELECT count(*) FROM notifications WHERE out_trade_no = $1",
+        order,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn old_notifications_and_published_events_are_pruned_and_buyers_redacted() {
     let TestStack {
@@ -115,15 +124,7 @@ async fn old_notifications_and_published_events_are_pruned_and_buyers_redacted()
     );
 
     for order in &orders[..2] {
-        assert_eq!(
-            count(
-                pool,
-                "SELECT count(*) FROM notifications WHERE out_trade_no = $1",
-                order
-            )
-            .await,
-            0
-        );
+        assert_eq!(notifications_of(pool, order).await, 0);
         assert_eq!(
             count(
                 pool,
@@ -141,15 +142,7 @@ async fn old_notifications_and_published_events_are_pruned_and_buyers_redacted()
         );
     }
     for order in &orders[2..] {
-        assert_eq!(
-            count(
-                pool,
-                "SELECT count(*) FROM notifications WHERE out_trade_no = $1",
-                order
-            )
-            .await,
-            1
-        );
+        assert_eq!(notifications_of(pool, order).await, 1);
     }
     assert_eq!(
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")

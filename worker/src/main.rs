@@ -15,6 +15,7 @@ use payhook_shared::amqp::{ConnectError, Connector};
 use payhook_shared::config::{ConfigError, Settings};
 use payhook_shared::merchants::Merchants;
 use payhook_worker::Worker;
+use payhook_worker::dedup::ProbeFailure;
 use tokio_util::sync::CancellationToken;
 
 /// payhook's worker: applies notifications exactly once, publishes events,
@@ -39,8 +40,7 @@ enum Command {
     },
 }
 
-const INVALID: u8 = 2;
-const UNREACHABLE: u8 = 3;
+use payhook_shared::exit::{INVALID, UNREACHABLE};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -144,10 +144,7 @@ async fn check(settings: &Settings, connect: bool) -> Result<(), Failure> {
     );
     println!(
         "redis: {}",
-        if matches!(
-            redis.get_connection_info().addr(),
-            redis::ConnectionAddr::TcpTls { .. }
-        ) {
+        if payhook_worker::dedup::is_tls(&redis) {
             "rediss, TLS"
         } else {
             "redis, plain"
@@ -199,20 +196,14 @@ async fn check(settings: &Settings, connect: bool) -> Result<(), Failure> {
             });
         }
     }
-    let timeout = Duration::from_millis(settings.redis.timeout_ms).max(Duration::from_secs(2));
-    if let Some(mistake) = payhook_worker::dedup::tls_mistake(&redis, timeout).await {
-        return Err(mistake.into());
-    }
-    let ping = tokio::time::timeout(timeout, async {
-        let mut connection = redis.get_multiplexed_async_connection().await?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
-            .await
-    })
-    .await;
-    match ping {
-        Ok(Ok(_)) => println!("redis: connected"),
-        _ => println!("redis: unreachable (the worker would run on the database alone)"),
+    match payhook_worker::dedup::probe(&redis, Duration::from_millis(settings.redis.timeout_ms))
+        .await
+    {
+        Ok(()) => println!("redis: connected"),
+        Err(ProbeFailure::Mistake(mistake)) => return Err(mistake.into()),
+        Err(ProbeFailure::Unreachable(why)) => {
+            println!("redis: unreachable ({why}); the worker would run on the database alone");
+        }
     }
     Ok(())
 }

@@ -141,6 +141,7 @@ impl Worker {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         // Configuration first, so that a mistake stops the start before any connection.
         let amqp = Connector::from_settings(&settings.amqp)?;
+        let tokens = crate::auth::Tokens::load(&settings.worker.admin_tokens)?;
         let redis_client = crate::dedup::client(&settings.redis)?;
         let pool = match crate::db::connect(&settings.postgres).await {
             Ok(pool) => pool,
@@ -213,7 +214,6 @@ impl Worker {
         let listener = TcpListener::bind(w.admin_listen)
             .with_context(|| format!("worker.admin_listen: cannot bind {}", w.admin_listen))?;
         let admin_port = listener.local_addr()?.port();
-        let tokens = crate::auth::Tokens::load(&w.admin_tokens)?;
         if tokens.is_empty() {
             tracing::warn!(
                 "worker.admin_tokens is empty: the admin API answers 401 to everything but /healthz, /readyz and /metrics"

@@ -147,8 +147,7 @@ pub fn client(settings: &RedisSettings) -> Result<Client, ConfigError> {
         .expose_secret()
         .into_connection_info()
         .map_err(unusable)?;
-    let secure = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
-    if !secure {
+    if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
         if settings.tls.is_set() {
             return Err(ConfigError::new(
                 "redis.tls",
@@ -169,26 +168,55 @@ pub fn client(settings: &RedisSettings) -> Result<Client, ConfigError> {
         .map_err(|e| ConfigError::new("redis.tls", format!("cannot be used: {:?}", e.kind())))
 }
 
-/// For a `rediss://` client: one connection and `PING` within `timeout`, and the
-/// configuration mistake if the TLS handshake failed because of one (an unknown CA, a
-/// refused client certificate). An unreachable Redis is not a mistake: `None`.
-pub async fn tls_mistake(client: &Client, timeout: Duration) -> Option<ConfigError> {
-    if !matches!(
-        client.get_connection_info().addr(),
-        redis::ConnectionAddr::TcpTls { .. }
-    ) {
-        return None;
-    }
+/// Why [`probe`] got no `PONG`.
+#[derive(Debug)]
+pub enum ProbeFailure {
+    /// The TLS handshake failed because of the configuration (an unknown CA, a
+    /// refused client certificate…): the setting to fix.
+    Mistake(ConfigError),
+    /// No answer (down, refused, timed out): an outage, not a mistake.
+    Unreachable(String),
+}
+
+/// One connection and `PING` within `timeout` (at least 2 s).
+pub async fn probe(client: &Client, timeout: Duration) -> Result<(), ProbeFailure> {
     let attempt = async {
         let mut connection = client.get_multiplexed_async_connection().await?;
         redis::cmd("PING")
             .query_async::<String>(&mut connection)
             .await
     };
-    match tokio::time::timeout(timeout.max(Duration::from_secs(2)), attempt).await {
-        Ok(Err(error)) => payhook_shared::tls::explain("redis.tls", &error),
+    let timeout = timeout.max(Duration::from_secs(2));
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(match payhook_shared::tls::explain("redis.tls", &error) {
+            Some(mistake) => ProbeFailure::Mistake(mistake),
+            None => ProbeFailure::Unreachable(error.to_string()),
+        }),
+        Err(_) => Err(ProbeFailure::Unreachable(format!(
+            "no answer within {timeout:?}"
+        ))),
+    }
+}
+
+/// For a `rediss://` client, the configuration mistake [`probe`] finds, if any; `None`
+/// for a plain client (nothing to probe) and for an unreachable Redis.
+pub async fn tls_mistake(client: &Client, timeout: Duration) -> Option<ConfigError> {
+    if !is_tls(client) {
+        return None;
+    }
+    match probe(client, timeout).await {
+        Err(ProbeFailure::Mistake(mistake)) => Some(mistake),
         _ => None,
     }
+}
+
+/// Whether `client` speaks TLS (`rediss://`).
+pub fn is_tls(client: &Client) -> bool {
+    matches!(
+        client.get_connection_info().addr(),
+        redis::ConnectionAddr::TcpTls { .. }
+    )
 }
 
 /// Why a call did not get an answer.
