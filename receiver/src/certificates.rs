@@ -1,71 +1,250 @@
-//! WeChat Pay V3 platform certificate refresh: every
-//! `reconcile.certificates_refresh_secs`, each V3 merchant configured with a merchant
-//! private key downloads `/v3/certificates` (decrypted with the APIv3 key, the answer's
-//! signature checked) and the result replaces the merchant's downloaded key set, which
-//! the notify handlers consult after the configured keys. WeChat lists old and new
-//! certificates during a rotation, so both verify through the overlap; a failed
-//! download keeps the previous set and is retried within a minute.
+//! WeChat Pay V3 platform certificates from the worker (docs/design.md, "Platform
+//! certificates").
+//!
+//! The receiver holds no signing key, so it cannot download `/v3/certificates`
+//! itself: the worker does, and publishes each merchant's list — sealed with the APIv3
+//! key, as WeChat sent it — to the `<prefix>.certificates` stream. This follower reads
+//! the stream from its first message whenever it connects and then follows it. Each
+//! set opens with the merchant's APIv3 key (held here: notifications need it) and
+//! replaces the merchant's downloaded keys; the newest download wins.
+//!
+//! Caught up: on connecting, the follower appends a marker of its own to the stream
+//! and reads until the marker comes back (a stream keeps order), so it has then seen
+//! every set published before. The receiver reports ready only after that, so a
+//! receiver started after a rotation never serves without the new certificate. After
+//! that, a new set reaches every receiver as fast as the broker delivers it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use payhook_shared::clock::Clock;
-use payhook_shared::config::Settings;
-use payhook_shared::merchants::Merchants;
-use payhook_shared::query::{Queriers, QueryClient, V3Querier};
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Connection};
+use payhook_shared::amqp::{Connector, publish_confirmed};
+use payhook_shared::topology::{self, Names};
+use payhook_shared::wechat_v3::V3Merchant;
+use payhook_shared::wechat_v3::relay::{CertificateSet, MARKER_TYPE, Marker, SET_TYPE};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Starts one refresher per queryable V3 merchant (none when no merchant has a key).
-pub fn start(
-    settings: &Settings,
-    merchants: &Merchants,
-    clock: Arc<dyn Clock>,
-    cancel: &CancellationToken,
-    tracker: &TaskTracker,
-) -> anyhow::Result<usize> {
-    let queriers = Queriers::build(settings, merchants)?;
-    if queriers.wechat_v3.is_empty() {
-        return Ok(0);
-    }
-    let client = QueryClient::new(&settings.reconcile, clock)?;
-    let period = Duration::from_secs(settings.reconcile.certificates_refresh_secs);
-    let count = queriers.wechat_v3.len();
-    for (name, querier) in queriers.wechat_v3 {
-        tracker.spawn(refresh(
-            name,
-            querier,
-            client.clone(),
-            period,
-            cancel.clone(),
-        ));
-    }
-    Ok(count)
+use crate::metrics::Metrics;
+
+/// Sets in flight to this receiver before it acknowledges (a stream needs credit).
+const PREFETCH: u16 = 64;
+
+/// How the follower reaches the broker.
+#[derive(Debug, Clone)]
+pub struct FollowerConfig {
+    pub connector: Connector,
+    pub names: Names,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
 }
 
-async fn refresh(
-    name: String,
-    querier: V3Querier,
-    client: QueryClient,
-    period: Duration,
-    cancel: CancellationToken,
-) {
-    let retry = period.min(Duration::from_secs(60));
+/// The receiver's view of the certificate stream. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Certificates {
+    state: Arc<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    merchants: HashMap<String, Arc<V3Merchant>>,
+    /// The `fetched_at` of the set applied per merchant.
+    applied: std::sync::Mutex<HashMap<String, i64>>,
+    caught_up: AtomicBool,
+    metrics: Metrics,
+}
+
+impl Certificates {
+    /// Follows the stream for `merchants` on `tracker` until `cancel` fires. With no
+    /// V3 merchant there is nothing to follow, and the receiver is caught up at once.
+    pub fn start(
+        config: FollowerConfig,
+        merchants: &HashMap<String, Arc<V3Merchant>>,
+        metrics: Metrics,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Self {
+        let state = Arc::new(State {
+            merchants: merchants.clone(),
+            applied: std::sync::Mutex::new(HashMap::new()),
+            caught_up: AtomicBool::new(merchants.is_empty()),
+            metrics,
+        });
+        if !merchants.is_empty() {
+            tracker.spawn(follow(state.clone(), config, cancel));
+        }
+        Self { state }
+    }
+
+    /// Whether every set published before this receiver connected has been read.
+    /// Stays true across reconnections (the keys are kept).
+    pub fn caught_up(&self) -> bool {
+        self.state.caught_up.load(Ordering::Acquire)
+    }
+}
+
+async fn follow(state: Arc<State>, config: FollowerConfig, cancel: CancellationToken) {
+    let mut backoff = config.reconnect_min;
     loop {
-        let wait = match client.wechat_certificates(&querier).await {
-            Ok(keys) => {
-                tracing::info!(merchant = %name, serials = ?keys.serials(), "platform certificates refreshed");
-                querier.merchant.keys.set_downloaded(&keys);
-                period
-            }
-            Err(error) => {
-                tracing::warn!(merchant = %name, %error, "platform certificate refresh failed");
-                retry
-            }
+        let connection = tokio::select! {
+            () = cancel.cancelled() => return,
+            connected = config.connector.connect("payhook-receiver-certificates") => connected,
         };
+        match connection {
+            Ok(connection) => {
+                let result = read(&state, &config.names, &connection, &cancel).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    connection.close(200, "payhook receiver closing".into()),
+                )
+                .await;
+                match result {
+                    Ok(()) => return,
+                    Err(error) => {
+                        // The keys held stay in use; they were read before.
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "certificate stream lost; reconnecting"
+                        );
+                        backoff = config.reconnect_min;
+                    }
+                }
+            }
+            // The publisher reports (and, at start, stops for) TLS mistakes.
+            Err(error) => tracing::warn!(%error, "certificate stream: broker connect failed"),
+        }
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(config.reconnect_max);
+    }
+}
+
+/// Reads the stream from its start until `cancel` fires (`Ok`) or the connection
+/// fails.
+async fn read(
+    state: &State,
+    names: &Names,
+    connection: &Connection,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let channel = connection.create_channel().await?;
+    topology::declare_certificates(&channel, names)
+        .await
+        .context("declaring the certificates stream")?;
+    channel
+        .basic_qos(PREFETCH, BasicQosOptions::default())
+        .await?;
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        ShortString::from("x-stream-offset"),
+        AMQPValue::LongString(LongString::from("first")),
+    );
+    let mut consumer = channel
+        .basic_consume(
+            names.certificates.as_str().into(),
+            format!("payhook-receiver-{}", uuid::Uuid::new_v4().simple())
+                .as_str()
+                .into(),
+            BasicConsumeOptions::default(),
+            arguments,
+        )
+        .await?;
+    let marker = Marker {
+        marker: uuid::Uuid::new_v4().simple().to_string(),
+    };
+    let publisher = connection.create_channel().await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    publish_confirmed(
+        &publisher,
+        "",
+        &names.certificates,
+        &serde_json::to_vec(&marker)?,
+        BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_type(MARKER_TYPE.into())
+            .with_app_id("payhook-receiver".into()),
+        Duration::from_secs(10),
+    )
+    .await
+    .context("appending the catch-up marker")?;
+    loop {
+        let delivery = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            delivery = consumer.next() => delivery,
+        };
+        let delivery = match delivery {
+            None => anyhow::bail!("the broker ended the stream consumer"),
+            Some(delivery) => delivery?,
+        };
+        let kind = delivery
+            .properties
+            .kind()
+            .as_ref()
+            .map(|k| k.as_str().to_owned());
+        match kind.as_deref() {
+            Some(SET_TYPE) => state.apply(&delivery.data),
+            Some(MARKER_TYPE) => {
+                let ours =
+                    serde_json::from_slice::<Marker>(&delivery.data).is_ok_and(|m| m == marker);
+                if ours && !state.caught_up.swap(true, Ordering::AcqRel) {
+                    tracing::info!("platform certificates caught up with the worker's");
+                }
+            }
+            // Another kind of message: not ours to read.
+            _ => {}
+        }
+        delivery.ack(BasicAckOptions::default()).await?;
+    }
+}
+
+impl State {
+    fn apply(&self, data: &[u8]) {
+        let set: CertificateSet = match serde_json::from_slice(data) {
+            Ok(set) => set,
+            Err(error) => {
+                tracing::warn!(%error, "unreadable certificate set ignored");
+                self.metrics.certificate_set("refused");
+                return;
+            }
+        };
+        let Some(merchant) = self.merchants.get(&set.merchant) else {
+            // Another tenant's merchant on a shared prefix, or one removed here.
+            tracing::debug!(merchant = %set.merchant, "certificate set for a merchant not configured here");
+            self.metrics.certificate_set("not_configured");
+            return;
+        };
+        let mut applied = match self.applied.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if applied
+            .get(&set.merchant)
+            .is_some_and(|&held| held > set.fetched_at)
+        {
+            self.metrics.certificate_set("stale");
+            return;
+        }
+        match set.open(merchant) {
+            Ok(keys) => {
+                merchant.keys.set_downloaded(&keys);
+                applied.insert(set.merchant.clone(), set.fetched_at);
+                tracing::info!(merchant = %set.merchant, serials = ?keys.serials(), fetched_at = set.fetched_at, "platform certificates updated from the worker");
+                self.metrics.certificate_set("applied");
+            }
+            Err(error) => {
+                tracing::warn!(merchant = %set.merchant, %error, "certificate set refused");
+                self.metrics.certificate_set("refused");
+            }
         }
     }
 }

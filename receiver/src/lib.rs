@@ -8,7 +8,8 @@
 //!   body read → verify → publish with confirm → answer), health and metrics.
 //! - [`publisher`]: RabbitMQ connection supervision and confirmed publishing.
 //! - [`answer`]: success and failure answers in each provider's format.
-//! - [`certificates`]: periodic WeChat V3 platform certificate refresh.
+//! - [`certificates`]: WeChat V3 platform certificates, read from the worker's stream.
+//! - [`signing_keys`]: the receiver refuses to hold a signing private key.
 //! - [`edge`]: client address behind trusted proxies, per-provider allowlists.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`tls`]: optional HTTPS with rustls.
@@ -26,6 +27,7 @@ pub mod edge;
 pub mod metrics;
 pub mod publisher;
 pub mod routes;
+pub mod signing_keys;
 pub mod startup;
 pub mod tls;
 

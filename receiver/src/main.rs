@@ -86,6 +86,13 @@ async fn check(settings: &Settings, connect: bool) -> ExitCode {
             return ExitCode::from(INVALID);
         }
     };
+    let signing_keys = match payhook_receiver::signing_keys::check(settings) {
+        Ok(named) => named,
+        Err(error) => {
+            eprintln!("invalid: {error}");
+            return ExitCode::from(INVALID);
+        }
+    };
     let connector = match Connector::from_settings(&settings.amqp) {
         Ok(connector) => connector,
         Err(error) => {
@@ -107,6 +114,21 @@ async fn check(settings: &Settings, connect: bool) -> ExitCode {
         names(settings.wechat_v2.keys()),
         names(settings.wechat_v3.keys())
     );
+    if signing_keys.is_empty() {
+        println!("signing keys: none (the receiver only verifies)");
+    }
+    for named in &signing_keys {
+        println!(
+            "signing keys: {} names {}, not readable here (for the worker)",
+            named.field, named.source
+        );
+    }
+    if !settings.wechat_v3.is_empty() {
+        println!(
+            "wechat_v3 platform certificates: configured ones, and those the worker publishes to {}.certificates",
+            settings.amqp.prefix
+        );
+    }
     println!(
         "broker: {} (prefix {})",
         if connector.is_tls() {

@@ -92,6 +92,15 @@ struct PublishResult {
     result: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct SetResult {
+    result: String,
+}
+
+/// What a receiver did with a certificate set read from the broker
+/// (see `crate::certificates`).
+pub const CERTIFICATE_SET_RESULTS: [&str; 4] = ["applied", "stale", "refused", "not_configured"];
+
 fn latency_histogram() -> Histogram {
     // 0.25 ms … ~4 s: the ack deadline is 3 s, the interesting part is < 10 ms.
     Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
@@ -108,6 +117,7 @@ pub struct Metrics {
     broker_up: Gauge,
     in_flight: Gauge,
     broker_reconnects: Counter,
+    certificate_sets: Family<SetResult, Counter>,
     /// The per-request series, looked up once: a counter or histogram handle shares
     /// its value with the family's series, so the hot path neither builds label
     /// strings nor locks the family.
@@ -153,6 +163,19 @@ impl Metrics {
         let broker_up = Gauge::default();
         let in_flight = Gauge::default();
         let broker_reconnects = Counter::default();
+        let certificate_sets = Family::<SetResult, Counter>::default();
+        for result in CERTIFICATE_SET_RESULTS {
+            let _ = certificate_sets.get_or_create(&SetResult {
+                result: result.into(),
+            });
+        }
+        registry.register(
+            "receiver_certificate_sets",
+            "WeChat V3 platform certificate sets read from the worker, by result \
+             (applied; stale: older than the one held; refused: does not open with the \
+             APIv3 key or names another mch_id; not_configured: merchant unknown here)",
+            certificate_sets.clone(),
+        );
         registry.register(
             "notifications",
             "Notifications received, by provider and outcome",
@@ -211,6 +234,7 @@ impl Metrics {
             broker_up,
             in_flight,
             broker_reconnects,
+            certificate_sets,
             hot,
         };
         metrics.pre_register();
@@ -292,6 +316,14 @@ impl Metrics {
 
     pub fn set_broker_up(&self, up: bool) {
         self.broker_up.set(i64::from(up));
+    }
+
+    pub fn certificate_set(&self, result: &str) {
+        self.certificate_sets
+            .get_or_create(&SetResult {
+                result: result.into(),
+            })
+            .inc();
     }
 
     pub fn broker_connected(&self) {

@@ -32,6 +32,8 @@ use crate::publisher::{PublishError, Publisher};
 pub struct AppState {
     pub merchants: Merchants,
     pub publisher: Publisher,
+    /// WeChat V3 platform certificates from the worker.
+    pub certificates: crate::certificates::Certificates,
     pub metrics: Metrics,
     pub clock: Arc<dyn Clock>,
     pub edge: Edge,
@@ -95,11 +97,19 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.publisher.is_ready() {
-        HttpResponse::Ok().json(serde_json::json!({"status": "ready", "broker": "up"}))
+    // Ready: notifications can be handed to the broker, and the WeChat V3 platform
+    // certificates published before this receiver started have been read.
+    let broker = state.publisher.is_ready();
+    let certificates = state.certificates.caught_up();
+    let body = serde_json::json!({
+        "status": if broker && certificates { "ready" } else { "not_ready" },
+        "broker": if broker { "up" } else { "down" },
+        "certificates": if certificates { "current" } else { "catching_up" },
+    });
+    if broker && certificates {
+        HttpResponse::Ok().json(body)
     } else {
-        HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({"status": "not_ready", "broker": "down"}))
+        HttpResponse::ServiceUnavailable().json(body)
     }
 }
 

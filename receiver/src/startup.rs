@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::certificates::{Certificates, FollowerConfig};
 use crate::edge::Edge;
 use crate::metrics::Metrics;
 use crate::publisher::{Publisher, PublisherConfig};
@@ -48,6 +49,9 @@ impl Application {
     /// Binds `settings.receiver.listen`, parses every merchant key and starts the
     /// broker connection supervisor. Fails with a message naming the bad setting.
     pub fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        for named in crate::signing_keys::check(settings)? {
+            tracing::info!(setting = %named.field, source = %named.source, "a signing key named by the configuration is not readable here, as it should be: the worker uses it");
+        }
         let merchants = Merchants::build(settings)?;
         let metrics = Metrics::new();
         let cancel = CancellationToken::new();
@@ -68,12 +72,23 @@ impl Application {
             cancel.clone(),
             &tracker,
         );
-        crate::certificates::start(settings, &merchants, clock.clone(), &cancel, &tracker)
-            .context("wechat_v3 certificate refresh")?;
+        let certificates = Certificates::start(
+            FollowerConfig {
+                connector: Connector::from_settings(amqp)?,
+                names: Names::new(&amqp.prefix),
+                reconnect_min: Duration::from_millis(amqp.reconnect_min_ms),
+                reconnect_max: Duration::from_millis(amqp.reconnect_max_ms),
+            },
+            &merchants.wechat_v3,
+            metrics.clone(),
+            cancel.clone(),
+            &tracker,
+        );
         let r = &settings.receiver;
         let state = web::Data::new(AppState {
             merchants,
             publisher,
+            certificates,
             metrics,
             clock,
             edge: Edge::new(r.trusted_proxies.clone(), r.allowlist.clone()),
@@ -126,6 +141,12 @@ impl Application {
     /// The broker publisher (tests wait for readiness through it).
     pub fn publisher(&self) -> &Publisher {
         &self.state.publisher
+    }
+
+    /// The WeChat V3 platform certificates read from the worker (tests wait for them
+    /// to catch up, as `/readyz` does).
+    pub fn certificates(&self) -> &Certificates {
+        &self.state.certificates
     }
 
     /// The metrics registry.

@@ -114,6 +114,57 @@ impl Connector {
     }
 }
 
+/// Why a confirmed publish did not end with the broker holding the message.
+#[derive(Debug, Error)]
+pub enum PublishError {
+    #[error("no queue bound for the routing key: the broker returned the message")]
+    Returned,
+    #[error("the broker nacked the message")]
+    Nacked,
+    #[error("no publisher confirm within {0:?}")]
+    TimedOut(Duration),
+    #[error("channel error: {0}")]
+    Channel(#[from] lapin::Error),
+}
+
+/// Publishes `data` persistent and mandatory on a confirm-mode `channel` and waits
+/// for the broker's confirm, at most `deadline`. `Ok` means a durable queue (or
+/// stream) holds the message.
+pub async fn publish_confirmed(
+    channel: &lapin::Channel,
+    exchange: &str,
+    routing_key: &str,
+    data: &[u8],
+    properties: lapin::BasicProperties,
+    deadline: Duration,
+) -> Result<(), PublishError> {
+    let publish = async {
+        channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                lapin::options::BasicPublishOptions {
+                    mandatory: true,
+                    ..lapin::options::BasicPublishOptions::default()
+                },
+                data,
+                properties.with_delivery_mode(2),
+            )
+            .await?
+            .await
+    };
+    match tokio::time::timeout(deadline, publish).await {
+        Err(_elapsed) => Err(PublishError::TimedOut(deadline)),
+        Ok(Err(error)) => Err(PublishError::Channel(error)),
+        Ok(Ok(lapin::Confirmation::Ack(None))) => Ok(()),
+        Ok(Ok(lapin::Confirmation::Ack(Some(_returned)))) => Err(PublishError::Returned),
+        // Nacked, or a channel not in confirm mode: neither is a durable hand-over.
+        Ok(Ok(lapin::Confirmation::Nack(_) | lapin::Confirmation::NotRequested)) => {
+            Err(PublishError::Nacked)
+        }
+    }
+}
+
 fn owned_config(tls: &ClientTls) -> OwnedTLSConfig {
     OwnedTLSConfig {
         identity: tls.identity.as_ref().map(|identity| OwnedIdentity::PKCS8 {

@@ -428,7 +428,10 @@ impl QueryClient {
     }
 
     /// `GET /v3/certificates`: the platform certificates WeChat lists now.
-    pub async fn wechat_certificates(&self, q: &V3Querier) -> Result<PlatformKeys, QueryError> {
+    pub async fn wechat_certificates(
+        &self,
+        q: &V3Querier,
+    ) -> Result<api::CertificateDownload, QueryError> {
         let a = self.v3_get(q, api::CERTIFICATES_PATH).await?;
         Ok(api::interpret_certificates(
             &q.merchant,

@@ -25,6 +25,8 @@ pub struct Names {
     pub events: String,
     /// Alternate exchange and queue of `events`: what no subscriber's binding matched.
     pub events_unrouted: String,
+    /// Stream of WeChat V3 platform certificate sets, worker → receivers.
+    pub certificates: String,
 }
 
 impl Names {
@@ -36,6 +38,7 @@ impl Names {
             parked: format!("{prefix}.parked"),
             events: format!("{prefix}.events"),
             events_unrouted: format!("{prefix}.events.unrouted"),
+            certificates: format!("{prefix}.certificates"),
         }
     }
 
@@ -213,6 +216,38 @@ pub async fn declare_all(
     Ok(())
 }
 
+/// Size the certificates stream is trimmed to (whole segments, oldest first). A set is
+/// a few kilobytes and each worker republishes every merchant's set at each refresh,
+/// so what is trimmed has long been superseded.
+pub const CERTIFICATES_STREAM_MAX_BYTES: u32 = 64 * 1024 * 1024;
+/// Segment size of the certificates stream (retention removes whole segments).
+pub const CERTIFICATES_STREAM_SEGMENT_BYTES: u32 = 4 * 1024 * 1024;
+
+/// Declares the certificates stream (the worker publishes to it through the default
+/// exchange; receivers read it from the start). A stream, not a queue: reading does
+/// not consume, so every receiver — one started long after the last rotation
+/// included — reads every set.
+pub async fn declare_certificates(channel: &Channel, names: &Names) -> lapin::Result<()> {
+    channel
+        .queue_declare(
+            names.certificates.as_str().into(),
+            durable_queue(),
+            args(vec![
+                ("x-queue-type", long("stream")),
+                (
+                    "x-max-length-bytes",
+                    AMQPValue::LongLongInt(i64::from(CERTIFICATES_STREAM_MAX_BYTES)),
+                ),
+                (
+                    "x-stream-max-segment-size-bytes",
+                    AMQPValue::LongUInt(CERTIFICATES_STREAM_SEGMENT_BYTES),
+                ),
+            ]),
+        )
+        .await
+        .map(drop)
+}
+
 /// The AMQP properties of an envelope on the notifications exchange, the same for the
 /// receiver and the reconciler (`app_id` says which): persistent, JSON, `message_id` =
 /// the dedup identity, the request id as correlation id and header.
@@ -255,5 +290,6 @@ mod tests {
         assert_eq!(n.parked, "t1.parked");
         assert_eq!(n.events, "t1.events");
         assert_eq!(n.retry(0), "t1.retry.1");
+        assert_eq!(n.certificates, "t1.certificates");
     }
 }

@@ -65,17 +65,25 @@ impl TestReceiver {
     }
 
     async fn spawn_inner(settings: Settings, clock: Arc<dyn Clock>, wait: bool) -> Self {
+        // As deployed: the worker's signing keys are not given to the receiver (which
+        // refuses to start with one it can read).
+        let settings = without_signing_keys(settings);
         let app = Application::build(&settings, clock).expect("receiver builds");
         let base_url = format!("http://127.0.0.1:{}", app.port());
         let names = Names::new(&settings.amqp.prefix);
         let metrics = app.metrics().clone();
         let publisher = app.publisher().clone();
+        let certificates = app.certificates().clone();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         if wait {
             assert!(
                 publisher.wait_ready(Duration::from_secs(10)).await,
                 "receiver did not connect to the broker within 10 s"
+            );
+            assert!(
+                eventually(Duration::from_secs(10), || certificates.caught_up()).await,
+                "receiver did not read the certificate stream within 10 s"
             );
         }
         Self {
@@ -146,6 +154,18 @@ where
 }
 
 /// Deletes a test's queues and exchanges when dropped — also when the test panicked.
+/// `settings` without the worker's signing keys (Alipay `app_private_key`, WeChat V3
+/// `merchant_private_key`): the receiver's share of a configuration.
+pub fn without_signing_keys(mut settings: Settings) -> Settings {
+    for app in settings.alipay.values_mut() {
+        app.app_private_key = None;
+    }
+    for merchant in settings.wechat_v3.values_mut() {
+        merchant.merchant_private_key = None;
+    }
+    settings
+}
+
 #[derive(Debug)]
 pub struct TopologyCleanup(pub Names);
 
@@ -166,6 +186,7 @@ impl Drop for TopologyCleanup {
                     names.work.clone(),
                     names.parked.clone(),
                     names.events_unrouted.clone(),
+                    names.certificates.clone(),
                     format!("{}.tap", names.prefix),
                 ];
                 queues.extend((0..8).map(|i| names.retry(i)));

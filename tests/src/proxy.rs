@@ -9,10 +9,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// Forwards connections to `upstream` while open; [`Proxy::cut`] drops every live
-/// connection and refuses new ones until [`Proxy::restore`].
+/// connection and refuses new ones until [`Proxy::restore`]. With several upstreams
+/// ([`Proxy::balance`]) it is a load balancer: each new connection goes to the next.
 #[derive(Debug)]
 pub struct Proxy {
     pub addr: SocketAddr,
+    upstreams: Arc<std::sync::Mutex<Vec<SocketAddr>>>,
     open: Arc<AtomicBool>,
     /// Replaced on every cut: live connections watch the current token.
     generation: Arc<std::sync::Mutex<CancellationToken>>,
@@ -21,12 +23,20 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(upstream: SocketAddr) -> Self {
+        Self::balance(vec![upstream]).await
+    }
+
+    /// A proxy that hands each new connection to the next of `upstreams` in turn.
+    pub async fn balance(upstreams: Vec<SocketAddr>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
         let addr = listener.local_addr().expect("proxy addr");
         let open = Arc::new(AtomicBool::new(true));
         let generation = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
         let stop = CancellationToken::new();
+        let upstreams = Arc::new(std::sync::Mutex::new(upstreams));
         let (open2, gen2, stop2) = (open.clone(), generation.clone(), stop.clone());
+        let upstreams2 = upstreams.clone();
+        let next = std::sync::atomic::AtomicUsize::new(0);
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -41,6 +51,13 @@ impl Proxy {
                     continue;
                 }
                 let token = gen2.lock().expect("proxy lock").clone();
+                let upstream = {
+                    let list = upstreams2.lock().expect("proxy lock");
+                    if list.is_empty() {
+                        continue;
+                    }
+                    list[next.fetch_add(1, Ordering::Relaxed) % list.len()]
+                };
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(upstream).await else {
                         return;
@@ -54,6 +71,7 @@ impl Proxy {
         });
         Self {
             addr,
+            upstreams,
             open,
             generation,
             stop,
@@ -66,6 +84,12 @@ impl Proxy {
         let mut current = self.generation.lock().expect("proxy lock");
         current.cancel();
         *current = CancellationToken::new();
+    }
+
+    /// Sends new connections to `upstreams` from now on; live ones stay where they
+    /// are (cut them with [`Proxy::cut`] + [`Proxy::restore`]).
+    pub fn set_upstreams(&self, upstreams: Vec<SocketAddr>) {
+        *self.upstreams.lock().expect("proxy lock") = upstreams;
     }
 
     /// Heals the partition.

@@ -394,18 +394,24 @@ async fn query_answers_with_a_bad_signature_are_counted_and_never_applied() {
     s.receiver.stop().await;
 }
 
+/// A platform certificate rotation handed over by the worker: the worker holds the
+/// merchant private key and refreshes `/v3/certificates` every second; two receivers
+/// behind a load balancer hold no signing key and learn the new certificate from the
+/// worker's stream. A third receiver started after the rotation knows the new
+/// certificate before it reports ready, and serves notifications signed with it alone.
 #[tokio::test]
-async fn platform_certificate_rotation_during_a_run_loses_no_notification() {
-    use payhook_tests::harness::Providers;
+async fn platform_certificate_rotation_reaches_receivers_without_keys_through_the_worker() {
+    use payhook_tests::harness::{Providers, without_signing_keys};
+    use payhook_tests::proxy::Proxy;
 
-    // WeChat V3 in certificate mode: the receiver trusts the configured certificate
-    // and refreshes the listing every second from the simulator.
+    // WeChat V3 in certificate mode: the receivers trust the configured certificate
+    // and whatever the worker publishes.
     let mut config = SimConfig::new(Providers::with_v3_certificate());
     config.time_scale = 0.001;
     config.cert_overlap = Duration::from_secs(2_000); // 2 s real
     config.cert_retire_after = Duration::from_secs(600_000);
-    // The receiver must know the simulator's address before the simulator knows the
-    // receiver's: reserve the simulator's port first.
+    // The worker must know the simulator's address before the simulator knows the
+    // receivers': reserve the simulator's port first.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -413,14 +419,47 @@ async fn platform_certificate_rotation_during_a_run_loses_no_notification() {
     config.listen = format!("127.0.0.1:{port}").parse().expect("address");
     let mut settings = test_settings();
     config.providers.register(&mut settings);
-    register_query_credentials(&mut settings);
     settings.reconcile.wechat_base = format!("http://127.0.0.1:{port}");
     settings.reconcile.certificates_refresh_secs = 1;
-    let receiver = TestReceiver::spawn(settings.clone(), Arc::new(SystemClock)).await;
-    config.notify_base = Some(receiver.base_url.clone());
-    let sim = Simulator::start(config).await.expect("simulator starts");
+    // The receivers' configuration: no signing key at all.
+    let receiving = without_signing_keys(settings.clone());
+    assert!(
+        receiving
+            .wechat_v3
+            .values()
+            .all(|m| m.merchant_private_key.is_none())
+            && receiving
+                .alipay
+                .values()
+                .all(|a| a.app_private_key.is_none())
+    );
     let db = TestDb::new().await;
-    let worker = TestWorker::spawn(&worker_settings(&settings, db.settings.clone())).await;
+    let mut working = worker_settings(&settings, db.settings.clone());
+    register_query_credentials(&mut working);
+    let worker = TestWorker::spawn(&working).await;
+    let first = TestReceiver::spawn(receiving.clone(), Arc::new(SystemClock)).await;
+    let second = TestReceiver::spawn(receiving.clone(), Arc::new(SystemClock)).await;
+    let addr = |r: &TestReceiver| -> std::net::SocketAddr {
+        r.base_url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("receiver address")
+    };
+    let balancer = Proxy::balance(vec![addr(&first), addr(&second)]).await;
+    config.notify_base = Some(format!("http://{}", balancer.addr));
+    let sim = Simulator::start(config).await.expect("simulator starts");
+    let applied =
+        |r: &TestReceiver| r.metric("payhook_receiver_certificate_sets_total{result=\"applied\"}");
+    let refused =
+        |r: &TestReceiver| r.metric("payhook_receiver_certificate_sets_total{result=\"refused\"}");
+    // The worker's first download reaches both receivers.
+    assert!(
+        eventually_async(Duration::from_secs(20), || async {
+            applied(&first) >= 1.0 && applied(&second) >= 1.0
+        })
+        .await,
+        "the worker's certificate set did not reach both receivers"
+    );
 
     let pay = |phase: &str, n: usize| {
         for i in 0..n {
@@ -443,31 +482,82 @@ async fn platform_certificate_rotation_during_a_run_loses_no_notification() {
         "the simulator switches to the new certificate"
     );
     pay("after", 10);
-    assert!(
-        sim.settle(Duration::from_secs(30)).await,
-        "{:?}\nreceiver: {}",
-        sim.summary(),
-        receiver
-            .metrics
+    let verify_failures = |r: &TestReceiver| {
+        r.metrics
             .render()
             .lines()
             .filter(|l| l.contains("verify_failures") && !l.starts_with('#'))
             .collect::<Vec<_>>()
             .join("\n")
+    };
+    assert!(
+        sim.settle(Duration::from_secs(30)).await,
+        "{:?}\nfirst: {}\nsecond: {}",
+        sim.summary(),
+        verify_failures(&first),
+        verify_failures(&second)
+    );
+
+    // A receiver started now, after the rotation, has read the new certificate by the
+    // time it is ready, and alone serves notifications signed only with it.
+    let late = TestReceiver::spawn(receiving, Arc::new(SystemClock)).await;
+    assert!(
+        applied(&late) >= 1.0,
+        "ready before reading the worker's certificate set"
+    );
+    let notifications_before = sim.summary().notifications;
+    balancer.set_upstreams(vec![addr(&late)]);
+    balancer.cut();
+    balancer.restore();
+    pay("late", 10);
+    assert!(
+        sim.settle(Duration::from_secs(30)).await,
+        "{:?}\nlate: {}",
+        sim.summary(),
+        verify_failures(&late)
     );
     let summary = sim.summary();
     assert_eq!(summary.acked, summary.notifications, "{summary:?}");
+    assert!(summary.notifications >= notifications_before + 10);
+    assert!(
+        late.metric("payhook_notifications_total{provider=\"wechat_v3\",outcome=\"acked\"}")
+            >= 10.0,
+        "the late receiver served the last notifications"
+    );
+    for r in [&first, &second, &late] {
+        assert_eq!(refused(r), 0.0);
+    }
     assert!(
         eventually_async(Duration::from_secs(20), || async {
             let states = payhook_states(&db).await;
-            states.len() == 30 && states.values().all(|(state, _)| state == "PAID")
+            states.len() == 40 && states.values().all(|(state, _)| state == "PAID")
         })
         .await,
         "{:?}",
         payhook_states(&db).await
     );
+    late.stop().await;
+    second.stop().await;
+    first.stop().await;
     worker.stop().await;
-    receiver.stop().await;
+}
+
+/// A receiver whose configuration holds a signing key it can read refuses to start,
+/// naming the setting and not the key.
+#[tokio::test]
+async fn a_receiver_refuses_a_signing_key_it_could_read() {
+    let mut settings = test_settings();
+    payhook_tests::harness::Providers::new().register(&mut settings);
+    register_query_credentials(&mut settings);
+    let error = payhook_receiver::Application::build(&settings, Arc::new(SystemClock))
+        .expect_err("a receiver holding a signing key must not start");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("alipay.m1.app_private_key")
+            || message.contains("wechat_v3.m1.merchant_private_key"),
+        "{message}"
+    );
+    assert!(!message.contains("PRIVATE KEY"), "{message}");
 }
 
 /// Two registered refunds of one order; the first one's notification is lost, the

@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod certificates;
 pub mod cli;
 pub mod consumer;
 pub mod db;

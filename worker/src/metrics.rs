@@ -94,7 +94,18 @@ pub struct Metrics {
     pub reconcile_pending: Gauge,
     retention_deleted: Family<TableLabel, Counter>,
     retention_redacted: Counter,
+    certificate_refreshes: Family<MerchantResultLabel, Counter>,
 }
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MerchantResultLabel {
+    merchant: String,
+    result: String,
+}
+
+/// Results of a WeChat V3 platform certificate refresh (see `crate::certificates`).
+pub const CERTIFICATE_REFRESH_RESULTS: [&str; 3] =
+    ["published", "download_failed", "publish_failed"];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TableLabel {
@@ -131,6 +142,14 @@ impl Metrics {
         let reconcile_pending = Gauge::default();
         let retention_deleted = Family::<TableLabel, Counter>::default();
         let retention_redacted = Counter::default();
+        let certificate_refreshes = Family::<MerchantResultLabel, Counter>::default();
+        registry.register(
+            "certificate_refreshes",
+            "WeChat V3 platform certificate refreshes, by merchant and result (published: \
+             downloaded, checked and handed to the receivers; download_failed; \
+             publish_failed)",
+            certificate_refreshes.clone(),
+        );
         registry.register(
             "retention_deleted_rows",
             "Rows deleted past their retention, by table (notifications, outbox)",
@@ -221,6 +240,7 @@ impl Metrics {
             reconcile_pending,
             retention_deleted,
             retention_redacted,
+            certificate_refreshes,
         };
         for table in ["notifications", "outbox"] {
             let _ = metrics.retention_deleted.get_or_create(&TableLabel {
@@ -280,6 +300,27 @@ impl Metrics {
                 table: table.into(),
             })
             .inc_by(rows);
+    }
+
+    /// Creates the certificate refresh series of `merchant` at zero.
+    pub fn certificate_merchant(&self, merchant: &str) {
+        for result in CERTIFICATE_REFRESH_RESULTS {
+            let _ = self
+                .certificate_refreshes
+                .get_or_create(&MerchantResultLabel {
+                    merchant: merchant.into(),
+                    result: result.into(),
+                });
+        }
+    }
+
+    pub fn certificate_refresh(&self, merchant: &str, result: &str) {
+        self.certificate_refreshes
+            .get_or_create(&MerchantResultLabel {
+                merchant: merchant.into(),
+                result: result.into(),
+            })
+            .inc();
     }
 
     pub fn retention_redacted(&self, rows: u64) {

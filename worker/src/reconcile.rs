@@ -131,12 +131,28 @@ impl Reconciler {
         metrics: Metrics,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Option<Self>> {
-        let c = &settings.reconcile;
-        if !c.enabled {
+        if !settings.reconcile.enabled {
             return Ok(None);
         }
         let merchants = Merchants::build(settings)?;
         let queriers = Queriers::build(settings, &merchants)?;
+        Self::build_with(settings, queriers, pool, metrics, clock)
+    }
+
+    /// Like [`Reconciler::build`] with queriers built by the caller (the worker shares
+    /// them with the certificate refresher, so answers verify with the downloaded
+    /// platform certificates).
+    pub fn build_with(
+        settings: &Settings,
+        queriers: Queriers,
+        pool: PgPool,
+        metrics: Metrics,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Option<Self>> {
+        let c = &settings.reconcile;
+        if !c.enabled {
+            return Ok(None);
+        }
         let client = QueryClient::new(c, clock.clone())?;
         Ok(Some(Self {
             pool,

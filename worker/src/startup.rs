@@ -96,6 +96,7 @@ pub struct Worker {
     dispatcher: Dispatcher,
     reconciler: Option<Arc<Reconciler>>,
     retention: crate::retention::Retention,
+    certificates: Option<crate::certificates::Refresher>,
     consume: ConsumeConfig,
     policy: QueuePolicy,
     retry_delays_ms: Vec<u32>,
@@ -195,14 +196,28 @@ impl Worker {
             metrics: metrics.clone(),
             dispatch: dispatcher.handle(),
         });
-        let reconciler = Reconciler::build(
-            settings,
-            pool.clone(),
+        let clock: Arc<dyn payhook_shared::clock::Clock> =
+            Arc::new(payhook_shared::clock::SystemClock);
+        // One set of queriers for the reconciler and the certificate refresher: the
+        // platform certificates the refresher downloads verify the query answers.
+        let merchants = payhook_shared::merchants::Merchants::build(settings)?;
+        let queriers = payhook_shared::query::Queriers::build(settings, &merchants)?;
+        let certificates = crate::certificates::Refresher::new(
+            queriers
+                .wechat_v3
+                .iter()
+                .map(|(name, querier)| (name.clone(), querier.clone()))
+                .collect(),
+            payhook_shared::query::QueryClient::new(&settings.reconcile, clock.clone())?,
+            Duration::from_secs(settings.reconcile.certificates_refresh_secs),
+            amqp.clone(),
+            names.clone(),
             metrics.clone(),
-            Arc::new(payhook_shared::clock::SystemClock),
-        )
-        .context("reconcile")?
-        .map(Arc::new);
+        );
+        let reconciler =
+            Reconciler::build_with(settings, queriers, pool.clone(), metrics.clone(), clock)
+                .context("reconcile")?
+                .map(Arc::new);
         let shared = web::Data::new(Shared {
             pool,
             dedup,
@@ -247,6 +262,7 @@ impl Worker {
             dispatcher,
             reconciler,
             retention,
+            certificates,
             consume: ConsumeConfig {
                 prefetch: w.prefetch,
                 concurrency: w.concurrency,
@@ -283,6 +299,10 @@ impl Worker {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
         let retention = tokio::spawn(self.retention.run(shutdown.clone()));
+        let certificates_stop = shutdown.child_token();
+        let certificates = self
+            .certificates
+            .map(|refresher| tokio::spawn(refresher.run(certificates_stop.clone())));
         let mistake = supervise(
             self.shared.clone(),
             self.processor,
@@ -299,6 +319,11 @@ impl Worker {
         )
         .await;
         retention.abort();
+        // Stopped here too when the worker stops for a broker mistake.
+        certificates_stop.cancel();
+        if let Some(certificates) = certificates {
+            let _ = tokio::time::timeout(Duration::from_secs(5), certificates).await;
+        }
         handle.stop(true).await;
         let served = match server.await {
             Ok(result) => result,

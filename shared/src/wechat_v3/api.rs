@@ -220,57 +220,55 @@ pub fn interpret_refund(
 
 #[derive(Debug, Deserialize)]
 struct CertificateList {
-    data: Vec<CertificateEntry>,
+    data: Vec<SealedCertificate>,
 }
 
-#[derive(Debug, Deserialize)]
-struct CertificateEntry {
-    serial_no: String,
-    encrypt_certificate: EncryptedCertificate,
+/// One entry of a `/v3/certificates` answer as WeChat sends it: the serial and the
+/// certificate sealed with the merchant's APIv3 key. The worker hands these on to
+/// the receivers unopened (see [`super::relay`]), so the broker never carries the key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct SealedCertificate {
+    pub serial_no: String,
+    pub encrypt_certificate: Sealed,
 }
 
-#[derive(Debug, Deserialize)]
-struct EncryptedCertificate {
-    algorithm: String,
-    nonce: String,
+/// AEAD-sealed certificate text (`AEAD_AES_256_GCM`, like a notification's resource).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct Sealed {
+    pub algorithm: String,
+    pub nonce: String,
     #[serde(default)]
-    associated_data: String,
-    ciphertext: String,
+    pub associated_data: String,
+    pub ciphertext: String,
 }
 
-/// Decrypts and checks the answer to [`CERTIFICATES_PATH`], returning the platform
-/// keys it lists (to be merged with the configured ones).
+/// A checked `/v3/certificates` answer: the platform keys it lists, and the entries
+/// as received (sealed), for the receivers.
+#[derive(Debug, Clone)]
+pub struct CertificateDownload {
+    pub keys: PlatformKeys,
+    pub sealed: Vec<SealedCertificate>,
+}
+
+/// Opens sealed certificate entries with the APIv3 key and returns their keys.
 ///
 /// Each certificate is AES-256-GCM-sealed with the APIv3 key, which only WeChat and
-/// the merchant hold: a certificate that opens is authentic. The answer's own
-/// signature must verify with a key already trusted or with one of the certificates it
-/// carries (the first download, or a rotation signed with the new certificate). A
-/// listed serial that does not match its certificate is refused.
-pub fn interpret_certificates(
-    merchant: &V3Merchant,
-    status: u16,
-    headers: &V3Headers<'_>,
-    body: &[u8],
-    clock: &dyn Clock,
-) -> Result<PlatformKeys, AnswerError> {
-    if !(200..300).contains(&status) {
-        return match verified(&merchant.keys, status, headers, body, clock)? {
-            Ok(_) => Err(provider_error(status, String::new())),
-            Err(code) => Err(provider_error(status, code)),
-        };
-    }
-    let list: CertificateList = serde_json::from_slice(body)
-        .map_err(|e| super::normalize::json_error("certificates answer", &e))?;
-    let mut downloaded = PlatformKeys::new();
-    for entry in &list.data {
+/// the merchant hold: a certificate that opens is authentic. A listed serial that does
+/// not match its certificate is refused; nothing is returned unless every entry opens.
+pub fn open_certificates(
+    api_v3_key: &secrecy::SecretString,
+    entries: &[SealedCertificate],
+) -> Result<PlatformKeys, VerifyError> {
+    let mut keys = PlatformKeys::new();
+    for entry in entries {
         let e = &entry.encrypt_certificate;
         if e.algorithm != super::RESOURCE_ALGORITHM {
-            return Err(
-                VerifyError::UnsupportedAlgorithm(e.algorithm.chars().take(32).collect()).into(),
-            );
+            return Err(VerifyError::UnsupportedAlgorithm(
+                e.algorithm.chars().take(32).collect(),
+            ));
         }
         let pem = decrypt_resource(
-            merchant.api_v3_key.expose_secret().as_bytes(),
+            api_v3_key.expose_secret().as_bytes(),
             &e.nonce,
             &e.associated_data,
             &e.ciphertext,
@@ -284,18 +282,45 @@ pub fn interpret_certificates(
             if lookup_form(&certificate_serial(cert)) != lookup_form(&entry.serial_no) {
                 return Err(VerifyError::Malformed(
                     "serial_no does not match its certificate".into(),
-                )
-                .into());
+                ));
             }
-            downloaded
-                .add_certificate(cert)
+            keys.add_certificate(cert)
                 .map_err(|e| VerifyError::Malformed(e.to_string()))?;
         }
     }
+    Ok(keys)
+}
+
+/// Decrypts and checks the answer to [`CERTIFICATES_PATH`], returning the platform
+/// keys it lists (to be merged with the configured ones) and the sealed entries.
+///
+/// The certificates must open with the APIv3 key ([`open_certificates`]). The
+/// answer's own signature must verify with a key already trusted or with one of the
+/// certificates it carries (the first download, or a rotation signed with the new
+/// certificate).
+pub fn interpret_certificates(
+    merchant: &V3Merchant,
+    status: u16,
+    headers: &V3Headers<'_>,
+    body: &[u8],
+    clock: &dyn Clock,
+) -> Result<CertificateDownload, AnswerError> {
+    if !(200..300).contains(&status) {
+        return match verified(&merchant.keys, status, headers, body, clock)? {
+            Ok(_) => Err(provider_error(status, String::new())),
+            Err(code) => Err(provider_error(status, code)),
+        };
+    }
+    let list: CertificateList = serde_json::from_slice(body)
+        .map_err(|e| super::normalize::json_error("certificates answer", &e))?;
+    let downloaded = open_certificates(&merchant.api_v3_key, &list.data)?;
     let mut acceptable = merchant.keys.clone();
     acceptable.merge(downloaded.clone());
     super::verify_signature(&acceptable, headers, body, clock)?;
-    Ok(downloaded)
+    Ok(CertificateDownload {
+        keys: downloaded,
+        sealed: list.data,
+    })
 }
 
 #[cfg(test)]
@@ -518,12 +543,25 @@ mod tests {
             keys: PlatformKeys::new(),
         };
         let body = certificates_body(&v.serial, KEY);
-        let keys = signed(200, &body, |s, h, b, c| {
+        let download = signed(200, &body, |s, h, b, c| {
             interpret_certificates(&empty, s, h, b, c)
         })
         .expect("certificates are accepted");
-        assert_eq!(keys.len(), 1);
-        assert!(keys.get(&v.serial).is_some());
+        assert_eq!(download.keys.len(), 1);
+        assert!(download.keys.get(&v.serial).is_some());
+        // The sealed entries, handed on as received, open again with the same key
+        // (a receiver) and with no other.
+        assert_eq!(download.sealed.len(), 1);
+        let reopened = open_certificates(&SecretString::from(KEY), &download.sealed)
+            .expect("the sealed entries reopen");
+        assert_eq!(reopened.serials(), download.keys.serials());
+        assert!(
+            open_certificates(
+                &SecretString::from("ffffffffffffffffffffffffffffffff"),
+                &download.sealed
+            )
+            .is_err()
+        );
 
         // Sealed with another APIv3 key: not authentic.
         let foreign = certificates_body(&v.serial, "ffffffffffffffffffffffffffffffff");
@@ -540,6 +578,7 @@ mod tests {
                 &empty, s, h, b, c
             ))
             .expect("padded serial")
+            .keys
             .len(),
             1
         );

@@ -9,6 +9,7 @@
 //! - [`resource`]: AES-GCM decryption of the encrypted `resource`.
 //! - [`api`]: the reconciler's query calls: `Authorization` header, and what a
 //!   verified transaction / refund / certificates answer means.
+//! - [`relay`]: certificate sets the worker downloads, as the receivers get them.
 //! - `notify` / `normalize`: a notification end to end, and the mapping of the
 //!   decrypted transaction / refund onto [`crate::event::Normalized`].
 
@@ -16,6 +17,7 @@ pub mod api;
 pub mod keys;
 mod normalize;
 mod notify;
+pub mod relay;
 pub mod resource;
 pub mod signature;
 #[cfg(test)]
