@@ -3,9 +3,11 @@
 #
 # Generates the simulator's TEST ONLY keys into the `payhook-demo` volume on the first
 # start (kept across restarts; `docker compose down -v` forgets them), then writes the
-# payhook configuration the receiver, the worker and payhook-admin read:
+# payhook configuration the worker and payhook-admin read (payhook.toml):
 # deploy/compose/payhook.toml + the merchant sections `payhook-sim keys` prints the
-# path of (the same way scripts/demo builds its configuration). No key is committed.
+# path of (the same way scripts/demo builds its configuration), and the receiver's
+# (receiver.toml): the same without the signing private keys, which the receiver
+# refuses to hold. No key is committed.
 set -eu
 
 state=${PAYHOOK_STATE_DIR:-/var/lib/payhook}
@@ -15,4 +17,6 @@ snippet=$(payhook-sim keys --keys-dir "$state/keys")
 umask 077
 cat "$base" "$snippet" >"$state/payhook.toml.tmp"
 mv "$state/payhook.toml.tmp" "$state/payhook.toml"
-echo "keys: wrote $state/payhook.toml (merchant m1; TEST ONLY keys in $state/keys)"
+grep -v -E '^(app_private_key|merchant_private_key) ' "$state/payhook.toml" >"$state/receiver.toml.tmp"
+mv "$state/receiver.toml.tmp" "$state/receiver.toml"
+echo "keys: wrote $state/payhook.toml and $state/receiver.toml (merchant m1; TEST ONLY keys in $state/keys)"

@@ -321,11 +321,17 @@ fn compose_services_are_wired_and_every_mounted_file_exists() {
         }
     }
     // payhook's processes read the generated configuration from the shared volume.
+    // The receiver reads its own: the same without the worker's signing keys.
     for name in ["receiver", "worker", "admin", "sim", "keys"] {
         let service = &services[name];
+        let expected = if name == "receiver" {
+            "/var/lib/payhook/receiver.toml"
+        } else {
+            "/var/lib/payhook/payhook.toml"
+        };
         assert_eq!(
             service["environment"]["PAYHOOK_CONFIG"].as_str(),
-            Some("/var/lib/payhook/payhook.toml"),
+            Some(expected),
             "{name}"
         );
         assert!(
@@ -691,8 +697,29 @@ async fn the_compose_configuration_runs_and_every_metric_used_is_exported() {
         assert!(text.contains(host), "{host}");
     }
 
+    // The receiver's configuration is the same without the worker's signing keys.
+    assert!(generated.alipay["m1"].app_private_key.is_some());
+    assert!(generated.wechat_v3["m1"].merchant_private_key.is_some());
+    let for_receiver = Settings::load_from(Some(&state.0.join("receiver.toml")))
+        .expect("the receiver's configuration is valid");
+    assert!(for_receiver.alipay["m1"].app_private_key.is_none());
+    assert!(for_receiver.wechat_v3["m1"].merchant_private_key.is_none());
+    assert_eq!(
+        payhook_receiver::signing_keys::check(&for_receiver)
+            .expect("the receiver accepts it")
+            .len(),
+        0
+    );
+    assert_eq!(
+        str_of(
+            &services(&compose())["receiver"]["environment"]["PAYHOOK_CONFIG"],
+            "receiver PAYHOOK_CONFIG"
+        ),
+        "/var/lib/payhook/receiver.toml"
+    );
+
     // The same configuration on the test's services, names and ports.
-    let mut receiver_settings = generated.clone();
+    let mut receiver_settings = for_receiver.clone();
     receiver_settings.receiver.listen = "127.0.0.1:0".parse().expect("address");
     receiver_settings.receiver.workers = 1;
     receiver_settings.amqp.url = Secret::inline(amqp_url());
@@ -942,6 +969,23 @@ fn kubernetes_deployments_have_probes_resources_and_a_locked_down_context() {
         .map(|rest| rest.split('"').next().expect("file path").to_owned())
         .collect();
     assert!(!file_refs.is_empty() && !env_refs.is_empty());
+    // The signing private keys: files the worker mounts and the receiver must not.
+    let signing_refs: BTreeSet<String> = settings
+        .alipay
+        .values()
+        .filter_map(|a| a.app_private_key.as_ref())
+        .chain(
+            settings
+                .wechat_v3
+                .values()
+                .filter_map(|m| m.merchant_private_key.as_ref()),
+        )
+        .map(|secret| match &secret.0 {
+            payhook_shared::config::Material::File { file } => file.display().to_string(),
+            _ => panic!("signing keys in the ConfigMap are files of a Secret"),
+        })
+        .collect();
+    assert!(!signing_refs.is_empty());
     assert!(
         !toml.contains("-----BEGIN"),
         "no key material in the ConfigMap"
@@ -1116,6 +1160,13 @@ fn kubernetes_deployments_have_probes_resources_and_a_locked_down_context() {
                 let secret = volumes[volume]["secret"]["secretName"].as_str()?;
                 Some((secret, key))
             });
+            if component == "receiver" && signing_refs.contains(file) {
+                assert!(
+                    found.is_none(),
+                    "{name}: the signing key {file} is mounted (the receiver refuses it)"
+                );
+                continue;
+            }
             let (secret, key) =
                 found.unwrap_or_else(|| panic!("{name}: {file} is not in a mounted Secret"));
             assert!(
@@ -1284,6 +1335,15 @@ fn declared_arguments(names: &Names) -> BTreeMap<String, BTreeSet<&'static str>>
     }
     out.insert(names.parked.clone(), ["x-queue-type"].into());
     out.insert(names.events_unrouted.clone(), ["x-queue-type"].into());
+    out.insert(
+        names.certificates.clone(),
+        [
+            "x-queue-type",
+            "x-max-length-bytes",
+            "x-stream-max-segment-size-bytes",
+        ]
+        .into(),
+    );
     out
 }
 
