@@ -78,8 +78,7 @@ mod tests {
         Settings::from_toml(toml).expect("settings")
     }
 
-    const V3: &str =
-        "[wechat_v3.main]\nmch_id = \"1\"\napi_v3_key = \"0123456789abcdef0123456789abcdef\"\n";
+    const V3: &str = "[wechat_v3.main]\nmch_id = \"1\"\napi_v3_key = \"0123456789abcdef0123456789abcdef\"\npublic_key_id = \"PUB_KEY_ID_01\"\npublic_key = \"MIIB\"\n";
 
     #[test]
     fn no_signing_key_is_fine() {

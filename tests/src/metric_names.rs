@@ -13,6 +13,10 @@ pub const RABBITMQ: &[&str] = &[
     "rabbitmq_detailed_queue_consumers",
 ];
 
+/// Series Prometheus writes itself for every target (`up`: 1 when the last scrape
+/// answered): the presence alerts use it.
+pub const PROMETHEUS: &[&str] = &["up"];
+
 /// `payhook_x_total` / `_bucket` / `_count` / `_sum` / `_created` → `payhook_x`.
 pub fn family(name: &str) -> &str {
     ["_total", "_bucket", "_count", "_sum", "_created"]
@@ -52,8 +56,8 @@ pub fn families_of(exposition: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Every `payhook_…` / `rabbitmq_…` identifier of a PromQL expression (label values
-/// in quotes are not names).
+/// Every `payhook_…` / `rabbitmq_…` identifier of a PromQL expression, and
+/// Prometheus' own [`PROMETHEUS`] series (label values in quotes are not names).
 pub fn metrics_of(expr: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut word = String::new();
@@ -66,7 +70,10 @@ pub fn metrics_of(expr: &str) -> Vec<String> {
             word.push(c);
             continue;
         }
-        if word.starts_with("payhook_") || word.starts_with("rabbitmq_") {
+        if word.starts_with("payhook_")
+            || word.starts_with("rabbitmq_")
+            || (PROMETHEUS.contains(&word.as_str()) && c == '{')
+        {
             out.push(std::mem::take(&mut word));
         }
         word.clear();

@@ -26,7 +26,7 @@ use secrecy::SecretString;
 const WAIT: Duration = Duration::from_secs(30);
 /// Connection attempts allowed for a refusal of the client certificate to arrive as
 /// the server's alert rather than as a reset.
-const ATTEMPTS: usize = 5;
+const ATTEMPTS: usize = 20;
 
 fn unique(tag: &str) -> String {
     format!("{tag}{}", &uuid::Uuid::new_v4().simple().to_string()[..12])

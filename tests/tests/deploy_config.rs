@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use payhook_tests::metric_names::{RABBITMQ, families_of, family, metrics_of, registered};
+use payhook_tests::metric_names::{
+    PROMETHEUS, RABBITMQ, families_of, family, metrics_of, registered,
+};
 
 fn deploy(path: &str) -> String {
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -32,6 +34,8 @@ fn check(expr: &str, exported: &BTreeSet<String>, whose: &str) {
     for name in names {
         let known = if name.starts_with("rabbitmq_") {
             RABBITMQ.contains(&name.as_str())
+        } else if PROMETHEUS.contains(&name.as_str()) {
+            true
         } else {
             exported.contains(family(&name))
         };
@@ -117,6 +121,64 @@ fn every_dashboard_panel_queries_exported_metrics() {
         assert!(!targets.is_empty(), "{title}: no query");
         for target in targets {
             check(target["expr"].as_str().expect("expr"), &exported, title);
+        }
+    }
+}
+
+/// `promtool check rules` accepts the rules, and `promtool test rules` passes
+/// `deploy/prometheus/alerts.test.yml`, in which every alert has a case where it fires
+/// and one where it stays silent. promtool comes from Debian's prometheus package
+/// (`scripts/test` unpacks it when missing).
+#[test]
+fn every_alert_fires_under_its_condition_and_only_then() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    let promtool = |args: &[&str]| {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("promtool: {e} (scripts/test unpacks it from Debian's prometheus package)")
+            });
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    promtool(&["check", "rules", "alerts.yml"]);
+    promtool(&["test", "rules", "alerts.test.yml"]);
+
+    // Coverage: each alert is expected to fire somewhere, and to be silent somewhere.
+    let alerts: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&deploy("prometheus/alerts.yml")).expect("alerts.yml");
+    let tests: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&deploy("prometheus/alerts.test.yml")).expect("alerts.test.yml");
+    let mut fires = BTreeSet::new();
+    let mut silent = BTreeSet::new();
+    for test in tests["tests"].as_sequence().expect("tests") {
+        for case in test["alert_rule_test"]
+            .as_sequence()
+            .expect("alert_rule_test")
+        {
+            let name = case["alertname"].as_str().expect("alertname").to_owned();
+            let expected = case["exp_alerts"].as_sequence().map_or(0, Vec::len);
+            if expected == 0 {
+                silent.insert(name);
+            } else {
+                fires.insert(name);
+            }
+        }
+    }
+    for group in alerts["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let name = rule["alert"].as_str().expect("alert");
+            assert!(fires.contains(name), "alerts.test.yml: {name} never fires");
+            assert!(
+                silent.contains(name),
+                "alerts.test.yml: {name} never silent"
+            );
         }
     }
 }

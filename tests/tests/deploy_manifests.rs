@@ -18,7 +18,9 @@ use payhook_shared::config::{Secret, Settings};
 use payhook_shared::topology::Names;
 use payhook_tests::db::TestDb;
 use payhook_tests::harness::{TestReceiver, amqp_url, eventually_async, unique_prefix};
-use payhook_tests::metric_names::{RABBITMQ, families_of, family, metrics_of, registered};
+use payhook_tests::metric_names::{
+    PROMETHEUS, RABBITMQ, families_of, family, metrics_of, registered,
+};
 use payhook_tests::worker::{TestWorker, worker_settings};
 use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
@@ -718,17 +720,25 @@ async fn the_compose_configuration_runs_and_every_metric_used_is_exported() {
         "/var/lib/payhook/receiver.toml"
     );
 
-    // The same configuration on the test's services, names and ports.
-    let mut receiver_settings = for_receiver.clone();
-    receiver_settings.receiver.listen = "127.0.0.1:0".parse().expect("address");
-    receiver_settings.receiver.workers = 1;
-    receiver_settings.amqp.url = Secret::inline(amqp_url());
-    receiver_settings.amqp.prefix = unique_prefix();
-    receiver_settings.reconcile.alipay_gateway = "http://127.0.0.1:9/gateway.do".into();
-    receiver_settings.reconcile.wechat_base = "http://127.0.0.1:9".into();
+    // The same configurations on the test's services, names and ports.
+    let prefix = unique_prefix();
+    let local = |mut settings: Settings| {
+        settings.receiver.listen = "127.0.0.1:0".parse().expect("address");
+        settings.receiver.workers = 1;
+        settings.amqp.url = Secret::inline(amqp_url());
+        settings.amqp.prefix = prefix.clone();
+        settings.reconcile.alipay_gateway = "http://127.0.0.1:9/gateway.do".into();
+        settings.reconcile.wechat_base = "http://127.0.0.1:9".into();
+        settings
+    };
+    let receiver_settings = local(for_receiver.clone());
     let receiver = TestReceiver::spawn(receiver_settings.clone(), Arc::new(SystemClock)).await;
     let db = TestDb::new().await;
-    let worker = TestWorker::spawn(&worker_settings(&receiver_settings, db.settings.clone())).await;
+    let worker = TestWorker::spawn(&worker_settings(
+        &local(generated.clone()),
+        db.settings.clone(),
+    ))
+    .await;
 
     // The compose health checks, on the live processes' ports.
     let compose = compose();
@@ -848,6 +858,8 @@ async fn the_compose_configuration_runs_and_every_metric_used_is_exported() {
         for name in names {
             let known = if name.starts_with("rabbitmq_") {
                 RABBITMQ.contains(&name.as_str())
+            } else if PROMETHEUS.contains(&name.as_str()) {
+                true
             } else {
                 exported.contains(family(&name))
             };

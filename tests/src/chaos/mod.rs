@@ -479,10 +479,23 @@ async fn setup(scenario: Scenario, options: &Options, dir: &Path) -> anyhow::Res
         format!("http://127.0.0.1:{admin_port}/readyz"),
     )
     .await?;
+    // The receiver's share of the configuration: without the worker's signing keys,
+    // which it refuses to hold.
+    let receiver_config = dir.join("receiver.toml");
+    std::fs::write(
+        &receiver_config,
+        std::fs::read_to_string(&config)?
+            .lines()
+            .filter(|line| {
+                !line.starts_with("app_private_key ") && !line.starts_with("merchant_private_key ")
+            })
+            .map(|line| format!("{line}\n"))
+            .collect::<String>(),
+    )?;
     let receiver = PayhookProcess::start(
         Component::Receiver,
         &options.launcher,
-        &config,
+        &receiver_config,
         &dir.join("receiver.log"),
         format!("http://127.0.0.1:{receiver_port}/readyz"),
     )
