@@ -15,6 +15,12 @@ base=${PAYHOOK_BASE_CONFIG:-/etc/payhook/compose/payhook.toml}
 
 snippet=$(payhook-sim keys --keys-dir "$state/keys")
 umask 077
+# The admin API's operate token (worker.admin_tokens in payhook.toml; the `admin`
+# service sends it): random, kept across restarts like the keys.
+if [ ! -s "$state/admin-token" ]; then
+  od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$state/admin-token.tmp"
+  mv "$state/admin-token.tmp" "$state/admin-token"
+fi
 cat "$base" "$snippet" >"$state/payhook.toml.tmp"
 mv "$state/payhook.toml.tmp" "$state/payhook.toml"
 grep -v -E '^(app_private_key|merchant_private_key) ' "$state/payhook.toml" >"$state/receiver.toml.tmp"

@@ -14,7 +14,7 @@ use payhook_tests::harness::{
     Providers, TestBroker, TestReceiver, eventually_async, post, test_settings,
 };
 use payhook_tests::proxy::Proxy;
-use payhook_tests::worker::{TestWorker, worker_settings};
+use payhook_tests::worker::{TEST_ADMIN_TOKEN, TestWorker, worker_settings};
 use serde_json::Value;
 
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -292,4 +292,193 @@ async fn an_order_registered_from_the_command_line_is_pending_and_can_be_reconci
         bad.as_ref().is_err_and(|e| e.contains("unknown provider")),
         "{bad:?}"
     );
+}
+
+/// `payhook-admin --api`: the same commands through the worker's admin API with a
+/// bearer token from a file — the same answers as the direct way, operate commands
+/// audited under the token's name, a read token refused what it may not do, a wrong
+/// token and no token explained.
+#[tokio::test]
+async fn every_command_answers_the_same_through_the_admin_api_with_a_token() {
+    const READ_TOKEN: &str = "read-token-read-token-read-token-0123";
+    let s = stack().await;
+    let order = unique("o");
+    s.park_two(&order).await;
+    let mut settings = s.settings.clone();
+    settings
+        .worker
+        .admin_tokens
+        .push(payhook_shared::config::AdminToken {
+            name: "test-reader".into(),
+            scope: payhook_shared::config::AdminScope::Read,
+            token: Secret::inline(READ_TOKEN),
+        });
+    let worker = TestWorker::spawn(&settings).await;
+    let dir = std::env::temp_dir().join(unique("payhook-admin-tokens-"));
+    std::fs::create_dir_all(&dir).expect("token dir");
+    let operate_file = dir.join("operate");
+    let read_file = dir.join("read");
+    let wrong_file = dir.join("wrong");
+    std::fs::write(&operate_file, format!("{TEST_ADMIN_TOKEN}\n")).expect("token file");
+    std::fs::write(&read_file, READ_TOKEN).expect("token file");
+    std::fs::write(&wrong_file, "x".repeat(40)).expect("token file");
+    // The API way needs no database or broker settings: give it ones that cannot work.
+    let mut nothing = test_settings();
+    nothing.amqp.url = Secret::inline("amqp://nobody:nothing@127.0.0.1:9/%2f");
+    nothing.postgres.url = Secret::inline("postgres://nobody@127.0.0.1:9/none");
+    let through = |token: &std::path::Path, args: &[&str]| {
+        let mut all = vec![
+            "--api".to_owned(),
+            worker.admin_url.clone(),
+            "--token-file".to_owned(),
+            token.display().to_string(),
+        ];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        all
+    };
+    let api = async |token: &std::path::Path, args: &[&str]| {
+        let all = through(token, args);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        admin(&nothing, &all).await
+    };
+    let api_json = async |token: &std::path::Path, args: &[&str]| -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = api(token, &all).await.expect("command succeeds");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+
+    // Read commands: the same answers both ways.
+    assert_eq!(
+        api_json(&read_file, &["parked", "list"]).await,
+        admin_json(&settings, &["parked", "list"]).await
+    );
+    let queues = api_json(&read_file, &["queues"]).await;
+    assert_eq!(queues, admin_json(&settings, &["queues"]).await);
+    assert_eq!(queues.as_array().map(Vec::len), Some(6), "{queues}");
+    let human = api(&read_file, &["parked", "list", "--provider", "alipay"])
+        .await
+        .expect("list");
+    assert!(human.contains(&order) && human.contains("42.00"), "{human}");
+
+    // Operate: a read token may not; the operate token may, and is audited.
+    let refused = api(
+        &read_file,
+        &["parked", "replay", "--reason", "retries_exhausted"],
+    )
+    .await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("403")),
+        "{refused:?}"
+    );
+    let dry = api_json(
+        &operate_file,
+        &[
+            "parked",
+            "replay",
+            "--reason",
+            "retries_exhausted",
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (dry["matched"].as_u64(), dry["replayed"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert!(s.parked_depth_is(2).await, "a dry run moves nothing");
+    let replayed = api_json(
+        &operate_file,
+        &["parked", "replay", "--reason", "retries_exhausted"],
+    )
+    .await;
+    assert_eq!(replayed["replayed"], 1);
+    assert_eq!(replayed["messages"][0]["out_trade_no"], order.as_str());
+    let applied = eventually_async(QUIET, || async {
+        s.state(&order).await.as_deref() == Some("PAID")
+    })
+    .await;
+    assert!(applied, "the replayed payment is applied");
+    assert_eq!(
+        api_json(&read_file, &["payment", "alipay", "m1", &order]).await,
+        admin_json(&settings, &["payment", "alipay", "m1", &order]).await
+    );
+    let unknown = api(&read_file, &["payment", "alipay", "m1", "nope"]).await;
+    assert!(
+        unknown.as_ref().is_err_and(|e| e.contains("is known")),
+        "{unknown:?}"
+    );
+
+    let registered = unique("o");
+    let register = |amount: &'static str| {
+        vec![
+            "order".to_owned(),
+            "register".to_owned(),
+            "--provider".to_owned(),
+            "alipay".to_owned(),
+            "--merchant".to_owned(),
+            "m1".to_owned(),
+            "--out-trade-no".to_owned(),
+            registered.clone(),
+            "--amount".to_owned(),
+            amount.to_owned(),
+        ]
+    };
+    let args = register("1999");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(api_json(&operate_file, &args).await["status"], "created");
+    let args = register("2000");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let conflict = api(&operate_file, &args).await;
+    assert!(
+        conflict.as_ref().is_err_and(|e| e.contains("conflict")),
+        "{conflict:?}"
+    );
+    let scheduled = api_json(&operate_file, &["reconcile", "alipay", "m1", &registered]).await;
+    assert_eq!(scheduled["status"], "scheduled");
+    assert_eq!(
+        api_json(
+            &read_file,
+            &["payments", "--state", "PENDING", "--limit", "5"]
+        )
+        .await,
+        admin_json(
+            &settings,
+            &["payments", "--state", "PENDING", "--limit", "5"]
+        )
+        .await
+    );
+
+    let audit = api_json(&read_file, &["audit", "--limit", "10"]).await;
+    let audit = audit.as_array().expect("records");
+    let actions: Vec<(&str, &str)> = audit
+        .iter()
+        .map(|r| {
+            (
+                r["actor"].as_str().unwrap_or(""),
+                r["action"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    for expected in ["replay_parked", "register_order", "reconcile"] {
+        assert!(
+            actions.contains(&("test-operator", expected)),
+            "{expected} by the token's name in {actions:?}"
+        );
+    }
+
+    // A token the worker does not know, and none at all.
+    let wrong = api(&wrong_file, &["queues"]).await;
+    assert!(
+        wrong.as_ref().is_err_and(|e| e.contains("401")),
+        "{wrong:?}"
+    );
+    let none = admin(&nothing, &["--api", &worker.admin_url, "queues"]).await;
+    assert!(
+        none.as_ref()
+            .is_err_and(|e| e.contains("PAYHOOK_ADMIN_TOKEN")),
+        "{none:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    worker.stop().await;
 }

@@ -699,6 +699,34 @@ async fn the_compose_configuration_runs_and_every_metric_used_is_exported() {
         assert!(text.contains(host), "{host}");
     }
 
+    // The admin API's token: generated into the volume, named by the worker's
+    // configuration and by the admin service.
+    let token = std::fs::read_to_string(state.0.join("admin-token")).expect("admin token");
+    assert!(
+        token.len() == 64 && token.chars().all(|c| c.is_ascii_hexdigit()),
+        "{} characters",
+        token.len()
+    );
+    let tokens = &generated.worker.admin_tokens;
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].scope, payhook_shared::config::AdminScope::Operate);
+    assert_eq!(
+        tokens[0].token.0,
+        payhook_shared::config::Material::File {
+            file: "/var/lib/payhook/admin-token".into()
+        }
+    );
+    let compose_file = compose();
+    let admin_env = &services(&compose_file)["admin"]["environment"];
+    assert_eq!(
+        str_of(&admin_env["PAYHOOK_ADMIN_TOKEN_FILE"], "admin token file"),
+        "/var/lib/payhook/admin-token"
+    );
+    assert_eq!(
+        str_of(&admin_env["PAYHOOK_ADMIN_URL"], "admin API"),
+        "http://worker:8081"
+    );
+
     // The receiver's configuration is the same without the worker's signing keys.
     assert!(generated.alipay["m1"].app_private_key.is_some());
     assert!(generated.wechat_v3["m1"].merchant_private_key.is_some());

@@ -1,5 +1,7 @@
-//! The worker's admin listener: health, readiness, metrics, order registration,
-//! payment history and parked-message replay. Internal: never expose it publicly.
+//! The worker's admin listener: health, readiness, metrics, order and refund
+//! registration, payments and their history, queues, the parking queue (list and
+//! replay), the audit trail. `payhook-admin --api` is its client. Internal: never
+//! expose it publicly.
 //! Every route but the probes and metrics needs a bearer token ([`crate::auth`]);
 //! every operate action leaves an audit record ([`crate::db::audit`]).
 
@@ -37,7 +39,11 @@ pub fn routes() -> Vec<(&'static str, Method, Route)> {
             Method::POST,
             web::post().to(reconcile_now),
         ),
+        ("/payments", Method::GET, web::get().to(payments)),
+        ("/queues", Method::GET, web::get().to(queues)),
+        ("/parked", Method::GET, web::get().to(parked_list)),
         ("/parked/replay", Method::POST, web::post().to(replay)),
+        ("/audit", Method::GET, web::get().to(audit_trail)),
     ]
 }
 
@@ -246,33 +252,118 @@ async fn history(
     }
 }
 
+/// `POST /parked/replay` query: which messages, and whether to move them.
+#[derive(Debug, serde::Deserialize)]
+struct ReplayQuery {
+    provider: Option<String>,
+    reason: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
 async fn replay(
     shared: web::Data<Shared>,
     caller: web::ReqData<Caller>,
-    filter: web::Query<ReplayFilter>,
+    query: web::Query<ReplayQuery>,
 ) -> HttpResponse {
-    let result = shared.replay_parked(&filter).await;
-    let target = filter.describe();
-    let outcome = match &result {
-        Ok(report) => format!(
-            "matched {}, replayed {}, kept {}",
-            report.matched, report.replayed, report.kept
-        ),
-        Err(_) => "error: broker unavailable".into(),
-    };
-    audit::record(
-        &shared.pool,
-        &caller.name,
-        "replay_parked",
-        &target,
-        &outcome,
-    )
-    .await;
+    let ReplayQuery {
+        provider,
+        reason,
+        dry_run,
+    } = query.into_inner();
+    let filter = ReplayFilter { provider, reason };
+    let result = shared.replay_parked(&filter, dry_run).await;
+    if !dry_run {
+        let outcome = match &result {
+            Ok(answer) => format!(
+                "matched {}, replayed {}, kept {}",
+                answer.report.matched, answer.report.replayed, answer.report.kept
+            ),
+            Err(_) => "error: broker unavailable".into(),
+        };
+        audit::record(
+            &shared.pool,
+            &caller.name,
+            "replay_parked",
+            &filter.describe(),
+            &outcome,
+        )
+        .await;
+    }
     match result {
-        Ok(report) => HttpResponse::Ok().json(report),
+        Ok(answer) => HttpResponse::Ok().json(answer),
         Err(error) => {
-            tracing::error!(%error, "replay failed");
-            HttpResponse::ServiceUnavailable().json(json!({"error": error.to_string()}))
+            tracing::error!(error = format!("{error:#}"), "replay failed");
+            HttpResponse::ServiceUnavailable().json(json!({"error": "broker unavailable"}))
+        }
+    }
+}
+
+/// The parked messages a filter selects (the parking queue is walked once; see
+/// [`crate::parked`]).
+async fn parked_list(shared: web::Data<Shared>, filter: web::Query<ReplayFilter>) -> HttpResponse {
+    match shared.list_parked(&filter).await {
+        Ok(messages) => HttpResponse::Ok().json(messages),
+        Err(error) => {
+            tracing::error!(
+                error = format!("{error:#}"),
+                "listing parked messages failed"
+            );
+            HttpResponse::ServiceUnavailable().json(json!({"error": "broker unavailable"}))
+        }
+    }
+}
+
+async fn queues(shared: web::Data<Shared>) -> HttpResponse {
+    match shared.queue_depths().await {
+        Ok(depths) => HttpResponse::Ok().json(depths),
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "reading queue depths failed");
+            HttpResponse::ServiceUnavailable().json(json!({"error": "broker unavailable"}))
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PaymentsQuery {
+    #[serde(default = "default_payments_limit")]
+    limit: i64,
+    state: Option<crate::db::state::PaymentState>,
+}
+
+fn default_payments_limit() -> i64 {
+    20
+}
+
+/// The payments payhook heard of most recently, newest first.
+async fn payments(shared: web::Data<Shared>, query: web::Query<PaymentsQuery>) -> HttpResponse {
+    let limit = query.limit.clamp(1, 1000);
+    match crate::db::history::recent_payments(&shared.pool, limit, query.state).await {
+        Ok(rows) => HttpResponse::Ok().json(rows),
+        Err(error) => {
+            tracing::error!(%error, "payments query failed");
+            HttpResponse::ServiceUnavailable().json(json!({"error": "database unavailable"}))
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct AuditQuery {
+    #[serde(default = "default_audit_limit")]
+    limit: i64,
+}
+
+fn default_audit_limit() -> i64 {
+    50
+}
+
+/// The audit trail, newest first.
+async fn audit_trail(shared: web::Data<Shared>, query: web::Query<AuditQuery>) -> HttpResponse {
+    match audit::recent(&shared.pool, query.limit.clamp(1, 10_000)).await {
+        Ok(records) => HttpResponse::Ok().json(records),
+        Err(error) => {
+            tracing::error!(%error, "audit query failed");
+            HttpResponse::ServiceUnavailable().json(json!({"error": "database unavailable"}))
         }
     }
 }

@@ -58,7 +58,7 @@ impl ReplayFilter {
 }
 
 /// What a walk did. A dry run replays nothing: `matched` says what it would replay.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplayReport {
     /// Messages the filter selected.
     pub matched: u32,
@@ -71,7 +71,7 @@ pub struct ReplayReport {
 
 /// A parked message, summarized for a person: why it was parked, how often it was
 /// tried, and what it is about. Never the raw notification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParkedMessage {
     pub message_id: Option<String>,
     /// `bad_envelope`, `unknown_schema_version`, `permanent_error`,
@@ -278,6 +278,104 @@ pub async fn replay_parked(
         |_, _, _, _| {},
     )
     .await
+}
+
+/// `parked replay`'s answer (`payhook-admin parked replay`, `POST /parked/replay`): the
+/// counts and the messages the filter selected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayAnswer {
+    #[serde(flatten)]
+    pub report: ReplayReport,
+    pub messages: Vec<ParkedMessage>,
+}
+
+/// One queue's counts, or `None` when it is not declared (the worker never ran with
+/// this prefix).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDepth {
+    pub queue: String,
+    pub messages: Option<u32>,
+    pub consumers: Option<u32>,
+}
+
+/// Message and consumer counts of every payhook queue: the work queue, the
+/// `retry_tiers` retry queues, the parking queue and the unrouted events' queue.
+pub async fn queue_depths(
+    connection: &lapin::Connection,
+    names: &Names,
+    retry_tiers: usize,
+) -> Result<Vec<QueueDepth>, lapin::Error> {
+    let mut queues = vec![names.work.clone()];
+    queues.extend((0..retry_tiers).map(|i| names.retry(i)));
+    queues.push(names.parked.clone());
+    queues.push(names.events_unrouted.clone());
+    let mut depths = Vec::with_capacity(queues.len());
+    let mut channel = connection.create_channel().await?;
+    for queue in queues {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        match channel
+            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+            .await
+        {
+            Ok(q) => depths.push(QueueDepth {
+                queue,
+                messages: Some(q.message_count()),
+                consumers: Some(q.consumer_count()),
+            }),
+            Err(_) => {
+                // A passive declare of a missing queue closes the channel (404).
+                depths.push(QueueDepth {
+                    queue,
+                    messages: None,
+                    consumers: None,
+                });
+                channel = connection.create_channel().await?;
+            }
+        }
+    }
+    let _ = channel.close(200, "done".into()).await;
+    Ok(depths)
+}
+
+/// Lists the parked messages `filter` selects (one walk, see the module's docs).
+pub async fn list_parked(
+    channel: &Channel,
+    names: &Names,
+    filter: &ReplayFilter,
+    mut progress: impl FnMut(u32, u32),
+) -> Result<Vec<ParkedMessage>, HopError> {
+    let mut listed = Vec::new();
+    walk_parked(channel, names, Walk::List, |m, _, done, total| {
+        progress(done, total);
+        if filter.matches(m) {
+            listed.push(m.clone());
+        }
+    })
+    .await?;
+    Ok(listed)
+}
+
+/// Replays (or, with `dry_run`, counts) the parked messages `filter` selects.
+pub async fn replay_selected(
+    channel: &Channel,
+    names: &Names,
+    filter: &ReplayFilter,
+    dry_run: bool,
+    mut progress: impl FnMut(u32, u32),
+) -> Result<ReplayAnswer, HopError> {
+    let mut messages = Vec::new();
+    let walk = Walk::Replay { filter, dry_run };
+    let report = walk_parked(channel, names, walk, |m, matched, done, total| {
+        progress(done, total);
+        if matched {
+            messages.push(m.clone());
+        }
+    })
+    .await?;
+    Ok(ReplayAnswer { report, messages })
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use crate::db::apply::Expectations;
 use crate::dedup::Dedup;
 use crate::metrics::Metrics;
 use crate::outbox::{Dispatcher, OutboxRelay, RelayConfig};
-use crate::parked::{self, ReplayFilter, ReplayReport};
+use crate::parked::{self, ReplayFilter};
 use crate::reconcile::Reconciler;
 
 /// State shared by the admin handlers and the supervisor.
@@ -38,6 +38,8 @@ pub struct Shared {
     pub names: Names,
     amqp: Connector,
     broker_up: AtomicBool,
+    /// Number of retry tiers (`worker.retry_delays_ms`).
+    retry_tiers: usize,
 }
 
 impl Shared {
@@ -73,16 +75,54 @@ impl Shared {
             .set(i64::from(self.dedup.is_degraded()));
     }
 
-    /// Replays parked messages over a short-lived connection of its own.
-    pub async fn replay_parked(&self, filter: &ReplayFilter) -> anyhow::Result<ReplayReport> {
-        let connection = self.amqp.connect("payhook-replay").await?;
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        let report = parked::replay_parked(&channel, &self.names, filter).await;
-        let _ = connection.close(200, "replay done".into()).await;
-        Ok(report?)
+    /// Runs `f` on a confirm-mode channel of a short-lived connection of its own (an
+    /// operator's request: never on the consumer's connection).
+    async fn on_operator_channel<T, F>(&self, name: &str, f: F) -> anyhow::Result<T>
+    where
+        F: AsyncFnOnce(&lapin::Connection, &lapin::Channel) -> anyhow::Result<T>,
+    {
+        let connection = self.amqp.connect(name).await?;
+        let result = async {
+            let channel = connection.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            f(&connection, &channel).await
+        }
+        .await;
+        let _ = connection.close(200, "done".into()).await;
+        result
+    }
+
+    /// Replays (or, with `dry_run`, counts) the parked messages `filter` selects.
+    pub async fn replay_parked(
+        &self,
+        filter: &ReplayFilter,
+        dry_run: bool,
+    ) -> anyhow::Result<parked::ReplayAnswer> {
+        self.on_operator_channel("payhook-replay", async |_, channel| {
+            Ok(parked::replay_selected(channel, &self.names, filter, dry_run, |_, _| {}).await?)
+        })
+        .await
+    }
+
+    /// The parked messages `filter` selects.
+    pub async fn list_parked(
+        &self,
+        filter: &ReplayFilter,
+    ) -> anyhow::Result<Vec<parked::ParkedMessage>> {
+        self.on_operator_channel("payhook-parked-list", async |_, channel| {
+            Ok(parked::list_parked(channel, &self.names, filter, |_, _| {}).await?)
+        })
+        .await
+    }
+
+    /// Message and consumer counts of every payhook queue.
+    pub async fn queue_depths(&self) -> anyhow::Result<Vec<parked::QueueDepth>> {
+        self.on_operator_channel("payhook-queues", async |connection, _| {
+            Ok(parked::queue_depths(connection, &self.names, self.retry_tiers).await?)
+        })
+        .await
     }
 }
 
@@ -225,6 +265,7 @@ impl Worker {
             names,
             amqp,
             broker_up: AtomicBool::new(false),
+            retry_tiers: w.retry_delays_ms.len(),
         });
         let listener = TcpListener::bind(w.admin_listen)
             .with_context(|| format!("worker.admin_listen: cannot bind {}", w.admin_listen))?;

@@ -8,7 +8,13 @@ use payhook_worker::cli::{self, Cli};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::load()?;
+    // Through the admin API the worker's configuration is not needed (nor, often,
+    // readable): only the URL and the token.
+    let settings = if cli.api_url().is_some() {
+        Settings::from_toml("")?
+    } else {
+        Settings::load()?
+    };
     // lapin logs a channel closed by a passive declare of a missing queue as an error;
     // `queues` expects that and says `missing`. Real failures come back as errors.
     payhook_shared::telemetry::init_cli("warn,lapin::channel=off");

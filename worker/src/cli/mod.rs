@@ -1,21 +1,29 @@
-//! `payhook-admin`: the operator's command line. It reads the same configuration as
-//! the worker (`PAYHOOK_CONFIG` + `PAYHOOK__…` overrides) and talks to RabbitMQ and
-//! PostgreSQL directly, so it works while the worker is down. It never migrates the
-//! database and never declares queues.
+//! `payhook-admin`: the operator's command line, in one of two ways:
+//!
+//! - **Through the admin API** (`--api URL` or `PAYHOOK_ADMIN_URL`), with a bearer token
+//!   (`PAYHOOK_ADMIN_TOKEN`, or the file named by `--token-file` /
+//!   `PAYHOOK_ADMIN_TOKEN_FILE`): it needs neither the database's nor the broker's
+//!   credentials, the token's scope limits what it may do, and its operate commands are
+//!   audited under the token's name. The way for people.
+//! - **Directly** (no `--api`): it reads the worker's configuration (`PAYHOOK_CONFIG` +
+//!   `PAYHOOK__…` overrides) and talks to RabbitMQ and PostgreSQL itself, so it works
+//!   while the worker is down (break-glass, on the worker's host); operate commands are
+//!   audited as `payhook-admin:<login>`. It never migrates the database and never
+//!   declares queues.
 //!
 //! Human output by default; `--json` prints one JSON document per command (one JSON
 //! object per line for `--watch`) for scripts. Progress bars go to stderr and only when
 //! it is a terminal.
 
+mod api;
 mod render;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use lapin::Connection;
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use payhook_shared::config::Settings;
 use payhook_shared::event::Provider;
 use payhook_shared::topology::Names;
@@ -26,7 +34,7 @@ use time::OffsetDateTime;
 use crate::db::orders::{self, NewOrder, Registered};
 use crate::db::state::PaymentState;
 use crate::db::{audit, history};
-use crate::parked::{self, ReplayFilter, Walk};
+use crate::parked::{self, QueueDepth, ReplayAnswer, ReplayFilter};
 
 /// payhook-admin — inspect and operate a payhook deployment
 #[derive(Debug, Parser)]
@@ -35,8 +43,31 @@ pub struct Cli {
     /// Print JSON instead of tables (for scripts).
     #[arg(long, global = true)]
     json: bool,
+    /// The worker's admin API, e.g. http://payhook-worker-admin:8081 (default:
+    /// PAYHOOK_ADMIN_URL). Commands then go through it with the bearer token of
+    /// PAYHOOK_ADMIN_TOKEN or --token-file, and need neither the database nor the
+    /// broker. Without it, payhook-admin reads the worker's configuration
+    /// (PAYHOOK_CONFIG) and talks to PostgreSQL and RabbitMQ directly.
+    #[arg(long, global = true, value_name = "URL")]
+    api: Option<String>,
+    /// A file holding the admin API token (default: PAYHOOK_ADMIN_TOKEN_FILE, else the
+    /// token in PAYHOOK_ADMIN_TOKEN).
+    #[arg(long, global = true, value_name = "PATH")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// The admin API's URL when commands go through it (`--api`, else
+    /// `PAYHOOK_ADMIN_URL`).
+    pub fn api_url(&self) -> Option<String> {
+        self.api.clone().or_else(|| {
+            std::env::var("PAYHOOK_ADMIN_URL")
+                .ok()
+                .filter(|url| !url.trim().is_empty())
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +130,18 @@ struct FilterArgs {
 }
 
 impl FilterArgs {
+    /// The filter as the admin API's query parameters.
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        if let Some(provider) = self.provider {
+            query.push(("provider", provider.as_str().to_owned()));
+        }
+        if let Some(reason) = &self.reason {
+            query.push(("reason", reason.clone()));
+        }
+        query
+    }
+
     fn filter(&self) -> ReplayFilter {
         ReplayFilter {
             provider: self.provider.map(|p| p.as_str().to_owned()),
@@ -178,58 +221,55 @@ fn parse_rfc3339(text: &str) -> Result<OffsetDateTime, String> {
         .map_err(|e| format!("not an RFC 3339 time: {e}"))
 }
 
-/// Runs one command with `settings`; what it prints goes to `out`.
+/// Runs one command; what it prints goes to `out`. Through the admin API when
+/// [`Cli::api_url`] says so (then `settings` is not read), else directly with
+/// `settings`.
 pub async fn run(
     cli: Cli,
     settings: &Settings,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
+    if cli.api_url().is_some() {
+        return run_api(cli, out).await;
+    }
     let names = Names::new(&settings.amqp.prefix);
     match cli.command {
         Command::Queues => {
-            let depths = queue_depths(settings, &names).await?;
-            emit(out, cli.json, depths.as_slice(), render::queues)
+            let connection = connect(settings, "payhook-admin").await?;
+            let depths =
+                parked::queue_depths(&connection, &names, settings.worker.retry_delays_ms.len())
+                    .await;
+            let _ = connection.close(200, "done".into()).await;
+            emit(out, cli.json, depths?.as_slice(), render::queues)
         }
         Command::Parked(ParkedCommand::List { filter }) => {
             let filter = filter.filter();
             let (connection, channel) = confirm_channel(settings, "payhook-admin").await?;
-            let mut listed = Vec::new();
             let progress = render::progress(cli.json);
-            let walked = parked::walk_parked(&channel, &names, Walk::List, |m, _, done, total| {
+            let listed = parked::list_parked(&channel, &names, &filter, |done, total| {
                 progress.update(done, total);
-                if filter.matches(m) {
-                    listed.push(m.clone());
-                }
             })
             .await;
             progress.finish();
             let _ = connection.close(200, "done".into()).await;
-            walked?;
-            emit(out, cli.json, listed.as_slice(), render::parked)
+            emit(out, cli.json, listed?.as_slice(), render::parked)
         }
         Command::Parked(ParkedCommand::Replay { filter, dry_run }) => {
             let filter = filter.filter();
             let (connection, channel) = confirm_channel(settings, "payhook-admin").await?;
-            let mut selected = Vec::new();
             let progress = render::progress(cli.json);
-            let walk = Walk::Replay {
-                filter: &filter,
-                dry_run,
-            };
-            let walked = parked::walk_parked(&channel, &names, walk, |m, matched, done, total| {
-                progress.update(done, total);
-                if matched {
-                    selected.push(m.clone());
-                }
-            })
-            .await;
+            let walked =
+                parked::replay_selected(&channel, &names, &filter, dry_run, |done, total| {
+                    progress.update(done, total);
+                })
+                .await;
             progress.finish();
             let _ = connection.close(200, "done".into()).await;
             if !dry_run {
                 let outcome = match &walked {
-                    Ok(r) => format!(
+                    Ok(a) => format!(
                         "matched {}, replayed {}, kept {}",
-                        r.matched, r.replayed, r.kept
+                        a.report.matched, a.report.replayed, a.report.kept
                     ),
                     Err(_) => "error: broker unavailable".into(),
                 };
@@ -244,12 +284,7 @@ pub async fn run(
                     .await;
                 }
             }
-            let report = walked?;
-            let answer = ReplayAnswer {
-                report,
-                messages: selected,
-            };
-            emit(out, cli.json, &answer, render::replay)
+            emit(out, cli.json, &walked?, render::replay)
         }
         Command::Payment(key) => {
             let pool = pool(settings)?;
@@ -258,69 +293,32 @@ pub async fn run(
                     .await
                     .context("reading the payment's history")?;
             let Some(found) = found else {
-                bail!(
-                    "no payment {} {} {} is known",
-                    key.provider,
-                    key.merchant,
-                    key.out_trade_no
-                );
+                return Err(key.unknown());
             };
             emit(out, cli.json, &found, render::history)
         }
         Command::Payments(args) => {
             let pool = pool(settings)?;
-            loop {
-                let rows = history::recent_payments(&pool, args.limit, args.state)
+            watch_payments(out, cli.json, &args, async || {
+                Ok(history::recent_payments(&pool, args.limit, args.state)
                     .await
-                    .context("reading payments")?;
-                if cli.json {
-                    writeln!(out, "{}", serde_json::to_string(&rows)?)?;
-                } else {
-                    if args.watch.is_some() {
-                        let now = OffsetDateTime::now_utc();
-                        writeln!(out, "\n{}", render::rfc3339(now))?;
-                    }
-                    render::payments(out, &rows)?;
-                }
-                out.flush()?;
-                let Some(every) = args.watch else {
-                    return Ok(());
-                };
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(every.max(1))) => {}
-                    _ = tokio::signal::ctrl_c() => return Ok(()),
-                }
-            }
+                    .context("reading payments")?)
+            })
+            .await
         }
         Command::Order(OrderCommand::Register(args)) => {
             let pool = pool(settings)?;
-            let expires_at = match (args.expires_at, args.expires_in) {
-                (Some(at), _) => Some(at),
-                (None, Some(secs)) => Some(OffsetDateTime::now_utc() + Duration::from_secs(secs)),
-                (None, None) => None,
-            };
-            let order = NewOrder {
-                provider: args.provider,
-                merchant: args.merchant,
-                out_trade_no: args.out_trade_no,
-                amount: args.amount,
-                currency: args.currency,
-                expires_at,
-                app_id: args.app_id,
-                mch_id: args.mch_id,
-                payee: args.payee,
-            };
+            let order = args.order();
             let registered = orders::register(&pool, &order).await;
+            let outcome = crate::admin::registration_result(&registered);
             let target = format!(
                 "{}/{}/{}",
                 order.provider.as_str(),
                 order.merchant,
                 order.out_trade_no
             );
-            let outcome = crate::admin::registration_result(&registered);
             audit::record(&pool, &actor(), "register_order", &target, &outcome).await;
-            let registered = registered.context("registering the order")?;
-            let answer = match registered {
+            let answer = match registered.context("registering the order")? {
                 Registered::Created => Outcome::ok("created"),
                 Registered::AlreadyRegistered => Outcome::ok("already_registered"),
                 Registered::Conflict(reason) => bail!("conflict: {reason}"),
@@ -342,24 +340,11 @@ pub async fn run(
                 Ok(false) => "not pending",
                 Err(_) => "error: database unavailable",
             };
-            let target = format!(
-                "{}/{}/{}",
-                key.provider.as_str(),
-                key.merchant,
-                key.out_trade_no
-            );
-            audit::record(&pool, &actor(), "reconcile", &target, outcome).await;
-            let scheduled = scheduled.context("scheduling the query")?;
-            if !scheduled {
-                bail!(
-                    "no pending payment {} {} {}: only pending payments are reconciled",
-                    key.provider,
-                    key.merchant,
-                    key.out_trade_no
-                );
+            audit::record(&pool, &actor(), "reconcile", &key.target(), outcome).await;
+            if !scheduled.context("scheduling the query")? {
+                return Err(key.not_pending());
             }
-            let answer = Outcome::ok("scheduled");
-            emit(out, cli.json, &answer, render::outcome)
+            emit(out, cli.json, &Outcome::ok("scheduled"), render::outcome)
         }
         Command::Audit { limit } => {
             let pool = pool(settings)?;
@@ -367,6 +352,155 @@ pub async fn run(
                 .await
                 .context("reading the audit trail")?;
             emit(out, cli.json, records.as_slice(), render::audit)
+        }
+    }
+}
+
+/// Runs one command through the admin API.
+async fn run_api(cli: Cli, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    let url = cli.api_url().context("no admin API URL")?;
+    let api = api::Api::new(&url, api::token(cli.token_file.as_deref())?)?;
+    match cli.command {
+        Command::Queues => {
+            let depths: Vec<QueueDepth> = api.get(&["queues"], &[]).await?;
+            emit(out, cli.json, depths.as_slice(), render::queues)
+        }
+        Command::Parked(ParkedCommand::List { filter }) => {
+            let listed: Vec<parked::ParkedMessage> = api.get(&["parked"], &filter.query()).await?;
+            emit(out, cli.json, listed.as_slice(), render::parked)
+        }
+        Command::Parked(ParkedCommand::Replay { filter, dry_run }) => {
+            let mut query = filter.query();
+            query.push(("dry_run", dry_run.to_string()));
+            let answer: ReplayAnswer = api.post(&["parked", "replay"], &query).await?;
+            emit(out, cli.json, &answer, render::replay)
+        }
+        Command::Payment(key) => {
+            let p = key.provider.as_str();
+            let found: Option<history::PaymentHistory> = api
+                .get_found(&["payments", p, &key.merchant, &key.out_trade_no])
+                .await?;
+            let Some(found) = found else {
+                return Err(key.unknown());
+            };
+            emit(out, cli.json, &found, render::history)
+        }
+        Command::Payments(args) => {
+            let mut query = vec![("limit", args.limit.to_string())];
+            if let Some(state) = args.state {
+                query.push(("state", state.to_string()));
+            }
+            watch_payments(out, cli.json, &args, async || {
+                api.get(&["payments"], &query).await
+            })
+            .await
+        }
+        Command::Order(OrderCommand::Register(args)) => {
+            let (status, answer) = api.send_json(&["orders"], &args.order()).await?;
+            let reason = || answer["reason"].as_str().unwrap_or("").to_owned();
+            let answer = match status {
+                201 => Outcome::ok("created"),
+                200 => Outcome::ok("already_registered"),
+                409 => bail!("conflict: {}", reason()),
+                400 => bail!("invalid order: {}", reason()),
+                other => bail!("the admin API answered {other}: {answer}"),
+            };
+            emit(out, cli.json, &answer, render::outcome)
+        }
+        Command::Reconcile(key) => {
+            let p = key.provider.as_str();
+            let path = ["payments", p, &key.merchant, &key.out_trade_no, "reconcile"];
+            match api.post_status(&path).await? {
+                202 => emit(out, cli.json, &Outcome::ok("scheduled"), render::outcome),
+                409 => Err(key.not_pending()),
+                404 => Err(key.unknown()),
+                other => bail!("the admin API answered {other}"),
+            }
+        }
+        Command::Audit { limit } => {
+            let records: Vec<audit::AuditRecord> =
+                api.get(&["audit"], &[("limit", limit.to_string())]).await?;
+            emit(out, cli.json, records.as_slice(), render::audit)
+        }
+    }
+}
+
+/// Prints the recent payments `read` returns, again every `--watch` seconds until
+/// Ctrl-C.
+async fn watch_payments<W: std::io::Write>(
+    out: &mut W,
+    json: bool,
+    args: &PaymentsArgs,
+    read: impl AsyncFn() -> anyhow::Result<Vec<history::PaymentRecord>>,
+) -> anyhow::Result<()> {
+    loop {
+        let rows = read().await?;
+        if json {
+            writeln!(out, "{}", serde_json::to_string(&rows)?)?;
+        } else {
+            if args.watch.is_some() {
+                let now = OffsetDateTime::now_utc();
+                writeln!(out, "\n{}", render::rfc3339(now))?;
+            }
+            render::payments(out, &rows)?;
+        }
+        out.flush()?;
+        let Some(every) = args.watch else {
+            return Ok(());
+        };
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(every.max(1))) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+impl PaymentKey {
+    fn target(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.provider.as_str(),
+            self.merchant,
+            self.out_trade_no
+        )
+    }
+
+    fn unknown(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "no payment {} {} {} is known",
+            self.provider,
+            self.merchant,
+            self.out_trade_no
+        )
+    }
+
+    fn not_pending(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "no pending payment {} {} {}: only pending payments are reconciled",
+            self.provider,
+            self.merchant,
+            self.out_trade_no
+        )
+    }
+}
+
+impl RegisterArgs {
+    fn order(&self) -> NewOrder {
+        let expires_at = match (self.expires_at, self.expires_in) {
+            (Some(at), _) => Some(at),
+            (None, Some(secs)) => Some(OffsetDateTime::now_utc() + Duration::from_secs(secs)),
+            (None, None) => None,
+        };
+        NewOrder {
+            provider: self.provider,
+            merchant: self.merchant.clone(),
+            out_trade_no: self.out_trade_no.clone(),
+            amount: self.amount,
+            currency: self.currency.clone(),
+            expires_at,
+            app_id: self.app_id.clone(),
+            mch_id: self.mch_id.clone(),
+            payee: self.payee.clone(),
         }
     }
 }
@@ -397,23 +531,6 @@ impl Outcome {
     }
 }
 
-/// `parked replay`'s answer: the counts and the messages it selected.
-#[derive(Debug, Serialize)]
-struct ReplayAnswer {
-    #[serde(flatten)]
-    report: parked::ReplayReport,
-    messages: Vec<parked::ParkedMessage>,
-}
-
-/// One queue's counts, or `missing` when it is not declared (the worker never ran
-/// with this prefix).
-#[derive(Debug, Serialize)]
-pub struct QueueDepth {
-    pub queue: String,
-    pub messages: Option<u32>,
-    pub consumers: Option<u32>,
-}
-
 fn pool(settings: &Settings) -> anyhow::Result<PgPool> {
     crate::db::connect_lazy(&settings.postgres).context("postgres settings")
 }
@@ -433,41 +550,4 @@ async fn confirm_channel(
         .confirm_select(lapin::options::ConfirmSelectOptions::default())
         .await?;
     Ok((connection, channel))
-}
-
-async fn queue_depths(settings: &Settings, names: &Names) -> anyhow::Result<Vec<QueueDepth>> {
-    let connection = connect(settings, "payhook-admin").await?;
-    let mut queues = vec![names.work.clone()];
-    queues.extend((0..settings.worker.retry_delays_ms.len()).map(|i| names.retry(i)));
-    queues.push(names.parked.clone());
-    queues.push(names.events_unrouted.clone());
-    let mut depths = Vec::with_capacity(queues.len());
-    let mut channel = connection.create_channel().await?;
-    for queue in queues {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        match channel
-            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
-            .await
-        {
-            Ok(q) => depths.push(QueueDepth {
-                queue,
-                messages: Some(q.message_count()),
-                consumers: Some(q.consumer_count()),
-            }),
-            Err(_) => {
-                // A passive declare of a missing queue closes the channel (404).
-                depths.push(QueueDepth {
-                    queue,
-                    messages: None,
-                    consumers: None,
-                });
-                channel = connection.create_channel().await?;
-            }
-        }
-    }
-    let _ = connection.close(200, "done".into()).await;
-    Ok(depths)
 }

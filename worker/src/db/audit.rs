@@ -1,11 +1,11 @@
 //! The audit trail of operate actions (`admin_audit`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
 /// One audit record.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct AuditRecord {
     pub id: i64,
     #[serde(with = "time::serde::rfc3339")]

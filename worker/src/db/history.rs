@@ -3,7 +3,7 @@
 //! notifications that named it and the events announced.
 
 use payhook_shared::event::Provider;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::state::PaymentState;
 
 /// One payment's history.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PaymentHistory {
     pub payment: PaymentRecord,
     /// In the order they were applied.
@@ -28,7 +28,7 @@ pub struct PaymentHistory {
 }
 
 /// How far retention went (see [`PaymentHistory::retention`]).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RetentionNote {
     #[serde(with = "time::serde::rfc3339::option")]
     pub notifications_pruned_before: Option<OffsetDateTime>,
@@ -39,7 +39,7 @@ pub struct RetentionNote {
 }
 
 /// A `payments` row. Amounts in fen.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct PaymentRecord {
     pub id: i64,
     pub provider: String,
@@ -72,7 +72,7 @@ pub struct PaymentRecord {
 }
 
 /// A ledger row.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct TransitionRecord {
     pub id: i64,
     pub transition_key: String,
@@ -90,7 +90,7 @@ pub struct TransitionRecord {
 }
 
 /// A `refunds` row.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct RefundRecord {
     pub out_refund_no: String,
     pub status: String,
@@ -102,7 +102,7 @@ pub struct RefundRecord {
 }
 
 /// A notification that named the payment (its raw body stays in the database).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct NotificationRecord {
     pub event_id: String,
     pub kind: String,
@@ -117,7 +117,7 @@ pub struct NotificationRecord {
 }
 
 /// An outbox row: the CloudEvent and whether it was relayed.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct EventRecord {
     pub event_id: Uuid,
     pub routing_key: String,

@@ -14,7 +14,9 @@ use serde::Serialize;
 
 /// The state of a payment, ordered by rank:
 /// `PENDING < CLOSED < PAID < PARTIALLY_REFUNDED < REFUNDED`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PaymentState {
     Pending,
