@@ -234,9 +234,15 @@ impl State {
             self.metrics.certificate_set("stale");
             return;
         }
-        match set.open(merchant) {
-            Ok(keys) => {
+        match set.open_and_describe(merchant) {
+            Ok((keys, described)) => {
                 merchant.keys.set_downloaded(&keys);
+                let expiries: Vec<(String, i64)> = described
+                    .iter()
+                    .map(|c| (c.serial.clone(), c.not_after))
+                    .collect();
+                self.metrics
+                    .downloaded_certificates(&set.merchant, &expiries);
                 applied.insert(set.merchant.clone(), set.fetched_at);
                 tracing::info!(merchant = %set.merchant, serials = ?keys.serials(), fetched_at = set.fetched_at, "platform certificates updated from the worker");
                 self.metrics.certificate_set("applied");

@@ -93,6 +93,14 @@ async fn check(settings: &Settings, connect: bool) -> ExitCode {
             return ExitCode::from(INVALID);
         }
     };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let keys = match payhook_shared::inventory::report(settings, now, false) {
+        Ok(lines) => lines,
+        Err(error) => {
+            eprintln!("invalid: {error}");
+            return ExitCode::from(INVALID);
+        }
+    };
     let connector = match Connector::from_settings(&settings.amqp) {
         Ok(connector) => connector,
         Err(error) => {
@@ -114,6 +122,9 @@ async fn check(settings: &Settings, connect: bool) -> ExitCode {
         names(settings.wechat_v2.keys()),
         names(settings.wechat_v3.keys())
     );
+    for line in &keys {
+        println!("{line}");
+    }
     if signing_keys.is_empty() {
         println!("signing keys: none (the receiver only verifies)");
     }

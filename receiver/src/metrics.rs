@@ -93,6 +93,21 @@ struct PublishResult {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct MerchantLabel {
+    provider: String,
+    merchant: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct CertificateLabel {
+    provider: String,
+    merchant: String,
+    serial: String,
+    /// `configured`, `downloaded` (from the worker) or `receiver_tls`.
+    source: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct SetResult {
     result: String,
 }
@@ -118,6 +133,9 @@ pub struct Metrics {
     in_flight: Gauge,
     broker_reconnects: Counter,
     certificate_sets: Family<SetResult, Counter>,
+    merchant_acked: Family<MerchantLabel, Counter>,
+    merchant_last: Family<MerchantLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    certificate_expiry: Family<CertificateLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// The per-request series, looked up once: a counter or histogram handle shares
     /// its value with the family's series, so the hot path neither builds label
     /// strings nor locks the family.
@@ -135,6 +153,8 @@ struct Hot {
     ack_latency: [OnceLock<Histogram>; Provider::ALL.len()],
     /// `confirm_latency{result="ack"}`, likewise.
     confirm_ack: OnceLock<Histogram>,
+    /// The serials of each merchant's downloaded certificates with an expiry series.
+    downloaded: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
 }
 
 fn provider_index(provider: Provider) -> usize {
@@ -164,6 +184,29 @@ impl Metrics {
         let in_flight = Gauge::default();
         let broker_reconnects = Counter::default();
         let certificate_sets = Family::<SetResult, Counter>::default();
+        let merchant_acked = Family::<MerchantLabel, Counter>::default();
+        let merchant_last =
+            Family::<MerchantLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let certificate_expiry =
+            Family::<CertificateLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "merchant_notifications",
+            "Notifications acked, by provider and configured merchant",
+            merchant_acked.clone(),
+        );
+        registry.register(
+            "last_notification_timestamp_seconds",
+            "When the newest notification of a provider and merchant was acked (Unix \
+             seconds; 0: none since start)",
+            merchant_last.clone(),
+        );
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When a certificate the receiver trusts or serves expires (Unix seconds), by \
+             provider, merchant, serial and source (configured, downloaded, receiver_tls)",
+            certificate_expiry.clone(),
+        );
+        registry.register_collector(Box::new(payhook_shared::process::ProcessCollector));
         for result in CERTIFICATE_SET_RESULTS {
             let _ = certificate_sets.get_or_create(&SetResult {
                 result: result.into(),
@@ -224,6 +267,7 @@ impl Metrics {
             }),
             ack_latency: Default::default(),
             confirm_ack: OnceLock::new(),
+            downloaded: Default::default(),
         });
         let metrics = Self {
             registry: Arc::new(registry),
@@ -235,6 +279,9 @@ impl Metrics {
             in_flight,
             broker_reconnects,
             certificate_sets,
+            merchant_acked,
+            merchant_last,
+            certificate_expiry,
             hot,
         };
         metrics.pre_register();
@@ -318,6 +365,75 @@ impl Metrics {
         self.broker_up.set(i64::from(up));
     }
 
+    /// Creates the per-merchant series of a configured merchant at zero.
+    pub fn merchant(&self, provider: Provider, merchant: &str) {
+        let label = MerchantLabel {
+            provider: provider.as_str().into(),
+            merchant: merchant.into(),
+        };
+        let _ = self.merchant_acked.get_or_create(&label);
+        let _ = self.merchant_last.get_or_create(&label);
+    }
+
+    /// A notification of a configured merchant was acked at `unix_seconds`.
+    pub fn merchant_acked(&self, provider: Provider, merchant: &str, unix_seconds: f64) {
+        let label = MerchantLabel {
+            provider: provider.as_str().into(),
+            merchant: merchant.into(),
+        };
+        self.merchant_acked.get_or_create(&label).inc();
+        self.merchant_last.get_or_create(&label).set(unix_seconds);
+    }
+
+    /// Exports a certificate's expiry.
+    pub fn certificate_expiry(
+        &self,
+        provider: &str,
+        merchant: &str,
+        serial: &str,
+        source: &str,
+        not_after: i64,
+    ) {
+        self.certificate_expiry
+            .get_or_create(&CertificateLabel {
+                provider: provider.into(),
+                merchant: merchant.into(),
+                serial: serial.into(),
+                source: source.into(),
+            })
+            .set(not_after as f64);
+    }
+
+    /// Replaces the downloaded certificates' expiries of a merchant.
+    pub fn downloaded_certificates(&self, merchant: &str, certificates: &[(String, i64)]) {
+        // prometheus-client cannot list a family's series: remove by the serials held.
+        let mut held = match self.hot.downloaded.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for serial in held.remove(merchant).unwrap_or_default() {
+            self.certificate_expiry.remove(&CertificateLabel {
+                provider: Provider::WechatV3.as_str().into(),
+                merchant: merchant.into(),
+                serial,
+                source: "downloaded".into(),
+            });
+        }
+        for (serial, not_after) in certificates {
+            self.certificate_expiry(
+                Provider::WechatV3.as_str(),
+                merchant,
+                serial,
+                "downloaded",
+                *not_after,
+            );
+        }
+        held.insert(
+            merchant.to_owned(),
+            certificates.iter().map(|(s, _)| s.clone()).collect(),
+        );
+    }
+
     pub fn certificate_set(&self, result: &str) {
         self.certificate_sets
             .get_or_create(&SetResult {
@@ -373,6 +489,47 @@ mod tests {
             let line = format!("payhook_confirm_latency_seconds_count{{result=\"{result}\"}} 0");
             assert!(text.lines().any(|l| l == line), "missing {line:?}");
         }
+    }
+
+    #[test]
+    fn merchant_series_start_at_zero_and_downloaded_expiries_are_replaced_whole() {
+        let metrics = Metrics::new();
+        metrics.merchant(Provider::Alipay, "shop");
+        let text = metrics.render();
+        for line in [
+            "payhook_merchant_notifications_total{provider=\"alipay\",merchant=\"shop\"} 0",
+            "payhook_last_notification_timestamp_seconds{provider=\"alipay\",merchant=\"shop\"} 0.0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        metrics.merchant_acked(Provider::Alipay, "shop", 1_700_000_000.5);
+        let text = metrics.render();
+        assert!(text.contains(
+            "payhook_merchant_notifications_total{provider=\"alipay\",merchant=\"shop\"} 1"
+        ));
+        assert!(text.contains("payhook_last_notification_timestamp_seconds{provider=\"alipay\",merchant=\"shop\"} 1700000000.5"));
+
+        let expiry = |serial: &str| {
+            format!(
+                "payhook_certificate_expiry_timestamp_seconds{{provider=\"wechat_v3\",merchant=\"main\",serial=\"{serial}\",source=\"downloaded\"}}"
+            )
+        };
+        metrics.downloaded_certificates("main", &[("OLD".into(), 100), ("NEW".into(), 200)]);
+        let text = metrics.render();
+        assert!(text.contains(&format!("{} 100", expiry("OLD"))), "{text}");
+        assert!(text.contains(&format!("{} 200", expiry("NEW"))), "{text}");
+        // The old certificate retired: its series goes.
+        metrics.downloaded_certificates("main", &[("NEW".into(), 200)]);
+        let text = metrics.render();
+        assert!(!text.contains(&expiry("OLD")), "{text}");
+        assert!(text.contains(&format!("{} 200", expiry("NEW"))), "{text}");
+        assert!(
+            text.contains("payhook_process_resident_memory_bytes"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -170,6 +170,12 @@ async fn handle(
         let mut response = match result {
             Ok(()) => {
                 state.metrics.notification(provider, Outcome::Acked);
+                // `process` succeeded, so the merchant is a configured one: bounded labels.
+                state.metrics.merchant_acked(
+                    provider,
+                    merchant,
+                    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9,
+                );
                 state
                     .metrics
                     .ack_latency(provider, started.elapsed().as_secs_f64());

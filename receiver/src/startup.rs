@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use payhook_shared::amqp::Connector;
 use payhook_shared::clock::Clock;
 use payhook_shared::config::Settings;
+use payhook_shared::event::Provider;
 use payhook_shared::merchants::Merchants;
 use payhook_shared::topology::{Names, QueuePolicy};
 use tokio::sync::Semaphore;
@@ -54,6 +55,36 @@ impl Application {
         }
         let merchants = Merchants::build(settings)?;
         let metrics = Metrics::new();
+        for (provider, names) in [
+            (
+                Provider::Alipay,
+                merchants.alipay.keys().collect::<Vec<_>>(),
+            ),
+            (Provider::WechatV2, merchants.wechat_v2.keys().collect()),
+            (Provider::WechatV3, merchants.wechat_v3.keys().collect()),
+        ] {
+            for name in names {
+                metrics.merchant(provider, name);
+            }
+        }
+        for c in payhook_shared::inventory::merchant_certificates(settings) {
+            metrics.certificate_expiry(
+                c.provider.as_str(),
+                &c.merchant,
+                &c.certificate.serial,
+                "configured",
+                c.certificate.not_after,
+            );
+        }
+        if let Some(tls) = &settings.receiver.tls
+            && let Ok(pem) = tls.cert.load()
+            && let Ok(described) = payhook_shared::inventory::CertificateInfo::of_pem(&pem)
+        {
+            // The first is the receiver's own; the rest is its chain.
+            if let Some(own) = described.first() {
+                metrics.certificate_expiry("-", "-", &own.serial, "receiver_tls", own.not_after);
+            }
+        }
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let amqp = &settings.amqp;

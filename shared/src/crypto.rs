@@ -51,6 +51,17 @@ impl RsaPublicKey {
     pub fn as_rsa(&self) -> &rsa::PublicKey {
         &self.key
     }
+
+    /// SHA-256 of the key's SubjectPublicKeyInfo DER, hex: what
+    /// `openssl pkey -pubin -outform DER | sha256sum` prints.
+    pub fn fingerprint(&self) -> String {
+        use rsa::pkcs8::EncodePublicKey as _;
+        use sha2::Digest as _;
+        self.key
+            .to_public_key_der()
+            .map(|der| hex::encode(sha2::Sha256::digest(der.as_bytes())))
+            .unwrap_or_default()
+    }
 }
 
 impl From<rsa::PublicKey> for RsaPublicKey {
@@ -208,6 +219,14 @@ impl RsaSigningKey {
             pair,
             rng: ring::rand::SystemRandom::new(),
         })
+    }
+
+    /// The public half (to compare or fingerprint; it is not secret).
+    pub fn public_key(&self) -> Result<RsaPublicKey, KeyError> {
+        use rsa::pkcs1::DecodeRsaPublicKey as _;
+        rsa::PublicKey::from_pkcs1_der(self.pair.public().as_ref())
+            .map(RsaPublicKey::from)
+            .map_err(|e| KeyError::PrivateKey(e.to_string()))
     }
 
     /// A PKCS#8 DER key (test tooling that holds `rsa` keys).

@@ -527,6 +527,33 @@ async fn platform_certificate_rotation_reaches_receivers_without_keys_through_th
     for r in [&first, &second, &late] {
         assert_eq!(refused(r), 0.0);
     }
+    // What the late receiver exports: the merchant's notifications, and the expiry of
+    // the certificates it got from the worker (the new one among them).
+    let per_merchant =
+        late.metric("payhook_merchant_notifications_total{provider=\"wechat_v3\",merchant=\"m1\"}");
+    assert!(
+        per_merchant >= 10.0,
+        "{per_merchant}: {}",
+        late.metrics
+            .render()
+            .lines()
+            .filter(|l| l.contains("notifications_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let exposition = late.metrics.render();
+    assert!(
+        exposition.lines().any(|l| {
+            l.starts_with("payhook_certificate_expiry_timestamp_seconds{")
+                && l.contains("source=\"downloaded\"")
+                // Serials compare as numbers: case and leading zeros aside.
+                && l.to_uppercase().contains(&format!(
+                    "SERIAL=\"{}\"",
+                    new_serial.to_uppercase().trim_start_matches('0')
+                ))
+        }),
+        "{exposition}"
+    );
     assert!(
         eventually_async(Duration::from_secs(20), || async {
             let states = payhook_states(&db).await;

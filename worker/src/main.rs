@@ -115,6 +115,15 @@ async fn check(settings: &Settings, connect: bool) -> Result<(), Failure> {
     let pool = payhook_worker::db::connect_lazy(&settings.postgres)
         .map_err(|e| Failure::Invalid(format!("postgres: {e}")))?;
     let tokens = payhook_worker::auth::Tokens::load(&settings.worker.admin_tokens)?;
+    // Every key and certificate, the signing keys included (the queriers parse them
+    // exactly as the worker will).
+    let merchants_for_queries = payhook_shared::merchants::Merchants::build(settings)?;
+    payhook_shared::query::Queriers::build(settings, &merchants_for_queries)?;
+    let keys = payhook_shared::inventory::report(
+        settings,
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+        true,
+    )?;
     let sslmode = {
         let url = settings
             .postgres
@@ -128,6 +137,9 @@ async fn check(settings: &Settings, connect: bool) -> Result<(), Failure> {
     };
     println!("configuration: valid");
     println!("merchants: {}", merchants.len());
+    for line in &keys {
+        println!("{line}");
+    }
     println!(
         "broker: {} (prefix {})",
         if connector.is_tls() {

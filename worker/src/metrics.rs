@@ -143,6 +143,7 @@ impl Metrics {
         let retention_deleted = Family::<TableLabel, Counter>::default();
         let retention_redacted = Counter::default();
         let certificate_refreshes = Family::<MerchantResultLabel, Counter>::default();
+        registry.register_collector(Box::new(payhook_shared::process::ProcessCollector));
         registry.register(
             "certificate_refreshes",
             "WeChat V3 platform certificate refreshes, by merchant and result (published: \

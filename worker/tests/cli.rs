@@ -100,3 +100,49 @@ fn check_config_exits_0_valid_2_invalid_3_unreachable() {
         let _ = std::fs::remove_file(path);
     }
 }
+
+/// The key report: every certificate with its serial and validity, public keys by
+/// fingerprint — and the most common mistake, the app's own key where Alipay's belongs,
+/// refused with exit 2 naming the setting.
+#[test]
+fn check_config_describes_keys_and_refuses_the_apps_own_key_as_alipays() {
+    let vector: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/fixtures/vectors/wechat_v3_notify.json"),
+        )
+        .expect("vector"),
+    )
+    .expect("vector JSON");
+    let cert = vector["platform_certificate_pem"].as_str().expect("cert");
+    let key = vector["platform_private_key_pem_pkcs8"]
+        .as_str()
+        .expect("key");
+    let described = config(&format!(
+        "[wechat_v3.main]\nmch_id = \"1\"\napi_v3_key = \"0123456789abcdef0123456789abcdef\"\n\
+         platform_certs = ['''\n{cert}''']\n"
+    ));
+    let ok = worker(&["check-config"], Some(&described));
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    let printed = text(&ok.stdout);
+    assert!(
+        printed.contains("wechat_v3.main.platform_certs[0]: serial D7CE59D1F522D701")
+            && printed.contains("2031-04-25"),
+        "{printed}"
+    );
+    let own = config(&format!(
+        "[alipay.shop]\napp_id = \"1\"\nalipay_cert = '''\n{cert}'''\n\
+         app_private_key = '''\n{key}'''\n"
+    ));
+    let refused = worker(&["check-config"], Some(&own));
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stdout));
+    let said = text(&refused.stderr);
+    assert!(
+        said.contains("alipay.shop.alipay_cert") && said.contains("app's own public key"),
+        "{said}"
+    );
+    assert!(!said.contains("PRIVATE KEY"), "{said}");
+    for path in [described, own] {
+        let _ = std::fs::remove_file(path);
+    }
+}

@@ -259,7 +259,17 @@ pub fn open_certificates(
     api_v3_key: &secrecy::SecretString,
     entries: &[SealedCertificate],
 ) -> Result<PlatformKeys, VerifyError> {
+    open_and_describe(api_v3_key, entries).map(|(keys, _)| keys)
+}
+
+/// Like [`open_certificates`], with a description of each certificate (serial,
+/// validity) for the expiry metrics.
+pub fn open_and_describe(
+    api_v3_key: &secrecy::SecretString,
+    entries: &[SealedCertificate],
+) -> Result<(PlatformKeys, Vec<crate::inventory::CertificateInfo>), VerifyError> {
     let mut keys = PlatformKeys::new();
+    let mut described = Vec::new();
     for entry in entries {
         let e = &entry.encrypt_certificate;
         if e.algorithm != super::RESOURCE_ALGORITHM {
@@ -286,9 +296,10 @@ pub fn open_certificates(
             }
             keys.add_certificate(cert)
                 .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+            described.push(crate::inventory::CertificateInfo::of(cert));
         }
     }
-    Ok(keys)
+    Ok((keys, described))
 }
 
 /// Decrypts and checks the answer to [`CERTIFICATES_PATH`], returning the platform

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::api::{SealedCertificate, open_certificates};
+use super::api::{SealedCertificate, open_and_describe};
 use super::{PlatformKeys, V3Merchant};
 use crate::error::VerifyError;
 
@@ -38,12 +38,21 @@ impl CertificateSet {
     /// Opens the set with `merchant`'s APIv3 key. Refused when it names another
     /// `mch_id` or an entry does not open.
     pub fn open(&self, merchant: &V3Merchant) -> Result<PlatformKeys, VerifyError> {
+        self.open_and_describe(merchant).map(|(keys, _)| keys)
+    }
+
+    /// Like [`CertificateSet::open`], with each certificate described (serial,
+    /// validity).
+    pub fn open_and_describe(
+        &self,
+        merchant: &V3Merchant,
+    ) -> Result<(PlatformKeys, Vec<crate::inventory::CertificateInfo>), VerifyError> {
         if self.mch_id != merchant.mch_id {
             return Err(VerifyError::Malformed(
                 "certificate set names another mch_id".into(),
             ));
         }
-        open_certificates(&merchant.api_v3_key, &self.certificates)
+        open_and_describe(&merchant.api_v3_key, &self.certificates)
     }
 }
 

@@ -1,0 +1,383 @@
+//! What a configuration's keys and certificates are, for people and for alerts:
+//! certificates with their serial, subject, validity and SHA-256 fingerprint, public
+//! keys with their fingerprint — never secret material. `check-config` prints it; the
+//! receiver exports each certificate's expiry (`payhook_certificate_expiry_timestamp_seconds`).
+
+use std::fmt;
+
+use sha2::{Digest as _, Sha256};
+use x509_cert::Certificate;
+use x509_cert::der::Encode as _;
+
+use crate::config::{ConfigError, Material, Settings};
+use crate::crypto::parse_certificates;
+use crate::error::KeyError;
+use crate::event::Provider;
+
+/// One certificate, described.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    /// Serial, upper-case hex as WeChat writes it (Alipay SNs are derived from it).
+    pub serial: String,
+    pub subject: String,
+    /// Validity, Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// SHA-256 of the DER certificate, hex.
+    pub sha256: String,
+}
+
+impl CertificateInfo {
+    pub fn of(cert: &Certificate) -> Self {
+        let tbs = cert.tbs_certificate();
+        let validity = tbs.validity();
+        let unix = |t: x509_cert::time::Time| {
+            i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX)
+        };
+        Self {
+            serial: crate::wechat_v3::certificate_serial(cert),
+            subject: tbs.subject().to_string(),
+            not_before: unix(validity.not_before),
+            not_after: unix(validity.not_after),
+            sha256: cert
+                .to_der()
+                .map(|der| hex::encode(Sha256::digest(der)))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Every certificate of a PEM bundle.
+    pub fn of_pem(pem: &str) -> Result<Vec<Self>, KeyError> {
+        Ok(parse_certificates(pem)?.iter().map(Self::of).collect())
+    }
+
+    /// Whether `now` (Unix seconds) is inside the validity.
+    pub fn valid_at(&self, now: i64) -> bool {
+        self.not_before <= now && now <= self.not_after
+    }
+}
+
+impl fmt::Display for CertificateInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let date = |t: i64| {
+            time::OffsetDateTime::from_unix_timestamp(t)
+                .map_or_else(|_| t.to_string(), |d| d.date().to_string())
+        };
+        write!(
+            f,
+            "serial {}, {}, valid {} to {}, sha256 {}",
+            self.serial,
+            self.subject,
+            date(self.not_before),
+            date(self.not_after),
+            &self.sha256
+        )
+    }
+}
+
+/// A configured certificate: whose, from which setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Configured {
+    pub provider: Provider,
+    pub merchant: String,
+    /// The setting, e.g. `alipay.shop.alipay_cert`.
+    pub setting: String,
+    pub certificate: CertificateInfo,
+}
+
+/// The certificates of the merchants' verification settings (Alipay `alipay_cert`,
+/// WeChat V3 `platform_certs`) that load and parse; a setting that does not is left to
+/// the merchant registry, which fails the start naming it.
+pub fn merchant_certificates(settings: &Settings) -> Vec<Configured> {
+    let mut out = Vec::new();
+    let mut add = |provider, merchant: &str, setting: String, material: &Material| {
+        let Ok(pem) = material.load() else { return };
+        let Ok(infos) = CertificateInfo::of_pem(&pem) else {
+            return;
+        };
+        for certificate in infos {
+            out.push(Configured {
+                provider,
+                merchant: merchant.to_owned(),
+                setting: setting.clone(),
+                certificate,
+            });
+        }
+    };
+    for (name, app) in &settings.alipay {
+        if let Some(cert) = &app.alipay_cert {
+            add(
+                Provider::Alipay,
+                name,
+                format!("alipay.{name}.alipay_cert"),
+                cert,
+            );
+        }
+    }
+    for (name, m) in &settings.wechat_v3 {
+        for (i, cert) in m.platform_certs.iter().enumerate() {
+            add(
+                Provider::WechatV3,
+                name,
+                format!("wechat_v3.{name}.platform_certs[{i}]"),
+                cert,
+            );
+        }
+    }
+    out
+}
+
+/// SHA-256 of a public key's SubjectPublicKeyInfo (PEM or bare Base64), hex — the
+/// fingerprint `openssl pkey -pubin -outform DER | sha256sum` prints.
+pub fn public_key_fingerprint(key_text: &str) -> Result<String, KeyError> {
+    Ok(crate::crypto::parse_public_key(key_text)?.fingerprint())
+}
+
+/// What `check-config` prints about the merchants' keys and certificates, one line per
+/// setting — fingerprints, serials, validity; never secret material — or the first
+/// known mistake, naming the setting: a certificate expired or not yet valid at `now`;
+/// an Alipay public key that is the app's own (the key uploaded to Alipay, pasted
+/// where Alipay's belongs: the most common cause of "signature verification failed").
+/// `signing`: also the worker's signing keys (their public halves).
+pub fn report(settings: &Settings, now: i64, signing: bool) -> Result<Vec<String>, ConfigError> {
+    let mut lines = Vec::new();
+    let certificates = |setting: &str, material: &Material, lines: &mut Vec<String>| {
+        let pem = material.load().map_err(|e| ConfigError::new(setting, e))?;
+        for info in
+            CertificateInfo::of_pem(&pem).map_err(|e| ConfigError::new(setting, e.to_string()))?
+        {
+            if !info.valid_at(now) {
+                let when = if now < info.not_before {
+                    "is not valid yet"
+                } else {
+                    "has expired"
+                };
+                return Err(ConfigError::new(
+                    setting,
+                    format!("the certificate {when} ({info})"),
+                ));
+            }
+            lines.push(format!("{setting}: {info}"));
+        }
+        Ok::<(), ConfigError>(())
+    };
+    for (name, app) in &settings.alipay {
+        let field = |f: &str| format!("alipay.{name}.{f}");
+        let mut alipay_key = None;
+        if let Some(key) = &app.alipay_public_key {
+            let text = key
+                .load()
+                .map_err(|e| ConfigError::new(field("alipay_public_key"), e))?;
+            let key = crate::crypto::parse_public_key(&text)
+                .map_err(|e| ConfigError::new(field("alipay_public_key"), e.to_string()))?;
+            lines.push(format!(
+                "{}: RSA-{} public key, sha256 {}",
+                field("alipay_public_key"),
+                key.bits(),
+                key.fingerprint()
+            ));
+            alipay_key = Some(key);
+        }
+        let mut alipay_key_setting = field("alipay_public_key");
+        if let Some(cert) = &app.alipay_cert {
+            certificates(&field("alipay_cert"), cert, &mut lines)?;
+            if alipay_key.is_none() {
+                // Certificate mode: Alipay's key is the first certificate's.
+                let pem = cert
+                    .load()
+                    .map_err(|e| ConfigError::new(field("alipay_cert"), e))?;
+                alipay_key = parse_certificates(&pem)
+                    .ok()
+                    .and_then(|certs| certs.first().cloned())
+                    .and_then(|c| crate::crypto::public_key_of_certificate(&c).ok());
+                alipay_key_setting = field("alipay_cert");
+            }
+        }
+        if signing {
+            if let Some(cert) = &app.app_cert {
+                certificates(&field("app_cert"), cert, &mut lines)?;
+            }
+            if let Some(cert) = &app.alipay_root_cert {
+                let pem = cert
+                    .load()
+                    .map_err(|e| ConfigError::new(field("alipay_root_cert"), e))?;
+                let count = CertificateInfo::of_pem(&pem)
+                    .map_err(|e| ConfigError::new(field("alipay_root_cert"), e.to_string()))?
+                    .len();
+                lines.push(format!(
+                    "{}: {count} certificate(s)",
+                    field("alipay_root_cert")
+                ));
+            }
+            if let Some(secret) = &app.app_private_key {
+                let text = secret
+                    .load()
+                    .map_err(|e| ConfigError::new(field("app_private_key"), e))?;
+                let own = crate::crypto::RsaSigningKey::parse(
+                    secrecy::ExposeSecret::expose_secret(&text),
+                )
+                .and_then(|k| k.public_key())
+                .map_err(|e| ConfigError::new(field("app_private_key"), e.to_string()))?;
+                if alipay_key.as_ref() == Some(&own) {
+                    return Err(ConfigError::new(
+                        alipay_key_setting,
+                        "this is the app's own public key (the one uploaded to Alipay), not \
+                         Alipay's: copy the \"Alipay public key\" (支付宝公钥) from the open \
+                         platform console",
+                    ));
+                }
+                lines.push(format!(
+                    "{}: RSA-{} private key, its public key's sha256 {}",
+                    field("app_private_key"),
+                    own.bits(),
+                    own.fingerprint()
+                ));
+            }
+        }
+    }
+    for (name, m) in &settings.wechat_v2 {
+        let field = format!("wechat_v2.{name}.api_key");
+        let key = m.api_key.load().map_err(|e| ConfigError::new(&field, e))?;
+        let length = secrecy::ExposeSecret::expose_secret(&key).chars().count();
+        // WeChat's APIv2 keys are 32 characters; the length is all that is printed.
+        if length != 32 {
+            return Err(ConfigError::new(
+                field,
+                format!("is {length} characters; WeChat Pay APIv2 keys are 32"),
+            ));
+        }
+        lines.push(format!("{field}: 32 characters"));
+    }
+    for (name, m) in &settings.wechat_v3 {
+        let field = |f: &str| format!("wechat_v3.{name}.{f}");
+        for (i, cert) in m.platform_certs.iter().enumerate() {
+            certificates(
+                &format!("{}[{i}]", field("platform_certs")),
+                cert,
+                &mut lines,
+            )?;
+        }
+        if let (Some(id), Some(key)) = (&m.public_key_id, &m.public_key) {
+            let text = key
+                .load()
+                .map_err(|e| ConfigError::new(field("public_key"), e))?;
+            lines.push(format!(
+                "{} ({id}): sha256 {}",
+                field("public_key"),
+                public_key_fingerprint(&text)
+                    .map_err(|e| ConfigError::new(field("public_key"), e.to_string()))?
+            ));
+        }
+        if signing && let Some(secret) = &m.merchant_private_key {
+            let text = secret
+                .load()
+                .map_err(|e| ConfigError::new(field("merchant_private_key"), e))?;
+            let own =
+                crate::crypto::RsaSigningKey::parse(secrecy::ExposeSecret::expose_secret(&text))
+                    .and_then(|k| k.public_key())
+                    .map_err(|e| ConfigError::new(field("merchant_private_key"), e.to_string()))?;
+            lines.push(format!(
+                "{}: RSA-{} private key (serial {}), its public key's sha256 {}",
+                field("merchant_private_key"),
+                own.bits(),
+                m.merchant_serial.as_deref().unwrap_or("not set"),
+                own.fingerprint()
+            ));
+        }
+    }
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_is_described_by_serial_validity_and_fingerprint() {
+        let vector: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/vectors/wechat_v3_notify.json"
+        ))
+        .expect("vector");
+        let pem = vector["platform_certificate_pem"]
+            .as_str()
+            .or_else(|| vector["certificate_pem"].as_str())
+            .expect("a certificate in the vector");
+        let infos = CertificateInfo::of_pem(pem).expect("parses");
+        assert_eq!(infos.len(), 1);
+        let info = &infos[0];
+        assert!(!info.serial.is_empty());
+        assert!(info.not_before < info.not_after);
+        assert_eq!(info.sha256.len(), 64);
+        assert!(info.valid_at(info.not_before) && !info.valid_at(info.not_after + 1));
+        assert!(info.to_string().contains(&info.serial));
+    }
+
+    fn vector(field: &str) -> String {
+        let vector: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/vectors/wechat_v3_notify.json"
+        ))
+        .expect("vector");
+        vector[field].as_str().expect(field).to_owned()
+    }
+
+    fn with(toml: &str) -> Settings {
+        Settings::from_toml(toml).expect("settings")
+    }
+
+    /// 2026-01-01, inside the vector certificate's validity (2021-04-27 to 2031-04-25).
+    const NOW: i64 = 1_767_225_600;
+
+    #[test]
+    fn the_report_describes_each_setting_and_catches_the_known_mistakes() {
+        let cert = vector("platform_certificate_pem");
+        let key = vector("platform_private_key_pem_pkcs8");
+        let v3 = with(&format!(
+            "[wechat_v3.main]\nmch_id = \"1\"\napi_v3_key = \"0123456789abcdef0123456789abcdef\"\nplatform_certs = ['''\n{cert}''']\n"
+        ));
+        let lines = report(&v3, NOW, false).expect("valid");
+        assert!(
+            lines.iter().any(|l| l
+                .starts_with("wechat_v3.main.platform_certs[0]: serial D7CE59D1F522D701")
+                && l.contains("to 2031-04-25")),
+            "{lines:?}"
+        );
+        // Expired, and not yet valid.
+        let error = report(&v3, 1_950_000_000, false).expect_err("expired");
+        assert_eq!(error.field, "wechat_v3.main.platform_certs[0]");
+        assert!(error.message.contains("has expired"), "{error}");
+        let error = report(&v3, 1_600_000_000, false).expect_err("not yet valid");
+        assert!(error.message.contains("not valid yet"), "{error}");
+
+        // Alipay's certificate is the app's own: the app private key's public half.
+        let own = with(&format!(
+            "[alipay.shop]\napp_id = \"1\"\nalipay_cert = '''\n{cert}'''\napp_private_key = '''\n{key}'''\n"
+        ));
+        assert!(
+            report(&own, NOW, false).is_ok(),
+            "the receiver holds no app key"
+        );
+        let error = report(&own, NOW, true).expect_err("the app's own key");
+        assert_eq!(error.field, "alipay.shop.alipay_cert");
+        assert!(error.message.contains("app's own public key"), "{error}");
+        assert!(!error.to_string().contains("PRIVATE"), "{error}");
+
+        // An APIv2 key of the wrong length; only the length is said.
+        let v2 = with("[wechat_v2.legacy]\nmch_id = \"1\"\napi_key = \"sixteen-chars-ok\"\n");
+        let error = report(&v2, NOW, false).expect_err("short key");
+        assert_eq!(error.field, "wechat_v2.legacy.api_key");
+        assert!(!error.to_string().contains("sixteen"), "{error}");
+    }
+
+    #[test]
+    fn a_public_key_fingerprint_is_the_same_in_pem_and_base64() {
+        let b64 = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAqObrdC7hrgAVM98tK0nv3hSQRGGKT4lBsQjHiGjeYZjOPIPHR5knm2jnnz/YGIXIofVHkA/tAlBAd5DrY7YpvI4tP5EONLtZKC2ghBMx7McI2wRD0xiqzxOQr1FuhZGJ8/AUokBzJrzY+aGX2xcOrxFYRlFilvVLTXg4LWjR1tdPkO6+i7wQZAIVMClPkwVRZEbaERRHlKqTzv2gGv5rDU8gRoe1LeaN+6BlbTqHWkQcNCUNrA8C6l17XAXGKDsm/9TFWwO8EPHHHCaQdjtV5/FdcWIt+L8SR1ss7EXTjYDFtxcKVv9rEoY1lX8T4mX+GbXfZHraG5NCF1+XioL5JwIDAQAB";
+        let pem = format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n");
+        let fingerprint = public_key_fingerprint(b64).expect("fingerprint");
+        assert_eq!(fingerprint.len(), 64);
+        assert_eq!(
+            public_key_fingerprint(&pem).expect("fingerprint"),
+            fingerprint
+        );
+        assert!(public_key_fingerprint("not a key").is_err());
+    }
+}
