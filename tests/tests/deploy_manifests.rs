@@ -343,6 +343,30 @@ fn compose_services_are_wired_and_every_mounted_file_exists() {
             "{name}: payhook-demo volume"
         );
     }
+    // Both configurations are checked before either process starts, each with its
+    // own file; both processes wait for the check.
+    let check = seq(
+        &services["check-config"]["entrypoint"],
+        "check-config entrypoint",
+    );
+    let script = str_of(&check[2], "check-config script");
+    for (binary, file) in [
+        ("payhook-worker", "/var/lib/payhook/payhook.toml"),
+        ("payhook-receiver", "/var/lib/payhook/receiver.toml"),
+    ] {
+        assert!(
+            script.contains(&format!("PAYHOOK_CONFIG={file} {binary} check-config")),
+            "{script}"
+        );
+    }
+    assert!(!script.contains("--connect"), "{script}");
+    for name in ["receiver", "worker"] {
+        assert_eq!(
+            services[name]["depends_on"]["check-config"]["condition"].as_str(),
+            Some("service_completed_successfully"),
+            "{name} waits for the check"
+        );
+    }
     for name in ["receiver", "worker"] {
         assert_eq!(services[name]["read_only"].as_bool(), Some(true), "{name}");
         assert!(
@@ -1084,6 +1108,24 @@ fn kubernetes_deployments_have_probes_resources_and_a_locked_down_context() {
         let containers = seq(&pod["containers"], "containers");
         assert_eq!(containers.len(), 1, "{name}");
         let c = &containers[0];
+        // The configuration is checked before the server starts, by the same binary
+        // with the same environment and files.
+        let init = seq(&pod["initContainers"], "initContainers");
+        assert_eq!(init.len(), 1, "{name}: one init container");
+        let check = &init[0];
+        assert_eq!(check["name"].as_str(), Some("check-config"), "{name}");
+        assert_eq!(check["image"], c["image"], "{name}: the same image");
+        assert_eq!(
+            seq(&check["args"], "args")
+                .iter()
+                .map(|a| a.as_str().unwrap_or(""))
+                .collect::<Vec<_>>(),
+            ["check-config"],
+            "{name}: without --connect (an outage must not block the start)"
+        );
+        for key in ["env", "volumeMounts", "securityContext"] {
+            assert_eq!(check[key], c[key], "{name}: check-config's {key}");
+        }
         let pre_stop: u64 = c["lifecycle"]["preStop"]["exec"]["command"]
             .as_sequence()
             .and_then(|cmd| cmd.get(1))
