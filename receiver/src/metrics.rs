@@ -4,6 +4,7 @@
 //! Labels are low-cardinality by construction: provider, outcome and reason come from
 //! fixed lists; merchant names from URLs never become labels.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use payhook_shared::error::VerifyError;
@@ -154,7 +155,17 @@ struct Hot {
     /// `confirm_latency{result="ack"}`, likewise.
     confirm_ack: OnceLock<Histogram>,
     /// The serials of each merchant's downloaded certificates with an expiry series.
-    downloaded: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
+    downloaded: std::sync::Mutex<HashMap<String, Vec<String>>>,
+    /// The configured merchants' series, by provider (indexed like [`Provider::ALL`])
+    /// and name.
+    merchants: OnceLock<[HashMap<String, MerchantHandles>; Provider::ALL.len()]>,
+}
+
+/// A configured merchant's series.
+#[derive(Debug)]
+struct MerchantHandles {
+    acked: Counter,
+    last: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 fn provider_index(provider: Provider) -> usize {
@@ -268,6 +279,7 @@ impl Metrics {
             ack_latency: Default::default(),
             confirm_ack: OnceLock::new(),
             downloaded: Default::default(),
+            merchants: OnceLock::new(),
         });
         let metrics = Self {
             registry: Arc::new(registry),
@@ -366,23 +378,40 @@ impl Metrics {
     }
 
     /// Creates the per-merchant series of a configured merchant at zero.
-    pub fn merchant(&self, provider: Provider, merchant: &str) {
-        let label = MerchantLabel {
-            provider: provider.as_str().into(),
-            merchant: merchant.into(),
-        };
-        let _ = self.merchant_acked.get_or_create(&label);
-        let _ = self.merchant_last.get_or_create(&label);
+    /// Creates the per-merchant series of the configured merchants at zero and keeps
+    /// their handles for the hot path. Called once, at start; later calls change
+    /// nothing.
+    pub fn merchants<'a>(&self, merchants: impl IntoIterator<Item = (Provider, &'a str)>) {
+        let mut maps: [HashMap<String, MerchantHandles>; Provider::ALL.len()] = Default::default();
+        for (provider, merchant) in merchants {
+            let label = MerchantLabel {
+                provider: provider.as_str().into(),
+                merchant: merchant.into(),
+            };
+            maps[provider_index(provider)].insert(
+                merchant.to_owned(),
+                MerchantHandles {
+                    acked: self.merchant_acked.get_or_create(&label).clone(),
+                    last: self.merchant_last.get_or_create(&label).clone(),
+                },
+            );
+        }
+        let _ = self.hot.merchants.set(maps);
     }
 
-    /// A notification of a configured merchant was acked at `unix_seconds`.
+    /// A notification of a configured merchant was acked at `unix_seconds`: a map
+    /// lookup by name, no label built, no lock taken. Names not configured are not
+    /// counted (they never get this far).
     pub fn merchant_acked(&self, provider: Provider, merchant: &str, unix_seconds: f64) {
-        let label = MerchantLabel {
-            provider: provider.as_str().into(),
-            merchant: merchant.into(),
-        };
-        self.merchant_acked.get_or_create(&label).inc();
-        self.merchant_last.get_or_create(&label).set(unix_seconds);
+        if let Some(handles) = self
+            .hot
+            .merchants
+            .get()
+            .and_then(|maps| maps[provider_index(provider)].get(merchant))
+        {
+            handles.acked.inc();
+            handles.last.set(unix_seconds);
+        }
     }
 
     /// Exports a certificate's expiry.
@@ -494,7 +523,7 @@ mod tests {
     #[test]
     fn merchant_series_start_at_zero_and_downloaded_expiries_are_replaced_whole() {
         let metrics = Metrics::new();
-        metrics.merchant(Provider::Alipay, "shop");
+        metrics.merchants([(Provider::Alipay, "shop")]);
         let text = metrics.render();
         for line in [
             "payhook_merchant_notifications_total{provider=\"alipay\",merchant=\"shop\"} 0",

@@ -55,18 +55,24 @@ impl Application {
         }
         let merchants = Merchants::build(settings)?;
         let metrics = Metrics::new();
-        for (provider, names) in [
-            (
-                Provider::Alipay,
-                merchants.alipay.keys().collect::<Vec<_>>(),
+        metrics.merchants(
+            (merchants
+                .alipay
+                .keys()
+                .map(|n| (Provider::Alipay, n.as_str())))
+            .chain(
+                merchants
+                    .wechat_v2
+                    .keys()
+                    .map(|n| (Provider::WechatV2, n.as_str())),
+            )
+            .chain(
+                merchants
+                    .wechat_v3
+                    .keys()
+                    .map(|n| (Provider::WechatV3, n.as_str())),
             ),
-            (Provider::WechatV2, merchants.wechat_v2.keys().collect()),
-            (Provider::WechatV3, merchants.wechat_v3.keys().collect()),
-        ] {
-            for name in names {
-                metrics.merchant(provider, name);
-            }
-        }
+        );
         for c in payhook_shared::inventory::merchant_certificates(settings) {
             metrics.certificate_expiry(
                 c.provider.as_str(),
