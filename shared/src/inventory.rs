@@ -141,25 +141,28 @@ pub fn public_key_fingerprint(key_text: &str) -> Result<String, KeyError> {
 /// `signing`: also the worker's signing keys (their public halves).
 pub fn report(settings: &Settings, now: i64, signing: bool) -> Result<Vec<String>, ConfigError> {
     let mut lines = Vec::new();
+    // Lists a setting's certificates; returns how many are valid now. One out of its
+    // validity is a warning (an old certificate kept through a rotation's overlap is
+    // normal); the caller decides when none valid is a mistake.
     let certificates = |setting: &str, material: &Material, lines: &mut Vec<String>| {
         let pem = material.load().map_err(|e| ConfigError::new(setting, e))?;
+        let mut valid = 0;
         for info in
             CertificateInfo::of_pem(&pem).map_err(|e| ConfigError::new(setting, e.to_string()))?
         {
-            if !info.valid_at(now) {
+            if info.valid_at(now) {
+                valid += 1;
+                lines.push(format!("{setting}: {info}"));
+            } else {
                 let when = if now < info.not_before {
                     "is not valid yet"
                 } else {
                     "has expired"
                 };
-                return Err(ConfigError::new(
-                    setting,
-                    format!("the certificate {when} ({info})"),
-                ));
+                lines.push(format!("WARNING {setting}: the certificate {when}: {info}"));
             }
-            lines.push(format!("{setting}: {info}"));
         }
-        Ok::<(), ConfigError>(())
+        Ok::<usize, ConfigError>(valid)
     };
     for (name, app) in &settings.alipay {
         let field = |f: &str| format!("alipay.{name}.{f}");
@@ -180,7 +183,15 @@ pub fn report(settings: &Settings, now: i64, signing: bool) -> Result<Vec<String
         }
         let mut alipay_key_setting = field("alipay_public_key");
         if let Some(cert) = &app.alipay_cert {
-            certificates(&field("alipay_cert"), cert, &mut lines)?;
+            // Alipay's certificate is only configured (nothing downloads it): without a
+            // valid one, no notification of this app verifies as it should.
+            if certificates(&field("alipay_cert"), cert, &mut lines)? == 0 {
+                return Err(ConfigError::new(
+                    field("alipay_cert"),
+                    "no certificate in it is valid now (expired or not yet valid): get the \
+                     current one from the Alipay open platform console",
+                ));
+            }
             if alipay_key.is_none() {
                 // Certificate mode: Alipay's key is the first certificate's.
                 let pem = cert
@@ -194,8 +205,14 @@ pub fn report(settings: &Settings, now: i64, signing: bool) -> Result<Vec<String
             }
         }
         if signing {
-            if let Some(cert) = &app.app_cert {
-                certificates(&field("app_cert"), cert, &mut lines)?;
+            if let Some(cert) = &app.app_cert
+                && certificates(&field("app_cert"), cert, &mut lines)? == 0
+            {
+                return Err(ConfigError::new(
+                    field("app_cert"),
+                    "the app certificate is not valid now: Alipay refuses queries signed \
+                     under it",
+                ));
             }
             if let Some(cert) = &app.alipay_root_cert {
                 let pem = cert
@@ -341,12 +358,32 @@ mod tests {
                 && l.contains("to 2031-04-25")),
             "{lines:?}"
         );
-        // Expired, and not yet valid.
-        let error = report(&v3, 1_950_000_000, false).expect_err("expired");
-        assert_eq!(error.field, "wechat_v3.main.platform_certs[0]");
-        assert!(error.message.contains("has expired"), "{error}");
-        let error = report(&v3, 1_600_000_000, false).expect_err("not yet valid");
-        assert!(error.message.contains("not valid yet"), "{error}");
+        // A WeChat platform certificate out of its validity is a warning (one kept
+        // through a rotation's overlap; the worker downloads the current ones).
+        let lines = report(&v3, 1_950_000_000, false).expect("a warning");
+        assert!(
+            lines.iter().any(
+                |l| l.starts_with("WARNING wechat_v3.main.platform_certs[0]")
+                    && l.contains("has expired")
+            ),
+            "{lines:?}"
+        );
+        let lines = report(&v3, 1_600_000_000, false).expect("a warning");
+        assert!(
+            lines.iter().any(|l| l.contains("not valid yet")),
+            "{lines:?}"
+        );
+        // Alipay's certificate is only configured: none valid is a mistake.
+        let alipay = with(&format!(
+            "[alipay.shop]\napp_id = \"1\"\nalipay_cert = '''\n{cert}'''\n"
+        ));
+        assert!(report(&alipay, NOW, false).is_ok());
+        let error = report(&alipay, 1_950_000_000, false).expect_err("expired");
+        assert_eq!(error.field, "alipay.shop.alipay_cert");
+        assert!(
+            error.message.contains("no certificate in it is valid"),
+            "{error}"
+        );
 
         // Alipay's certificate is the app's own: the app private key's public half.
         let own = with(&format!(
