@@ -127,5 +127,15 @@ async fn every_command_has_help() {
         assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("payhook-sim {command}")));
     }
     let out = sim(vec!["bogus".into()]).await;
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "a mistake on the command line");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("unknown command") && !said.contains("backtrace"),
+        "{said}"
+    );
+    let out = sim(vec!["send".into(), "--bogus".into(), "x".into()]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = sim(vec!["--version".into()]).await;
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
 }

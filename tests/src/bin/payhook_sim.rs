@@ -109,6 +109,18 @@ OPTIONS:
     --seed N              RNG seed (default 0)
     --keys-dir DIR        keys directory (default ./payhook-sim-keys)";
 
+/// A mistake on the command line: exit 2 with one line, like the other binaries.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
 /// `--name value` pairs and bare `--flags`.
 struct Args(Vec<(String, Option<String>)>);
 
@@ -118,7 +130,7 @@ impl Args {
         let mut raw = raw.peekable();
         while let Some(arg) = raw.next() {
             let Some(name) = arg.strip_prefix("--") else {
-                bail!("unexpected argument {arg:?}");
+                return Err(Usage(format!("unexpected argument {arg:?} (see --help)")).into());
             };
             let value = match raw.peek() {
                 Some(next) if !next.starts_with("--") => raw.next(),
@@ -155,7 +167,7 @@ impl Args {
     fn check_known(&self, known: &[&str]) -> anyhow::Result<()> {
         for (name, _) in &self.0 {
             if !known.contains(&name.as_str()) && name != "help" {
-                bail!("unknown option --{name} (see --help)");
+                return Err(Usage(format!("unknown option --{name} (see --help)")).into());
             }
         }
         Ok(())
@@ -173,8 +185,29 @@ impl Args {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Exit codes: 0 ok, 1 the command failed, 2 a mistake on the command line.
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("payhook-sim: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) if error.downcast_ref::<Usage>().is_some() => {
+            eprintln!("payhook-sim: {error}");
+            std::process::ExitCode::from(2)
+        }
+        Err(error) => {
+            eprintln!("payhook-sim: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch() -> anyhow::Result<()> {
     let mut raw = std::env::args().skip(1);
     let command = raw.next().unwrap_or_else(|| "--help".into());
     let args = Args::parse(raw)?;
@@ -194,7 +227,8 @@ async fn main() -> anyhow::Result<()> {
         "run" => run(&args).await?,
         "serve" => serve(&args).await?,
         "--help" | "-h" | "help" => println!("{HELP}"),
-        other => bail!("unknown command {other:?}\n\n{HELP}"),
+        "--version" | "-V" => println!("payhook-sim {}", env!("CARGO_PKG_VERSION")),
+        other => return Err(Usage(format!("unknown command {other:?} (see --help)")).into()),
     }
     Ok(())
 }
