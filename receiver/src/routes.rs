@@ -174,7 +174,7 @@ async fn handle(
                 state.metrics.merchant_acked(
                     provider,
                     merchant,
-                    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9,
+                    state.clock.now().unix_timestamp_nanos() as f64 / 1e9,
                 );
                 state
                     .metrics

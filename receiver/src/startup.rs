@@ -73,7 +73,7 @@ impl Application {
                     .map(|n| (Provider::WechatV3, n.as_str())),
             ),
         );
-        for c in payhook_shared::inventory::merchant_certificates(settings) {
+        for c in &merchants.certificates {
             metrics.certificate_expiry(
                 c.provider.as_str(),
                 &c.merchant,

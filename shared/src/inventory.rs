@@ -1,7 +1,8 @@
 //! What a configuration's keys and certificates are, for people and for alerts:
 //! certificates with their serial, subject, validity and SHA-256 fingerprint, public
 //! keys with their fingerprint — never secret material. `check-config` prints it; the
-//! receiver exports each certificate's expiry (`payhook_certificate_expiry_timestamp_seconds`).
+//! receiver exports each certificate's expiry (`payhook_certificate_expiry_timestamp_seconds`)
+//! from what the merchant registry recorded while parsing the keys.
 
 use std::fmt;
 
@@ -83,48 +84,6 @@ pub struct Configured {
     /// The setting, e.g. `alipay.shop.alipay_cert`.
     pub setting: String,
     pub certificate: CertificateInfo,
-}
-
-/// The certificates of the merchants' verification settings (Alipay `alipay_cert`,
-/// WeChat V3 `platform_certs`) that load and parse; a setting that does not is left to
-/// the merchant registry, which fails the start naming it.
-pub fn merchant_certificates(settings: &Settings) -> Vec<Configured> {
-    let mut out = Vec::new();
-    let mut add = |provider, merchant: &str, setting: String, material: &Material| {
-        let Ok(pem) = material.load() else { return };
-        let Ok(infos) = CertificateInfo::of_pem(&pem) else {
-            return;
-        };
-        for certificate in infos {
-            out.push(Configured {
-                provider,
-                merchant: merchant.to_owned(),
-                setting: setting.clone(),
-                certificate,
-            });
-        }
-    };
-    for (name, app) in &settings.alipay {
-        if let Some(cert) = &app.alipay_cert {
-            add(
-                Provider::Alipay,
-                name,
-                format!("alipay.{name}.alipay_cert"),
-                cert,
-            );
-        }
-    }
-    for (name, m) in &settings.wechat_v3 {
-        for (i, cert) in m.platform_certs.iter().enumerate() {
-            add(
-                Provider::WechatV3,
-                name,
-                format!("wechat_v3.{name}.platform_certs[{i}]"),
-                cert,
-            );
-        }
-    }
-    out
 }
 
 /// SHA-256 of a public key's SubjectPublicKeyInfo (PEM or bare Base64), hex — the

@@ -9,6 +9,8 @@ use secrecy::ExposeSecret as _;
 
 use crate::alipay::{AlipayApp, AlipayKeys};
 use crate::config::{ConfigError, Material, Settings};
+use crate::event::Provider;
+use crate::inventory::{CertificateInfo, Configured};
 use crate::wechat_v2::V2Merchant;
 use crate::wechat_v3::{PlatformKeys, V3Merchant};
 
@@ -18,6 +20,9 @@ pub struct Merchants {
     pub alipay: HashMap<String, Arc<AlipayApp>>,
     pub wechat_v2: HashMap<String, Arc<V2Merchant>>,
     pub wechat_v3: HashMap<String, Arc<V3Merchant>>,
+    /// The certificates of the verification settings (Alipay `alipay_cert`, WeChat V3
+    /// `platform_certs`), described for the expiry metrics.
+    pub certificates: Vec<Configured>,
 }
 
 fn load(field: &str, material: &Material) -> Result<String, ConfigError> {
@@ -38,6 +43,7 @@ impl Merchants {
                 }
                 (None, Some(cert)) => {
                     let text = load(&field("alipay_cert"), cert)?;
+                    out.describe(Provider::Alipay, name, field("alipay_cert"), &text);
                     AlipayKeys::from_certificates(&text)
                         .map_err(|e| ConfigError::new(field("alipay_cert"), e.to_string()))?
                 }
@@ -91,6 +97,7 @@ impl Merchants {
             for (i, cert) in m.platform_certs.iter().enumerate() {
                 let f = format!("{}[{i}]", field("platform_certs"));
                 let pem = load(&f, cert)?;
+                out.describe(Provider::WechatV3, name, f.clone(), &pem);
                 keys.add_certificate_pem(&pem)
                     .map_err(|e| ConfigError::new(f, e.to_string()))?;
             }
@@ -109,6 +116,19 @@ impl Merchants {
             );
         }
         Ok(out)
+    }
+
+    /// Records the certificates of one setting (a bundle that does not parse is the
+    /// key parsing's to refuse, naming the setting).
+    fn describe(&mut self, provider: Provider, merchant: &str, setting: String, pem: &str) {
+        for certificate in CertificateInfo::of_pem(pem).unwrap_or_default() {
+            self.certificates.push(Configured {
+                provider,
+                merchant: merchant.to_owned(),
+                setting: setting.clone(),
+                certificate,
+            });
+        }
     }
 
     /// Number of configured merchants across providers.

@@ -7,9 +7,8 @@
 //! The original delivery is acked only after the broker confirmed the copy, so a crash
 //! in between redelivers the original (at-least-once; the apply path is idempotent).
 
-use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::{BasicProperties, Channel};
 use payhook_shared::topology::Names;
 
 pub const ATTEMPTS: &str = "x-payhook-attempts";
@@ -106,33 +105,30 @@ pub enum HopError {
     Broker(#[from] lapin::Error),
     #[error("copy returned or nacked by the broker")]
     NotConfirmed,
+    #[error("no publisher confirm within {0:?}")]
+    TimedOut(std::time::Duration),
 }
 
+/// How long a hop (retry tier, parking, a parked message's copy) waits for the broker's
+/// confirm: a stalled broker must not hold a consumer slot for ever.
+pub const HOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Publishes `data` persistent to `queue` through the default exchange and waits for
-/// the confirm.
+/// the confirm, at most [`HOP_DEADLINE`] (`payhook_shared::amqp::publish_confirmed`).
 pub(crate) async fn publish_confirmed(
     channel: &Channel,
     queue: &str,
     data: &[u8],
     properties: BasicProperties,
 ) -> Result<(), HopError> {
-    let confirmation = channel
-        .basic_publish(
-            ShortString::from(""),
-            queue.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            data,
-            properties.with_delivery_mode(2),
-        )
-        .await?
-        .await?;
-    match confirmation {
-        Confirmation::Ack(None) => Ok(()),
-        _ => Err(HopError::NotConfirmed),
-    }
+    use payhook_shared::amqp::PublishError;
+    payhook_shared::amqp::publish_confirmed(channel, "", queue, data, properties, HOP_DEADLINE)
+        .await
+        .map_err(|error| match error {
+            PublishError::Channel(error) => HopError::Broker(error),
+            PublishError::Returned | PublishError::Nacked => HopError::NotConfirmed,
+            PublishError::TimedOut(after) => HopError::TimedOut(after),
+        })
 }
 
 /// Where a transiently failed message went.

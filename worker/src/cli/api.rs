@@ -77,7 +77,7 @@ impl Api {
         method: Method,
         segments: &[&str],
         query: &[(&str, String)],
-        body: Option<&(dyn erased::Json + Sync)>,
+        body: Option<Vec<u8>>,
     ) -> anyhow::Result<(StatusCode, serde_json::Value)> {
         let url = self.url(segments, query);
         let mut request = self
@@ -87,7 +87,7 @@ impl Api {
         if let Some(body) = body {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_json()?);
+                .body(body);
         }
         let answer = request
             .send()
@@ -149,11 +149,12 @@ impl Api {
     }
 
     /// `POST` of a JSON body; the status and the answer.
-    pub async fn send_json<B: Serialize + Sync>(
+    pub async fn send_json<B: Serialize>(
         &self,
         segments: &[&str],
         body: &B,
     ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let body = serde_json::to_vec(body)?;
         let (status, json) = self.call(Method::POST, segments, &[], Some(body)).await?;
         Ok((status.as_u16(), json))
     }
@@ -168,19 +169,6 @@ fn expect_ok<T: DeserializeOwned>(
         bail!("the admin API answered {status}: {error}");
     }
     serde_json::from_value(json).context("the admin API's answer is not what payhook-admin expects")
-}
-
-/// A JSON body of any type behind a reference.
-mod erased {
-    pub trait Json {
-        fn to_json(&self) -> serde_json::Result<Vec<u8>>;
-    }
-
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> serde_json::Result<Vec<u8>> {
-            serde_json::to_vec(self)
-        }
-    }
 }
 
 #[cfg(test)]
