@@ -346,14 +346,7 @@ fn verify(
 
 /// Authentication failures are 401, everything else the provider sent wrong is 400.
 fn status_for(error: &VerifyError) -> StatusCode {
-    match error {
-        VerifyError::BadSignature
-        | VerifyError::SignatureEncoding
-        | VerifyError::UnknownKey(_)
-        | VerifyError::StaleTimestamp { .. }
-        | VerifyError::Decrypt => StatusCode::UNAUTHORIZED,
-        _ => StatusCode::BAD_REQUEST,
-    }
+    StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
 }
 
 fn client_ip(state: &AppState, req: &HttpRequest) -> Option<IpAddr> {

@@ -295,6 +295,92 @@ pub fn public_key_of_certificate(cert: &Certificate) -> Result<RsaPublicKey, Key
         .map_err(|e| KeyError::Certificate(format!("not an RSA key: {e}")))
 }
 
+/// What a PKCS#1 v1.5 signature holds once opened with a public key. For
+/// diagnostics only (verification never needs it): it tells "signed with another
+/// key" apart from "signed with this key over other content".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovered {
+    /// No PKCS#1 v1.5 signature block comes out: the signature was made with
+    /// another key.
+    OtherKey,
+    /// Made with this key, over `digest` computed with `hash`.
+    Digest { hash: RsaHash, digest: Vec<u8> },
+    /// Made with this key, over a digest algorithm payhook does not accept.
+    OtherDigest,
+}
+
+/// DER prefix of a PKCS#1 v1.5 `DigestInfo` for SHA-256 (RFC 8017 §9.2, note 1).
+const SHA256_DIGEST_INFO: &[u8] = &[
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
+/// DER prefix of a PKCS#1 v1.5 `DigestInfo` for SHA-1.
+const SHA1_DIGEST_INFO: &[u8] = &[
+    0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14,
+];
+
+/// Opens a standard-Base64 signature with `key` (the RSA public operation, RFC 8017
+/// RSAVP1) and reads the PKCS#1 v1.5 block: which key and which digest made it.
+pub fn recover_rsa(key: &RsaPublicKey, signature_b64: &str) -> Result<Recovered, VerifyError> {
+    use rsa::traits::PublicKeyParts as _;
+    let raw = STANDARD
+        .decode(signature_b64.trim())
+        .map_err(|_| VerifyError::SignatureEncoding)?;
+    let size = key.key.size();
+    if raw.len() != size {
+        return Ok(Recovered::OtherKey);
+    }
+    let Ok(s) = rsa::BoxedUint::from_be_slice(&raw, key.key.n_bits_precision()) else {
+        return Ok(Recovered::OtherKey);
+    };
+    if s >= *key.key.n().as_ref() {
+        return Ok(Recovered::OtherKey);
+    }
+    let Ok(m) = rsa::hazmat::rsa_encrypt(&key.key, &s) else {
+        return Ok(Recovered::OtherKey);
+    };
+    let bytes = m.to_be_bytes();
+    let mut em = vec![0u8; size];
+    let significant = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    let bytes = &bytes[significant..];
+    if bytes.len() > size {
+        return Ok(Recovered::OtherKey);
+    }
+    em[size - bytes.len()..].copy_from_slice(bytes);
+    // EM = 00 01 FF..FF 00 DigestInfo, with at least eight FF bytes.
+    if em.len() < 11 || em[0] != 0 || em[1] != 1 {
+        return Ok(Recovered::OtherKey);
+    }
+    let Some(separator) = em[2..].iter().position(|&b| b != 0xff).map(|at| at + 2) else {
+        return Ok(Recovered::OtherKey);
+    };
+    if separator < 10 || em[separator] != 0 {
+        return Ok(Recovered::OtherKey);
+    }
+    let info = &em[separator + 1..];
+    for (hash, prefix, len) in [
+        (RsaHash::Sha256, SHA256_DIGEST_INFO, 32),
+        (RsaHash::Sha1, SHA1_DIGEST_INFO, 20),
+    ] {
+        if info.len() == prefix.len() + len && info.starts_with(prefix) {
+            return Ok(Recovered::Digest {
+                hash,
+                digest: info[prefix.len()..].to_vec(),
+            });
+        }
+    }
+    Ok(Recovered::OtherDigest)
+}
+
+/// The digest of `message` under `hash`.
+pub fn digest(hash: RsaHash, message: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    match hash {
+        RsaHash::Sha1 => sha1::Sha1::digest(message).to_vec(),
+        RsaHash::Sha256 => sha2::Sha256::digest(message).to_vec(),
+    }
+}
+
 /// Lower-case hex MD5 (Alipay certificate SN, WeChat V2 refund key derivation).
 pub fn md5_hex(data: &[u8]) -> String {
     hex::encode(Md5::digest(data))

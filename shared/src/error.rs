@@ -69,6 +69,20 @@ impl VerifyError {
         }
     }
 
+    /// The HTTP status the receiver answers with: 401 when the request is not
+    /// authentic (signature, key, timestamp, decryption), 400 when it is not
+    /// understood.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::BadSignature
+            | Self::SignatureEncoding
+            | Self::UnknownKey(_)
+            | Self::StaleTimestamp { .. }
+            | Self::Decrypt => 401,
+            _ => 400,
+        }
+    }
+
     /// Every reason label, so metrics can be pre-registered at zero.
     pub const REASONS: &'static [&'static str] = &[
         "malformed",

@@ -21,6 +21,9 @@ pub struct CertificateInfo {
     /// Serial, upper-case hex as WeChat writes it (Alipay SNs are derived from it).
     pub serial: String,
     pub subject: String,
+    /// The SN Alipay names the certificate by (`alipay_cert_sn`): MD5 of issuer and
+    /// decimal serial.
+    pub alipay_sn: String,
     /// Validity, Unix seconds.
     pub not_before: i64,
     pub not_after: i64,
@@ -38,6 +41,7 @@ impl CertificateInfo {
         Self {
             serial: crate::wechat_v3::certificate_serial(cert),
             subject: tbs.subject().to_string(),
+            alipay_sn: crate::alipay::cert_sn(cert),
             not_before: unix(validity.not_before),
             not_after: unix(validity.not_after),
             sha256: cert

@@ -21,6 +21,7 @@ pub mod amqp;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod diagnose;
 pub mod error;
 pub mod event;
 pub mod exit;

@@ -517,3 +517,144 @@ async fn every_command_answers_the_same_through_the_admin_api_with_a_token() {
     let _ = std::fs::remove_dir_all(&dir);
     worker.stop().await;
 }
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Runs `payhook-admin <args>`: its stdout, and whether the diagnosed request is
+/// refused (exit status 4), or the command's error.
+async fn diagnose(settings: &Settings, args: &[&str]) -> Result<(String, bool), String> {
+    let cli = payhook_worker::cli::Cli::try_parse_from(
+        std::iter::once("payhook-admin").chain(args.iter().copied()),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let refused = match payhook_worker::cli::run(cli, settings, &mut out).await {
+        Ok(()) => false,
+        Err(error) if error.is::<payhook_worker::cli::Refused>() => true,
+        Err(error) => return Err(format!("{error:#}")),
+    };
+    Ok((String::from_utf8(out).expect("utf-8 output"), refused))
+}
+
+#[tokio::test]
+async fn diagnose_names_the_failing_step_of_a_captured_request_locally_and_through_the_api() {
+    let s = stack().await;
+    let worker = TestWorker::spawn(&s.settings).await;
+    let dir = std::env::temp_dir().join(unique("payhook-diagnose-"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, TEST_ADMIN_TOKEN).expect("token file");
+
+    // Alipay: a good notification, and one whose amount was changed after signing.
+    let order = unique("o");
+    let good = s.providers.alipay.payment(&order, 8_888, &unique("n"));
+    let tampered = String::from_utf8(good.clone())
+        .expect("ascii form")
+        .replace("total_amount=88.88", "total_amount=0.01");
+    assert_ne!(tampered.as_bytes(), good.as_slice());
+    let good_file = dir.join("good.form");
+    let tampered_file = dir.join("tampered.form");
+    std::fs::write(&good_file, &good).expect("body");
+    std::fs::write(&tampered_file, &tampered).expect("body");
+    let alipay = |file: &std::path::Path| {
+        vec![
+            "diagnose".to_owned(),
+            "--provider".into(),
+            "alipay".into(),
+            "--merchant".into(),
+            "m1".into(),
+            "--body".into(),
+            file.display().to_string(),
+        ]
+    };
+
+    let (out, refused) = diagnose(&s.settings, &strs(&alipay(&good_file)))
+        .await
+        .expect("diagnoses");
+    assert!(!refused, "{out}");
+    assert!(out.contains("verdict: accepted"), "{out}");
+
+    let (out, refused) = diagnose(&s.settings, &strs(&alipay(&tampered_file)))
+        .await
+        .expect("diagnoses");
+    assert!(refused, "{out}");
+    assert!(out.contains("first failing step: signature"), "{out}");
+    assert!(out.contains("HTTP 401 `fail`"), "{out}");
+    assert!(
+        !out.contains("0.01") && !out.contains(&order),
+        "no field value: {out}"
+    );
+
+    // The same through the admin API, as JSON.
+    let mut through = vec![
+        "--json".to_owned(),
+        "--api".into(),
+        worker.admin_url.clone(),
+        "--token-file".into(),
+        token_file.display().to_string(),
+    ];
+    through.extend(alipay(&tampered_file));
+    let (out, refused) = diagnose(&test_settings(), &strs(&through))
+        .await
+        .expect("diagnoses through the API");
+    assert!(refused);
+    let json: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(json["failed_step"], "signature", "{json}");
+    assert_eq!(json["verdict"], "bad_signature");
+
+    // WeChat Pay APIv3 through the API with its headers: captured 20 minutes ago, it is
+    // stale now and verifies when judged as of its capture.
+    let v3 = &s.providers.wechat_v3;
+    let body = v3.transaction(&unique("id"), &unique("o"), 100, "SUCCESS");
+    let captured_at = time::OffsetDateTime::now_utc() - time::Duration::minutes(20);
+    let headers = v3.headers(captured_at.unix_timestamp(), &body);
+    let body_file = dir.join("v3.json");
+    std::fs::write(&body_file, &body).expect("body");
+    let mut args = vec![
+        "--api".to_owned(),
+        worker.admin_url.clone(),
+        "--token-file".into(),
+        token_file.display().to_string(),
+        "diagnose".into(),
+        "--provider".into(),
+        "wechat_v3".into(),
+        "--merchant".into(),
+        "m1".into(),
+        "--body".into(),
+        body_file.display().to_string(),
+    ];
+    for (name, value) in &headers {
+        args.push("--header".into());
+        args.push(format!("{name}: {value}"));
+    }
+    let (out, refused) = diagnose(&test_settings(), &strs(&args))
+        .await
+        .expect("diagnoses");
+    assert!(refused, "{out}");
+    assert!(out.contains("first failing step: timestamp"), "{out}");
+    args.push("--at".into());
+    args.push(
+        captured_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("rfc3339"),
+    );
+    let (out, refused) = diagnose(&test_settings(), &strs(&args))
+        .await
+        .expect("diagnoses");
+    assert!(!refused, "{out}");
+    assert!(
+        out.contains(&v3.serial),
+        "the key is named by its serial: {out}"
+    );
+
+    // Nothing about a diagnosis is an operate action.
+    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM admin_audit")
+        .fetch_one(&s.db.pool)
+        .await
+        .expect("audit count");
+    assert_eq!(audited, 0);
+    worker.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

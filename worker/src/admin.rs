@@ -44,6 +44,7 @@ pub fn routes() -> Vec<(&'static str, Method, Route)> {
         ("/parked", Method::GET, web::get().to(parked_list)),
         ("/parked/replay", Method::POST, web::post().to(replay)),
         ("/audit", Method::GET, web::get().to(audit_trail)),
+        ("/diagnose", Method::POST, web::post().to(diagnose)),
     ]
 }
 
@@ -365,5 +366,17 @@ async fn audit_trail(shared: web::Data<Shared>, query: web::Query<AuditQuery>) -
             tracing::error!(%error, "audit query failed");
             HttpResponse::ServiceUnavailable().json(json!({"error": "database unavailable"}))
         }
+    }
+}
+
+/// Runs a captured request through the receiver's verification, step by step, with
+/// this worker's keys (the downloaded WeChat V3 platform certificates included).
+async fn diagnose(
+    shared: web::Data<Shared>,
+    captured: web::Json<payhook_shared::diagnose::Captured>,
+) -> HttpResponse {
+    match captured.diagnose(&shared.merchants, &payhook_shared::clock::SystemClock) {
+        Ok(diagnosis) => HttpResponse::Ok().json(diagnosis),
+        Err(error) => HttpResponse::BadRequest().json(json!({ "error": error })),
     }
 }

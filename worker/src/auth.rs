@@ -100,6 +100,8 @@ impl Tokens {
 pub fn required_scope(method: &Method, path: &str) -> Option<AdminScope> {
     match path {
         "/healthz" | "/readyz" | "/metrics" | "/openapi.json" => None,
+        // Runs a captured request through verification: reads, changes nothing.
+        "/diagnose" => Some(AdminScope::Read),
         _ if method == Method::GET || method == Method::HEAD => Some(AdminScope::Read),
         _ => Some(AdminScope::Operate),
     }

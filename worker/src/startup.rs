@@ -36,6 +36,9 @@ pub struct Shared {
     pub dedup: Dedup,
     pub metrics: Metrics,
     pub names: Names,
+    /// The merchants' verification keys (WeChat V3: the downloaded platform
+    /// certificates too), for `POST /diagnose`.
+    pub merchants: payhook_shared::merchants::Merchants,
     amqp: Connector,
     broker_up: AtomicBool,
     /// Number of retry tiers (`worker.retry_delays_ms`).
@@ -263,6 +266,7 @@ impl Worker {
             dedup,
             metrics,
             names,
+            merchants,
             amqp,
             broker_up: AtomicBool::new(false),
             retry_tiers: w.retry_delays_ms.len(),

@@ -39,6 +39,15 @@ impl Charset {
         }
     }
 
+    /// The charset's name as Alipay writes it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Utf8 => "utf-8",
+            Self::Gbk => "GBK",
+            Self::Gb18030 => "gb18030",
+        }
+    }
+
     fn encoding(self) -> &'static Encoding {
         match self {
             Self::Utf8 => UTF_8,
@@ -90,14 +99,22 @@ impl Form {
     /// Splits, percent-decodes (once) and charset-decodes a body. See [`decode`].
     pub(crate) fn parse(body: &[u8]) -> Result<Self, VerifyError> {
         let raw = split(body)?;
-        let charset = match raw.iter().find(|(key, _)| key == b"charset") {
-            None => Charset::Utf8,
-            Some((_, label)) if label.is_empty() => Charset::Utf8,
-            Some((_, label)) => match std::str::from_utf8(label) {
-                Ok(label) if label.is_ascii() => Charset::from_label(label)?,
-                _ => return Err(VerifyError::Charset(clip(&String::from_utf8_lossy(label)))),
-            },
-        };
+        let charset = declared(&raw)?;
+        Self::decode_as(raw, charset)
+    }
+
+    /// The body's parameters decoded as `charset`, whatever it declares (diagnostics:
+    /// does the body hold bytes of another charset than it says?).
+    pub(crate) fn parse_as(body: &[u8], charset: Charset) -> Result<Self, VerifyError> {
+        Self::decode_as(split(body)?, charset)
+    }
+
+    /// The charset a body declares (UTF-8 when none), if it splits.
+    pub(crate) fn declared_charset(body: &[u8]) -> Result<Charset, VerifyError> {
+        declared(&split(body)?)
+    }
+
+    fn decode_as(raw: Vec<RawParam>, charset: Charset) -> Result<Self, VerifyError> {
         let invalid =
             |what: String| VerifyError::Malformed(format!("{what} is not valid {charset:?} text"));
         let params = raw
@@ -121,8 +138,7 @@ impl Form {
     }
 
     /// The charset the notification declared (UTF-8 when it declared none).
-    #[cfg(test)]
-    fn charset(&self) -> Charset {
+    pub(crate) fn charset(&self) -> Charset {
         self.charset
     }
 
@@ -141,10 +157,29 @@ impl Form {
             .map(|p| (p.key_bytes.as_slice(), p.value_bytes.as_slice()))
     }
 
+    /// Every parameter as (name, value text), in received order.
+    pub(crate) fn texts(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.params
+            .iter()
+            .map(|p| (p.key.as_str(), p.value.as_str()))
+    }
+
     /// The parameters as text, in received order.
     pub(crate) fn into_pairs(self) -> Vec<(String, String)> {
         self.params.into_iter().map(|p| (p.key, p.value)).collect()
     }
+}
+
+/// The charset named by the `charset` parameter of split parameters.
+fn declared(raw: &[RawParam]) -> Result<Charset, VerifyError> {
+    Ok(match raw.iter().find(|(key, _)| key == b"charset") {
+        None => Charset::Utf8,
+        Some((_, label)) if label.is_empty() => Charset::Utf8,
+        Some((_, label)) => match std::str::from_utf8(label) {
+            Ok(label) if label.is_ascii() => Charset::from_label(label)?,
+            _ => return Err(VerifyError::Charset(clip(&String::from_utf8_lossy(label)))),
+        },
+    })
 }
 
 /// A name and a value, percent-decoded into bytes in the notification's charset.

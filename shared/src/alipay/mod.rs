@@ -33,12 +33,13 @@ mod properties;
 mod response;
 mod sign;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 
 pub use cert::{cert_sn, root_cert_sn};
 pub use keys::AlipayKeys;
 pub use notify::verify_notification;
 pub use response::verify_response;
+pub(crate) use sign::sign_content_v1_bytes;
 pub use sign::{SignType, sign_content_v1, sign_content_v2};
 
 /// The answer Alipay expects for a notification that was received: exactly these 7

@@ -21,7 +21,7 @@ pub mod relay;
 pub mod resource;
 pub mod signature;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 #[cfg(test)]
 mod tests;
 

@@ -6,7 +6,7 @@ use payhook_shared::config::Settings;
 use payhook_worker::cli::{self, Cli};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     // Through the admin API the worker's configuration is not needed (nor, often,
     // readable): only the URL and the token.
@@ -19,5 +19,12 @@ async fn main() -> anyhow::Result<()> {
     // `queues` expects that and says `missing`. Real failures come back as errors.
     payhook_shared::telemetry::init_cli("warn,lapin::channel=off");
     let stdout = std::io::stdout();
-    cli::run(cli, &settings, &mut stdout.lock()).await
+    match cli::run(cli, &settings, &mut stdout.lock()).await {
+        // The diagnosis is printed; the status says the receiver refuses the request.
+        Err(error) if error.is::<cli::Refused>() => {
+            Ok(std::process::ExitCode::from(cli::DIAGNOSE_REFUSED))
+        }
+        Err(error) => Err(error),
+        Ok(()) => Ok(std::process::ExitCode::SUCCESS),
+    }
 }

@@ -86,12 +86,101 @@ enum Command {
     Order(OrderCommand),
     /// Query the provider about a pending payment at the reconciler's next sweep.
     Reconcile(PaymentKey),
+    /// Explain why a captured notification is refused: each verification step, the
+    /// key tried (fingerprint or serial), the first step that failed and the answer
+    /// the provider gets. Through the admin API it uses the worker's keys, the WeChat
+    /// V3 platform certificates it downloaded included; directly, the configured ones.
+    /// Prints no secret and no field value. Exit status 0 when the receiver would
+    /// accept the request, 4 when it refuses it.
+    Diagnose(DiagnoseArgs),
     /// The audit trail: every operate action, through the admin API or this tool.
     Audit {
         /// How many records, newest first.
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+}
+
+#[derive(Debug, Args)]
+struct DiagnoseArgs {
+    /// alipay, wechat_v2 or wechat_v3.
+    #[arg(long, value_parser = parse_provider)]
+    provider: Provider,
+    /// The merchant's name in the configuration (the notify_url's last segment).
+    #[arg(long)]
+    merchant: String,
+    /// The request body exactly as received; `-` reads standard input.
+    #[arg(long, value_name = "FILE")]
+    body: PathBuf,
+    /// A request header, `Name: value`; repeat it. WeChat Pay APIv3 needs
+    /// Wechatpay-Timestamp, -Nonce, -Signature and -Serial.
+    #[arg(long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// Judge timestamps as of this time (RFC 3339), e.g. when the request was captured.
+    /// Default: now.
+    #[arg(long, value_parser = parse_rfc3339)]
+    at: Option<OffsetDateTime>,
+}
+
+impl DiagnoseArgs {
+    fn captured(&self) -> anyhow::Result<payhook_shared::diagnose::Captured> {
+        use std::io::Read as _;
+        let body = if self.body.as_os_str() == "-" {
+            let mut body = Vec::new();
+            std::io::stdin().read_to_end(&mut body)?;
+            body
+        } else {
+            std::fs::read(&self.body).with_context(|| format!("reading {}", self.body.display()))?
+        };
+        Ok(payhook_shared::diagnose::Captured::new(
+            self.provider,
+            &self.merchant,
+            &body,
+            self.headers.clone(),
+            self.at.map(OffsetDateTime::unix_timestamp),
+        ))
+    }
+}
+
+/// `Name: value` → (name, value).
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not `Name: value`"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("{text:?} has no header name"));
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
+}
+
+/// The exit status of `diagnose` when the receiver refuses the request.
+pub const DIAGNOSE_REFUSED: u8 = 4;
+
+/// A diagnosed request the receiver refuses: printed, then exit status
+/// [`DIAGNOSE_REFUSED`].
+#[derive(Debug)]
+pub struct Refused;
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the receiver refuses this request")
+    }
+}
+
+impl std::error::Error for Refused {}
+
+fn diagnosed(
+    out: &mut impl std::io::Write,
+    json: bool,
+    diagnosis: &payhook_shared::diagnose::Diagnosis,
+) -> anyhow::Result<()> {
+    emit(out, json, diagnosis, |out, d| write!(out, "{d}"))?;
+    if diagnosis.accepted() {
+        Ok(())
+    } else {
+        Err(Refused.into())
+    }
 }
 
 /// Who payhook-admin acts as in the audit trail: `payhook-admin:<login name>`.
@@ -300,9 +389,9 @@ pub async fn run(
         Command::Payments(args) => {
             let pool = pool(settings)?;
             watch_payments(out, cli.json, &args, async || {
-                Ok(history::recent_payments(&pool, args.limit, args.state)
+                history::recent_payments(&pool, args.limit, args.state)
                     .await
-                    .context("reading payments")?)
+                    .context("reading payments")
             })
             .await
         }
@@ -352,6 +441,14 @@ pub async fn run(
                 .await
                 .context("reading the audit trail")?;
             emit(out, cli.json, records.as_slice(), render::audit)
+        }
+        Command::Diagnose(args) => {
+            let merchants = payhook_shared::merchants::Merchants::build(settings)?;
+            let diagnosis = args
+                .captured()?
+                .diagnose(&merchants, &payhook_shared::clock::SystemClock)
+                .map_err(anyhow::Error::msg)?;
+            diagnosed(out, cli.json, &diagnosis)
         }
     }
 }
@@ -416,6 +513,18 @@ async fn run_api(cli: Cli, out: &mut impl std::io::Write) -> anyhow::Result<()> 
                 404 => Err(key.unknown()),
                 other => bail!("the admin API answered {other}"),
             }
+        }
+        Command::Diagnose(args) => {
+            let (status, answer) = api.send_json(&["diagnose"], &args.captured()?).await?;
+            if status != 200 {
+                bail!(
+                    "the admin API answered {status}: {}",
+                    answer["error"].as_str().unwrap_or("")
+                );
+            }
+            let diagnosis: payhook_shared::diagnose::Diagnosis = serde_json::from_value(answer)
+                .context("the admin API's answer is not a diagnosis")?;
+            diagnosed(out, cli.json, &diagnosis)
         }
         Command::Audit { limit } => {
             let records: Vec<audit::AuditRecord> =
