@@ -26,6 +26,7 @@ pub mod certificates;
 pub mod edge;
 pub mod metrics;
 pub mod publisher;
+pub mod rejected;
 pub mod routes;
 pub mod signing_keys;
 pub mod startup;

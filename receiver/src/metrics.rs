@@ -113,6 +113,9 @@ struct SetResult {
     result: String,
 }
 
+/// What became of a refused request's sample (see `crate::rejected`).
+pub const REJECTED_SAMPLE_RESULTS: [&str; 3] = ["published", "skipped", "failed"];
+
 /// What a receiver did with a certificate set read from the broker
 /// (see `crate::certificates`).
 pub const CERTIFICATE_SET_RESULTS: [&str; 4] = ["applied", "stale", "refused", "not_configured"];
@@ -134,6 +137,7 @@ pub struct Metrics {
     in_flight: Gauge,
     broker_reconnects: Counter,
     certificate_sets: Family<SetResult, Counter>,
+    rejected_samples: Family<SetResult, Counter>,
     merchant_acked: Family<MerchantLabel, Counter>,
     merchant_last: Family<MerchantLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     certificate_expiry: Family<CertificateLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -195,6 +199,7 @@ impl Metrics {
         let in_flight = Gauge::default();
         let broker_reconnects = Counter::default();
         let certificate_sets = Family::<SetResult, Counter>::default();
+        let rejected_samples = Family::<SetResult, Counter>::default();
         let merchant_acked = Family::<MerchantLabel, Counter>::default();
         let merchant_last =
             Family::<MerchantLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
@@ -223,6 +228,18 @@ impl Metrics {
                 result: result.into(),
             });
         }
+        for result in REJECTED_SAMPLE_RESULTS {
+            let _ = rejected_samples.get_or_create(&SetResult {
+                result: result.into(),
+            });
+        }
+        registry.register(
+            "receiver_rejected_samples",
+            "Samples of refused notifications, by result (published to the rejected \
+             stream; skipped: one of the same provider, merchant and reason was taken \
+             within receiver.rejected_sample_interval_ms; failed: the broker did not take it)",
+            rejected_samples.clone(),
+        );
         registry.register(
             "receiver_certificate_sets",
             "WeChat V3 platform certificate sets read from the worker, by result \
@@ -291,6 +308,7 @@ impl Metrics {
             in_flight,
             broker_reconnects,
             certificate_sets,
+            rejected_samples,
             merchant_acked,
             merchant_last,
             certificate_expiry,
@@ -465,6 +483,14 @@ impl Metrics {
 
     pub fn certificate_set(&self, result: &str) {
         self.certificate_sets
+            .get_or_create(&SetResult {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    pub fn rejected_sample(&self, result: &str) {
+        self.rejected_samples
             .get_or_create(&SetResult {
                 result: result.into(),
             })

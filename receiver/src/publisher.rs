@@ -237,6 +237,38 @@ impl Publisher {
     }
 }
 
+impl Publisher {
+    /// Appends a refused request's sample to the rejected stream, waiting for the
+    /// confirm until `deadline`. Diagnostics only: it never counts as an ack.
+    pub async fn publish_sample(
+        &self,
+        sample: &payhook_shared::rejected::Sample,
+        deadline: Instant,
+    ) -> Result<(), PublishError> {
+        let link = self.current().ok_or(PublishError::Unavailable)?;
+        if link.blocked.load(Ordering::Relaxed) {
+            return Err(PublishError::Unavailable);
+        }
+        let index = self.inner.next_channel.fetch_add(1, Ordering::Relaxed) % link.channels.len();
+        let payload = serde_json::to_vec(sample)?;
+        let properties = lapin::BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_type(payhook_shared::rejected::SAMPLE_TYPE.into())
+            .with_app_id("payhook-receiver".into())
+            .with_message_id(sample.id.as_str().into());
+        payhook_shared::amqp::publish_confirmed(
+            &link.channels[index],
+            "",
+            &self.inner.config.names.rejected,
+            &payload,
+            properties,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .await
+        .map_err(|_| PublishError::Nacked)
+    }
+}
+
 /// Why a link could not be set up.
 #[derive(Debug, Error)]
 enum LinkError {
@@ -253,6 +285,7 @@ async fn connect(config: &PublisherConfig) -> Result<Link, LinkError> {
         let channel = connection.create_channel().await?;
         if i == 0 {
             topology::declare_ingress(&channel, &config.names, &config.policy).await?;
+            topology::declare_rejected(&channel, &config.names).await?;
         }
         channel
             .confirm_select(ConfirmSelectOptions::default())

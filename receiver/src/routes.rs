@@ -32,6 +32,8 @@ use crate::publisher::{PublishError, Publisher};
 pub struct AppState {
     pub merchants: Merchants,
     pub publisher: Publisher,
+    /// Samples of refused requests, for `payhook-admin rejected`.
+    pub rejected: crate::rejected::Sampler,
     /// WeChat V3 platform certificates from the worker.
     pub certificates: crate::certificates::Certificates,
     pub metrics: Metrics,
@@ -237,22 +239,36 @@ async fn process(
     }
     let body = read_body(req, body, &state.limits).await?;
 
-    let verified =
-        verify(state, provider, merchant, req, &body).map_err(|rejection| match rejection {
-            Rejection::UnknownMerchant => {
-                tracing::warn!("notification for an unknown merchant");
-                Refusal::new(
-                    Outcome::UnknownMerchant,
-                    StatusCode::NOT_FOUND,
-                    "unknown merchant",
-                )
-            }
-            Rejection::Verify(error) => {
-                state.metrics.verify_failure(provider, error.reason());
-                tracing::warn!(reason = error.reason(), %error, "notification refused");
-                Refusal::new(Outcome::Rejected, status_for(&error), error.reason())
-            }
-        })?;
+    let verified = match verify(state, provider, merchant, req, &body) {
+        Ok(verified) => verified,
+        Err(Rejection::UnknownMerchant) => {
+            tracing::warn!("notification for an unknown merchant");
+            return Err(Refusal::new(
+                Outcome::UnknownMerchant,
+                StatusCode::NOT_FOUND,
+                "unknown merchant",
+            ));
+        }
+        Err(Rejection::Verify(error)) => {
+            state.metrics.verify_failure(provider, error.reason());
+            tracing::warn!(reason = error.reason(), %error, "notification refused");
+            let headers = req
+                .headers()
+                .iter()
+                .filter_map(|(name, value)| {
+                    Some((name.to_string(), value.to_str().ok()?.to_owned()))
+                })
+                .collect();
+            state
+                .rejected
+                .offer(provider, merchant, &error, &request_id, headers, &body);
+            return Err(Refusal::new(
+                Outcome::Rejected,
+                status_for(&error),
+                error.reason(),
+            ));
+        }
+    };
 
     let envelope = Envelope::from_verified(
         verified,

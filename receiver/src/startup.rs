@@ -122,8 +122,15 @@ impl Application {
             &tracker,
         );
         let r = &settings.receiver;
+        let rejected = crate::rejected::Sampler::new(
+            Duration::from_millis(r.rejected_sample_interval_ms),
+            publisher.clone(),
+            clock.clone(),
+            metrics.clone(),
+        );
         let state = web::Data::new(AppState {
             merchants,
+            rejected,
             publisher,
             certificates,
             metrics,

@@ -31,6 +31,7 @@ pub mod money;
 pub mod process;
 pub mod query;
 pub mod redact;
+pub mod rejected;
 pub mod telemetry;
 pub mod tls;
 pub mod topology;

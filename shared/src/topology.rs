@@ -27,6 +27,8 @@ pub struct Names {
     pub events_unrouted: String,
     /// Stream of WeChat V3 platform certificate sets, worker → receivers.
     pub certificates: String,
+    /// Stream of refused requests' samples, receivers → workers (never work).
+    pub rejected: String,
 }
 
 impl Names {
@@ -39,6 +41,7 @@ impl Names {
             events: format!("{prefix}.events"),
             events_unrouted: format!("{prefix}.events.unrouted"),
             certificates: format!("{prefix}.certificates"),
+            rejected: format!("{prefix}.rejected"),
         }
     }
 
@@ -248,6 +251,37 @@ pub async fn declare_certificates(channel: &Channel, names: &Names) -> lapin::Re
         .map(drop)
 }
 
+/// Size the rejected-samples stream is trimmed to (whole segments, oldest first).
+pub const REJECTED_STREAM_MAX_BYTES: u32 = 16 * 1024 * 1024;
+/// Segment size of the rejected-samples stream.
+pub const REJECTED_STREAM_SEGMENT_BYTES: u32 = 1024 * 1024;
+/// Age after which rejected samples are trimmed.
+pub const REJECTED_STREAM_MAX_AGE: &str = "7D";
+
+/// Declares the stream of refused requests' samples (`crate::rejected`): receivers
+/// append, workers read; capped by size and age, consumed by nothing as work.
+pub async fn declare_rejected(channel: &Channel, names: &Names) -> lapin::Result<()> {
+    channel
+        .queue_declare(
+            names.rejected.as_str().into(),
+            durable_queue(),
+            args(vec![
+                ("x-queue-type", long("stream")),
+                (
+                    "x-max-length-bytes",
+                    AMQPValue::LongLongInt(i64::from(REJECTED_STREAM_MAX_BYTES)),
+                ),
+                (
+                    "x-stream-max-segment-size-bytes",
+                    AMQPValue::LongUInt(REJECTED_STREAM_SEGMENT_BYTES),
+                ),
+                ("x-max-age", long(REJECTED_STREAM_MAX_AGE)),
+            ]),
+        )
+        .await
+        .map(drop)
+}
+
 /// The AMQP properties of an envelope on the notifications exchange, the same for the
 /// receiver and the reconciler (`app_id` says which): persistent, JSON, `message_id` =
 /// the dedup identity, the request id as correlation id and header.
@@ -291,5 +325,6 @@ mod tests {
         assert_eq!(n.events, "t1.events");
         assert_eq!(n.retry(0), "t1.retry.1");
         assert_eq!(n.certificates, "t1.certificates");
+        assert_eq!(n.rejected, "t1.rejected");
     }
 }

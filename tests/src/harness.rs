@@ -187,6 +187,7 @@ impl Drop for TopologyCleanup {
                     names.parked.clone(),
                     names.events_unrouted.clone(),
                     names.certificates.clone(),
+                    names.rejected.clone(),
                     format!("{}.tap", names.prefix),
                 ];
                 queues.extend((0..8).map(|i| names.retry(i)));

@@ -658,3 +658,112 @@ async fn diagnose_names_the_failing_step_of_a_captured_request_locally_and_throu
     worker.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_refused_notification_is_sampled_never_published_and_diagnosed_from_the_sample() {
+    let s = stack().await;
+    let worker = TestWorker::spawn(&s.settings).await;
+    let dir = std::env::temp_dir().join(unique("payhook-rejected-"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, TEST_ADMIN_TOKEN).expect("token file");
+    let api = |args: &[&str]| {
+        let mut all = vec![
+            "--api".to_owned(),
+            worker.admin_url.clone(),
+            "--token-file".into(),
+            token_file.display().to_string(),
+        ];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        all
+    };
+
+    // Two tampered notifications: one sample (the second is within the interval).
+    let client = reqwest::Client::new();
+    let order = unique("o");
+    for _ in 0..2 {
+        let body = String::from_utf8(s.providers.alipay.payment(&order, 8_888, &unique("n")))
+            .expect("ascii form")
+            .replace("total_amount=88.88", "total_amount=0.01");
+        let answer = post(
+            &client,
+            &s.receiver.url("/notify/alipay/m1"),
+            FORM,
+            &[],
+            body.into_bytes(),
+        )
+        .await;
+        assert_eq!((answer.status, answer.body.as_str()), (401, "fail"));
+    }
+    let sampled = eventually_async(QUIET, || async {
+        s.receiver
+            .metric(r#"payhook_receiver_rejected_samples_total{result="published"}"#)
+            == 1.0
+    })
+    .await;
+    assert!(sampled, "one sample published");
+    assert_eq!(
+        s.receiver
+            .metric(r#"payhook_receiver_rejected_samples_total{result="skipped"}"#),
+        1.0
+    );
+    // Never work: nothing reached the work queue.
+    assert_eq!(s.broker.depth(&s.receiver.names.work).await, 0);
+
+    let listed = eventually_async(QUIET, || async {
+        let (out, _) = diagnose(
+            &test_settings(),
+            &strs(&api(&["--json", "rejected", "list"])),
+        )
+        .await
+        .expect("lists");
+        serde_json::from_str::<Value>(&out)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .is_some_and(|samples| samples.len() == 1)
+    })
+    .await;
+    assert!(listed, "the worker holds the sample");
+    let (out, _) = diagnose(
+        &test_settings(),
+        &strs(&api(&["--json", "rejected", "list"])),
+    )
+    .await
+    .expect("lists");
+    let samples: Value = serde_json::from_str(&out).expect("json");
+    let sample = &samples[0];
+    assert_eq!(sample["provider"], "alipay");
+    assert_eq!(sample["merchant"], "m1");
+    assert_eq!(sample["reason"], "bad_signature");
+    let id = sample["id"].as_str().expect("id").to_owned();
+
+    let (out, refused) = diagnose(&test_settings(), &strs(&api(&["rejected", "show", &id])))
+        .await
+        .expect("shows");
+    assert!(!refused);
+    assert!(
+        out.contains("total_amount") && out.contains("sign_type"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("0.01") && !out.contains(&order),
+        "no value shown: {out}"
+    );
+
+    let (out, refused) = diagnose(
+        &test_settings(),
+        &strs(&api(&["rejected", "diagnose", &id])),
+    )
+    .await
+    .expect("diagnoses");
+    assert!(refused, "{out}");
+    assert!(out.contains("first failing step: signature"), "{out}");
+
+    // Without the admin API there is nothing to read them from.
+    let direct = diagnose(&s.settings, &["rejected", "list"]).await;
+    assert!(direct.is_err_and(|e| e.contains("--api")));
+    let missing = diagnose(&test_settings(), &strs(&api(&["rejected", "show", "nope"]))).await;
+    assert!(missing.is_err_and(|e| e.contains("no sample nope")));
+    worker.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

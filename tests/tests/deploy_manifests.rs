@@ -1426,6 +1426,16 @@ fn declared_arguments(names: &Names) -> BTreeMap<String, BTreeSet<&'static str>>
         ]
         .into(),
     );
+    out.insert(
+        names.rejected.clone(),
+        [
+            "x-queue-type",
+            "x-max-length-bytes",
+            "x-stream-max-segment-size-bytes",
+            "x-max-age",
+        ]
+        .into(),
+    );
     out
 }
 

@@ -45,6 +45,13 @@ pub fn routes() -> Vec<(&'static str, Method, Route)> {
         ("/parked/replay", Method::POST, web::post().to(replay)),
         ("/audit", Method::GET, web::get().to(audit_trail)),
         ("/diagnose", Method::POST, web::post().to(diagnose)),
+        ("/rejected", Method::GET, web::get().to(rejected_list)),
+        ("/rejected/{id}", Method::GET, web::get().to(rejected_show)),
+        (
+            "/rejected/{id}/diagnose",
+            Method::POST,
+            web::post().to(rejected_diagnose),
+        ),
     ]
 }
 
@@ -379,4 +386,40 @@ async fn diagnose(
         Ok(diagnosis) => HttpResponse::Ok().json(diagnosis),
         Err(error) => HttpResponse::BadRequest().json(json!({ "error": error })),
     }
+}
+
+/// The samples of refused notifications, newest first.
+async fn rejected_list(
+    shared: web::Data<Shared>,
+    filter: web::Query<crate::rejected::Filter>,
+) -> HttpResponse {
+    HttpResponse::Ok().json(shared.rejected.list(&filter))
+}
+
+/// One sample: its summary, header names and field names (never values).
+async fn rejected_show(shared: web::Data<Shared>, id: web::Path<String>) -> HttpResponse {
+    match shared.rejected.get(&id) {
+        Some(sample) => HttpResponse::Ok().json(sample.describe()),
+        None => not_held(),
+    }
+}
+
+/// One sample run through verification, judged as of when it was refused.
+async fn rejected_diagnose(shared: web::Data<Shared>, id: web::Path<String>) -> HttpResponse {
+    let Some(sample) = shared.rejected.get(&id) else {
+        return not_held();
+    };
+    match sample
+        .captured()
+        .diagnose(&shared.merchants, &payhook_shared::clock::SystemClock)
+    {
+        Ok(diagnosis) => HttpResponse::Ok().json(diagnosis),
+        Err(error) => HttpResponse::BadRequest().json(json!({ "error": error })),
+    }
+}
+
+fn not_held() -> HttpResponse {
+    HttpResponse::NotFound().json(json!({
+        "error": "no such sample held (samples are trimmed by kind, size and age)"
+    }))
 }

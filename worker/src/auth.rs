@@ -102,6 +102,9 @@ pub fn required_scope(method: &Method, path: &str) -> Option<AdminScope> {
         "/healthz" | "/readyz" | "/metrics" | "/openapi.json" => None,
         // Runs a captured request through verification: reads, changes nothing.
         "/diagnose" => Some(AdminScope::Read),
+        _ if path.starts_with("/rejected/") && path.ends_with("/diagnose") => {
+            Some(AdminScope::Read)
+        }
         _ if method == Method::GET || method == Method::HEAD => Some(AdminScope::Read),
         _ => Some(AdminScope::Operate),
     }

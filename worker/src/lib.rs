@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod parked;
 pub mod reconcile;
+pub mod rejected;
 pub mod retention;
 pub mod retry;
 pub mod startup;

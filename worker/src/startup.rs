@@ -39,6 +39,8 @@ pub struct Shared {
     /// The merchants' verification keys (WeChat V3: the downloaded platform
     /// certificates too), for `POST /diagnose`.
     pub merchants: payhook_shared::merchants::Merchants,
+    /// Samples of refused notifications, read from the rejected stream.
+    pub rejected: crate::rejected::Samples,
     amqp: Connector,
     broker_up: AtomicBool,
     /// Number of retry tiers (`worker.retry_delays_ms`).
@@ -267,6 +269,7 @@ impl Worker {
             metrics,
             names,
             merchants,
+            rejected: crate::rejected::Samples::default(),
             amqp,
             broker_up: AtomicBool::new(false),
             retry_tiers: w.retry_delays_ms.len(),
@@ -348,6 +351,13 @@ impl Worker {
         let certificates = self
             .certificates
             .map(|refresher| tokio::spawn(refresher.run(certificates_stop.clone())));
+        let rejected = tokio::spawn(crate::rejected::follow(
+            self.shared.rejected.clone(),
+            self.shared.amqp.clone(),
+            self.shared.names.clone(),
+            self.reconnect,
+            certificates_stop.clone(),
+        ));
         let mistake = supervise(
             self.shared.clone(),
             self.processor,
@@ -369,6 +379,7 @@ impl Worker {
         if let Some(certificates) = certificates {
             let _ = tokio::time::timeout(Duration::from_secs(5), certificates).await;
         }
+        let _ = tokio::time::timeout(Duration::from_secs(5), rejected).await;
         handle.stop(true).await;
         let served = match server.await {
             Ok(result) => result,

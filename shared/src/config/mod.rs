@@ -73,6 +73,9 @@ pub struct ReceiverSettings {
     pub request_timeout_ms: u64,
     pub max_in_flight: usize,
     pub workers: usize,
+    /// One sample of a refused notification per provider, merchant and reason per
+    /// interval; 0 disables sampling.
+    pub rejected_sample_interval_ms: u64,
     pub trusted_proxies: Vec<IpNet>,
     pub allowlist: Allowlist,
     #[serde(default)]

@@ -142,6 +142,18 @@ impl Api {
         expect_ok(status, json)
     }
 
+    /// `POST` without a body, expecting 200 and a `T`, or 404 (`None`).
+    pub async fn post_found<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+    ) -> anyhow::Result<Option<T>> {
+        let (status, json) = self.call(Method::POST, segments, &[], None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        expect_ok(status, json).map(Some)
+    }
+
     /// `POST` without a body; the status.
     pub async fn post_status(&self, segments: &[&str]) -> anyhow::Result<u16> {
         let (status, _) = self.call(Method::POST, segments, &[], None).await?;

@@ -93,12 +93,37 @@ enum Command {
     /// Prints no secret and no field value. Exit status 0 when the receiver would
     /// accept the request, 4 when it refuses it.
     Diagnose(DiagnoseArgs),
+    /// Samples of the notifications the receivers refused (through the admin API
+    /// only: the workers hold them).
+    #[command(subcommand)]
+    Rejected(RejectedCommand),
     /// The audit trail: every operate action, through the admin API or this tool.
     Audit {
         /// How many records, newest first.
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum RejectedCommand {
+    /// The samples, newest first: when, provider, merchant, reason, size, id.
+    List {
+        #[arg(long, value_parser = parse_provider)]
+        provider: Option<Provider>,
+        #[arg(long)]
+        merchant: Option<String>,
+        /// A refusal reason, e.g. bad_signature.
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One sample: headers and body field names, sizes and digest (never values).
+    Show { id: String },
+    /// One sample run through verification step by step, as of when it was refused.
+    /// Exit status 4 when the receiver refuses it (as it did).
+    Diagnose { id: String },
 }
 
 #[derive(Debug, Args)]
@@ -442,6 +467,9 @@ pub async fn run(
                 .context("reading the audit trail")?;
             emit(out, cli.json, records.as_slice(), render::audit)
         }
+        Command::Rejected(_) => bail!(
+            "the samples of refused notifications are held by the workers: use --api (or PAYHOOK_ADMIN_URL)"
+        ),
         Command::Diagnose(args) => {
             let merchants = payhook_shared::merchants::Merchants::build(settings)?;
             let diagnosis = args
@@ -513,6 +541,42 @@ async fn run_api(cli: Cli, out: &mut impl std::io::Write) -> anyhow::Result<()> 
                 404 => Err(key.unknown()),
                 other => bail!("the admin API answered {other}"),
             }
+        }
+        Command::Rejected(RejectedCommand::List {
+            provider,
+            merchant,
+            reason,
+            limit,
+        }) => {
+            let mut query = vec![("limit", limit.to_string())];
+            if let Some(provider) = provider {
+                query.push(("provider", provider.as_str().to_owned()));
+            }
+            if let Some(merchant) = merchant {
+                query.push(("merchant", merchant));
+            }
+            if let Some(reason) = reason {
+                query.push(("reason", reason));
+            }
+            let listed: Vec<payhook_shared::rejected::Summary> =
+                api.get(&["rejected"], &query).await?;
+            emit(out, cli.json, listed.as_slice(), render::rejected)
+        }
+        Command::Rejected(RejectedCommand::Show { id }) => {
+            let Some(found): Option<payhook_shared::rejected::Described> =
+                api.get_found(&["rejected", &id]).await?
+            else {
+                bail!("no sample {id} is held (samples are trimmed by kind, size and age)");
+            };
+            emit(out, cli.json, &found, render::rejected_sample)
+        }
+        Command::Rejected(RejectedCommand::Diagnose { id }) => {
+            let Some(diagnosis): Option<payhook_shared::diagnose::Diagnosis> =
+                api.post_found(&["rejected", &id, "diagnose"]).await?
+            else {
+                bail!("no sample {id} is held (samples are trimmed by kind, size and age)");
+            };
+            diagnosed(out, cli.json, &diagnosis)
         }
         Command::Diagnose(args) => {
             let (status, answer) = api.send_json(&["diagnose"], &args.captured()?).await?;

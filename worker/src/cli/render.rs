@@ -308,3 +308,66 @@ pub fn audit(out: &mut impl Write, records: &[crate::db::audit::AuditRecord]) ->
     }
     writeln!(out, "{t}")
 }
+
+pub fn rejected(
+    out: &mut impl Write,
+    samples: &[payhook_shared::rejected::Summary],
+) -> io::Result<()> {
+    if samples.is_empty() {
+        return writeln!(out, "no refused notification sampled");
+    }
+    let mut t = table(&[
+        "refused at",
+        "provider",
+        "merchant",
+        "reason",
+        "bytes",
+        "id",
+    ]);
+    for s in samples {
+        t.add_row(vec![
+            unix(s.received_at),
+            s.provider.as_str().to_owned(),
+            s.merchant.clone(),
+            s.reason.clone(),
+            s.body_bytes.to_string(),
+            s.id.clone(),
+        ]);
+    }
+    writeln!(out, "{t}")?;
+    writeln!(out, "{} sample(s)", samples.len())
+}
+
+pub fn rejected_sample(
+    out: &mut impl Write,
+    d: &payhook_shared::rejected::Described,
+) -> io::Result<()> {
+    let s = &d.summary;
+    writeln!(out, "sample      {}", s.id)?;
+    writeln!(out, "refused at  {}", unix(s.received_at))?;
+    writeln!(
+        out,
+        "provider    {}  merchant {}",
+        s.provider.as_str(),
+        s.merchant
+    )?;
+    writeln!(out, "reason      {}: {}", s.reason, s.error)?;
+    writeln!(out, "request id  {}", s.request_id)?;
+    writeln!(
+        out,
+        "body        {} bytes, sha256 {}",
+        s.body_bytes, s.body_sha256
+    )?;
+    writeln!(out, "headers     {}", d.header_names.join(", "))?;
+    writeln!(out, "fields      {}", d.field_names.join(", "))?;
+    writeln!(
+        out,
+        "(payhook-admin rejected diagnose {} explains it)",
+        s.id
+    )
+}
+
+/// Unix seconds as RFC 3339.
+fn unix(secs: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(secs).map_or_else(|_| secs.to_string(), rfc3339)
+}
