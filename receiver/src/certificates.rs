@@ -54,6 +54,9 @@ pub struct Certificates {
 #[derive(Debug)]
 struct State {
     merchants: HashMap<String, Arc<V3Merchant>>,
+    /// The merchants with a `previous_api_v3_key`, holding that key: a set sealed
+    /// with it (WeChat before the key change took effect) still opens.
+    previous: HashMap<String, Arc<V3Merchant>>,
     /// The `fetched_at` of the set applied per merchant.
     applied: std::sync::Mutex<HashMap<String, i64>>,
     caught_up: AtomicBool,
@@ -66,12 +69,14 @@ impl Certificates {
     pub fn start(
         config: FollowerConfig,
         merchants: &HashMap<String, Arc<V3Merchant>>,
+        previous: &HashMap<String, Arc<V3Merchant>>,
         metrics: Metrics,
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) -> Self {
         let state = Arc::new(State {
             merchants: merchants.clone(),
+            previous: previous.clone(),
             applied: std::sync::Mutex::new(HashMap::new()),
             caught_up: AtomicBool::new(merchants.is_empty()),
             metrics,
@@ -234,7 +239,13 @@ impl State {
             self.metrics.certificate_set("stale");
             return;
         }
-        match set.open_and_describe(merchant) {
+        let opened = set.open_and_describe(merchant).or_else(|error| {
+            match self.previous.get(&set.merchant) {
+                Some(previous) => set.open_and_describe(previous),
+                None => Err(error),
+            }
+        });
+        match opened {
             Ok((keys, described)) => {
                 merchant.keys.set_downloaded(&keys);
                 let expiries: Vec<(String, i64)> = described

@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use payhook_shared::error::VerifyError;
 use payhook_shared::event::Provider;
+use payhook_shared::merchants::KeySlot;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -100,6 +101,13 @@ struct MerchantLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct MerchantKeyLabel {
+    provider: String,
+    merchant: String,
+    key: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct CertificateLabel {
     provider: String,
     merchant: String,
@@ -139,6 +147,7 @@ pub struct Metrics {
     certificate_sets: Family<SetResult, Counter>,
     rejected_samples: Family<SetResult, Counter>,
     merchant_acked: Family<MerchantLabel, Counter>,
+    verify_keys: Family<MerchantKeyLabel, Counter>,
     merchant_last: Family<MerchantLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     certificate_expiry: Family<CertificateLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// The per-request series, looked up once: a counter or histogram handle shares
@@ -169,6 +178,8 @@ struct Hot {
 #[derive(Debug)]
 struct MerchantHandles {
     acked: Counter,
+    /// `payhook_verify_keys_total`, indexed like [`KeySlot::ALL`].
+    keys: [Counter; 2],
     last: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
@@ -201,6 +212,14 @@ impl Metrics {
         let certificate_sets = Family::<SetResult, Counter>::default();
         let rejected_samples = Family::<SetResult, Counter>::default();
         let merchant_acked = Family::<MerchantLabel, Counter>::default();
+        let verify_keys = Family::<MerchantKeyLabel, Counter>::default();
+        registry.register(
+            "verify_keys",
+            "Notifications verified, by provider, configured merchant and key (current; \
+             previous: the previous_… key of a key change — when it stays flat for longer \
+             than the providers resend, about a day, the previous key can go)",
+            verify_keys.clone(),
+        );
         let merchant_last =
             Family::<MerchantLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let certificate_expiry =
@@ -310,6 +329,7 @@ impl Metrics {
             certificate_sets,
             rejected_samples,
             merchant_acked,
+            verify_keys,
             merchant_last,
             certificate_expiry,
             hot,
@@ -409,6 +429,15 @@ impl Metrics {
             maps[provider_index(provider)].insert(
                 merchant.to_owned(),
                 MerchantHandles {
+                    keys: KeySlot::ALL.map(|slot| {
+                        self.verify_keys
+                            .get_or_create(&MerchantKeyLabel {
+                                provider: provider.as_str().into(),
+                                merchant: merchant.into(),
+                                key: slot.as_str().into(),
+                            })
+                            .clone()
+                    }),
                     acked: self.merchant_acked.get_or_create(&label).clone(),
                     last: self.merchant_last.get_or_create(&label).clone(),
                 },
@@ -429,6 +458,18 @@ impl Metrics {
         {
             handles.acked.inc();
             handles.last.set(unix_seconds);
+        }
+    }
+
+    /// A configured merchant's notification verified with the key in `slot`.
+    pub fn key_verified(&self, provider: Provider, merchant: &str, slot: KeySlot) {
+        if let Some(handles) = self
+            .hot
+            .merchants
+            .get()
+            .and_then(|maps| maps[provider_index(provider)].get(merchant))
+        {
+            handles.keys[slot as usize].inc();
         }
     }
 

@@ -15,9 +15,9 @@ use futures::StreamExt as _;
 use payhook_shared::clock::Clock;
 use payhook_shared::error::VerifyError;
 use payhook_shared::event::{Envelope, Provider, Source, VerifiedNotification};
-use payhook_shared::merchants::Merchants;
+use payhook_shared::merchants::{KeySlot, Merchants, Rejection};
+use payhook_shared::wechat_v3;
 use payhook_shared::wechat_v3::V3Headers;
-use payhook_shared::{alipay, wechat_v2, wechat_v3};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::Instrument as _;
@@ -240,7 +240,10 @@ async fn process(
     let body = read_body(req, body, &state.limits).await?;
 
     let verified = match verify(state, provider, merchant, req, &body) {
-        Ok(verified) => verified,
+        Ok((verified, slot)) => {
+            state.metrics.key_verified(provider, merchant, slot);
+            verified
+        }
         Err(Rejection::UnknownMerchant) => {
             tracing::warn!("notification for an unknown merchant");
             return Err(Refusal::new(
@@ -305,62 +308,32 @@ async fn process(
     }
 }
 
-enum Rejection {
-    UnknownMerchant,
-    Verify(VerifyError),
-}
-
-impl From<VerifyError> for Rejection {
-    fn from(error: VerifyError) -> Self {
-        Self::Verify(error)
-    }
-}
-
-/// The one place where a provider's protocol module turns raw bytes into trust.
+/// The request's bytes through the merchant registry's verification (the current key,
+/// then a previous one during a key change).
 fn verify(
     state: &AppState,
     provider: Provider,
     merchant: &str,
     req: &HttpRequest,
     body: &[u8],
-) -> Result<VerifiedNotification, Rejection> {
-    let m = &state.merchants;
-    match provider {
-        Provider::Alipay => {
-            let app = m.alipay.get(merchant).ok_or(Rejection::UnknownMerchant)?;
-            Ok(alipay::verify_notification(app, body)?)
+) -> Result<(VerifiedNotification, KeySlot), Rejection> {
+    let headers = if provider == Provider::WechatV3 {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        V3Headers {
+            timestamp: header(wechat_v3::HEADER_TIMESTAMP),
+            nonce: header(wechat_v3::HEADER_NONCE),
+            signature: header(wechat_v3::HEADER_SIGNATURE),
+            serial: header(wechat_v3::HEADER_SERIAL),
+            signature_type: header(wechat_v3::HEADER_SIGNATURE_TYPE),
         }
-        Provider::WechatV2 => {
-            let merchant = m
-                .wechat_v2
-                .get(merchant)
-                .ok_or(Rejection::UnknownMerchant)?;
-            Ok(wechat_v2::verify_notification(merchant, body)?)
-        }
-        Provider::WechatV3 => {
-            let merchant = m
-                .wechat_v3
-                .get(merchant)
-                .ok_or(Rejection::UnknownMerchant)?;
-            let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-            let headers = V3Headers {
-                timestamp: header("Wechatpay-Timestamp"),
-                nonce: header("Wechatpay-Nonce"),
-                signature: header("Wechatpay-Signature"),
-                serial: header("Wechatpay-Serial"),
-                signature_type: header("Wechatpay-Signature-Type"),
-            };
-            Ok(wechat_v3::verify_notification(
-                merchant,
-                &headers,
-                body,
-                state.clock.as_ref(),
-            )?)
-        }
-    }
+    } else {
+        V3Headers::default()
+    };
+    state
+        .merchants
+        .verify(provider, merchant, body, &headers, &*state.clock)
 }
 
-/// Authentication failures are 401, everything else the provider sent wrong is 400.
 fn status_for(error: &VerifyError) -> StatusCode {
     StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
 }

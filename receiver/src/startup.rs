@@ -117,6 +117,7 @@ impl Application {
                 reconnect_max: Duration::from_millis(amqp.reconnect_max_ms),
             },
             &merchants.wechat_v3,
+            &merchants.previous.wechat_v3,
             metrics.clone(),
             cancel.clone(),
             &tracker,

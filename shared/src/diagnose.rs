@@ -24,9 +24,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::clock::Clock;
-use crate::error::VerifyError;
 use crate::event::Provider;
-use crate::merchants::Merchants;
+use crate::merchants::{KeySlot, Merchants, Rejection};
 
 /// A captured request to diagnose: the admin API's `POST /diagnose` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,38 +172,39 @@ pub fn diagnose(
     headers: &[(String, String)],
     clock: &dyn Clock,
 ) -> Diagnosis {
+    let view = crate::wechat_v3::V3Headers::from_pairs(headers);
+    // The verdict is the receiver's: the registry's verification, previous keys included.
+    let verified = merchants.verify(provider, merchant, body, &view, clock);
+    let slot = verified.as_ref().ok().map(|(_, slot)| *slot);
+    let result: Result<(), Rejection> = verified.map(drop);
     let mut steps = Steps::default();
-    let result = match provider {
-        Provider::Alipay => match merchants.alipay.get(merchant) {
-            Some(app) => {
-                let now = clock.now().unix_timestamp();
-                alipay::explain(app, merchants, merchant, body, now, &mut steps);
-                crate::alipay::verify_notification(app, body)
-                    .map(drop)
-                    .map_err(Rejection::from)
-            }
-            None => unknown(&mut steps, merchants, provider, merchant),
-        },
-        Provider::WechatV2 => match merchants.wechat_v2.get(merchant) {
-            Some(m) => {
-                wechat_v2::explain(m, body, &mut steps);
-                crate::wechat_v2::verify_notification(m, body)
-                    .map(drop)
-                    .map_err(Rejection::from)
-            }
-            None => unknown(&mut steps, merchants, provider, merchant),
-        },
-        Provider::WechatV3 => match merchants.wechat_v3.get(merchant) {
-            Some(m) => {
-                let view = crate::wechat_v3::V3Headers::from_pairs(headers);
-                wechat_v3::explain(m, merchants, merchant, &view, body, clock, &mut steps);
-                crate::wechat_v3::verify_notification(m, &view, body, clock)
-                    .map(drop)
-                    .map_err(Rejection::from)
-            }
-            None => unknown(&mut steps, merchants, provider, merchant),
-        },
-    };
+    if result == Err(Rejection::UnknownMerchant) {
+        unknown(&mut steps, merchants, provider, merchant);
+    } else {
+        let previous = slot == Some(KeySlot::Previous);
+        explain(
+            merchants, provider, merchant, body, &view, clock, previous, &mut steps,
+        );
+        let setting = match provider {
+            Provider::Alipay => "previous_alipay_public_key",
+            Provider::WechatV2 => "previous_api_key",
+            Provider::WechatV3 => "previous_api_v3_key",
+        };
+        if previous {
+            steps.warning(
+                "key_change",
+                format!(
+                    "verified with {provider}.{merchant}.{setting}: the provider still uses the previous key; remove it once \
+                     payhook_verify_keys_total{{key=\"previous\"}} stays flat for a day"
+                ),
+            );
+        } else if result.is_err() && has_previous(merchants, provider, merchant) {
+            steps.warning(
+                "key_change",
+                format!("{provider}.{merchant}.{setting} does not verify it either"),
+            );
+        }
+    }
     let verdict = match &result {
         Ok(()) => "accepted".to_owned(),
         Err(Rejection::Verify(error)) => {
@@ -240,23 +240,65 @@ pub fn diagnose(
     }
 }
 
-pub(crate) enum Rejection {
-    UnknownMerchant,
-    Verify(VerifyError),
-}
-
-impl From<VerifyError> for Rejection {
-    fn from(error: VerifyError) -> Self {
-        Self::Verify(error)
-    }
-}
-
-fn unknown(
-    steps: &mut Steps,
+/// Explains with the merchant's current key, or its previous one when that is the
+/// one that verified.
+#[allow(clippy::too_many_arguments)]
+fn explain(
     merchants: &Merchants,
     provider: Provider,
     merchant: &str,
-) -> Result<(), Rejection> {
+    body: &[u8],
+    view: &crate::wechat_v3::V3Headers<'_>,
+    clock: &dyn Clock,
+    previous: bool,
+    steps: &mut Steps,
+) {
+    let now = clock.now().unix_timestamp();
+    let p = &merchants.previous;
+    match provider {
+        Provider::Alipay => {
+            let app = if previous {
+                p.alipay.get(merchant)
+            } else {
+                merchants.alipay.get(merchant)
+            };
+            if let Some(app) = app {
+                alipay::explain(app, merchants, merchant, body, now, steps);
+            }
+        }
+        Provider::WechatV2 => {
+            let m = if previous {
+                p.wechat_v2.get(merchant)
+            } else {
+                merchants.wechat_v2.get(merchant)
+            };
+            if let Some(m) = m {
+                wechat_v2::explain(m, body, steps);
+            }
+        }
+        Provider::WechatV3 => {
+            let m = if previous {
+                p.wechat_v3.get(merchant)
+            } else {
+                merchants.wechat_v3.get(merchant)
+            };
+            if let Some(m) = m {
+                wechat_v3::explain(m, merchants, merchant, view, body, clock, steps);
+            }
+        }
+    }
+}
+
+fn has_previous(merchants: &Merchants, provider: Provider, merchant: &str) -> bool {
+    let p = &merchants.previous;
+    match provider {
+        Provider::Alipay => p.alipay.contains_key(merchant),
+        Provider::WechatV2 => p.wechat_v2.contains_key(merchant),
+        Provider::WechatV3 => p.wechat_v3.contains_key(merchant),
+    }
+}
+
+fn unknown(steps: &mut Steps, merchants: &Merchants, provider: Provider, merchant: &str) {
     let mut known: Vec<&String> = match provider {
         Provider::Alipay => merchants.alipay.keys().collect(),
         Provider::WechatV2 => merchants.wechat_v2.keys().collect(),
@@ -275,7 +317,6 @@ fn unknown(
             }
         ),
     );
-    Err(Rejection::UnknownMerchant)
 }
 
 /// The receiver's answer for this result, and what the provider does with it.

@@ -144,6 +144,19 @@ pub fn report(settings: &Settings, now: i64, signing: bool) -> Result<Vec<String
             ));
             alipay_key = Some(key);
         }
+        let mut previous_key = None;
+        if let Some(key) = &app.previous_alipay_public_key {
+            let setting = field("previous_alipay_public_key");
+            let text = key.load().map_err(|e| ConfigError::new(&setting, e))?;
+            let key = crate::crypto::parse_public_key(&text)
+                .map_err(|e| ConfigError::new(&setting, e.to_string()))?;
+            lines.push(format!(
+                "{setting}: RSA-{} public key, sha256 {} (tried when alipay_public_key does not verify)",
+                key.bits(),
+                key.fingerprint()
+            ));
+            previous_key = Some(key);
+        }
         let mut alipay_key_setting = field("alipay_public_key");
         if let Some(cert) = &app.alipay_cert {
             // Alipay's certificate is only configured (nothing downloads it): without a
@@ -181,13 +194,39 @@ pub fn report(settings: &Settings, now: i64, signing: bool) -> Result<Vec<String
                 let pem = cert
                     .load()
                     .map_err(|e| ConfigError::new(field("alipay_root_cert"), e))?;
-                let count = CertificateInfo::of_pem(&pem)
-                    .map_err(|e| ConfigError::new(field("alipay_root_cert"), e.to_string()))?
-                    .len();
+                let roots = parse_certificates(&pem)
+                    .map_err(|e| ConfigError::new(field("alipay_root_cert"), e.to_string()))?;
                 lines.push(format!(
-                    "{}: {count} certificate(s)",
-                    field("alipay_root_cert")
+                    "{}: {} certificate(s), root SN {}",
+                    field("alipay_root_cert"),
+                    roots.len(),
+                    crate::alipay::root_cert_sn(&pem).unwrap_or_else(|_| "none".into())
                 ));
+                // Alipay's certificate chains up to one of these roots; a sandbox file
+                // next to a production one (or another app's) does not.
+                if let Some(alipay_cert) = &app.alipay_cert {
+                    let chain = alipay_cert
+                        .load()
+                        .ok()
+                        .and_then(|pem| parse_certificates(&pem).ok())
+                        .unwrap_or_default();
+                    let subjects: Vec<String> = roots
+                        .iter()
+                        .map(|c| c.tbs_certificate().subject().to_string())
+                        .collect();
+                    let chained = chain
+                        .iter()
+                        .any(|c| subjects.contains(&c.tbs_certificate().issuer().to_string()));
+                    if !chain.is_empty() && !chained {
+                        lines.push(format!(
+                            "WARNING {}: no certificate in it was issued by a certificate of {} \
+                             (sandbox and production files mixed, or another app's?): Alipay \
+                             refuses queries whose alipay_root_cert_sn it does not expect",
+                            field("alipay_cert"),
+                            field("alipay_root_cert")
+                        ));
+                    }
+                }
             }
             if let Some(secret) = &app.app_private_key {
                 let text = secret
@@ -198,6 +237,32 @@ pub fn report(settings: &Settings, now: i64, signing: bool) -> Result<Vec<String
                 )
                 .and_then(|k| k.public_key())
                 .map_err(|e| ConfigError::new(field("app_private_key"), e.to_string()))?;
+                if previous_key.as_ref() == Some(&own) {
+                    return Err(ConfigError::new(
+                        field("previous_alipay_public_key"),
+                        "this is the app's own public key (the one uploaded to Alipay), not \
+                         Alipay's: copy the \"Alipay public key\" (支付宝公钥) from the open \
+                         platform console",
+                    ));
+                }
+                // The app certificate must hold the app key's public half: a certificate
+                // of another app (or environment) makes every query fail.
+                if let Some(cert) = &app.app_cert {
+                    let pem = cert
+                        .load()
+                        .map_err(|e| ConfigError::new(field("app_cert"), e))?;
+                    let certified = parse_certificates(&pem)
+                        .ok()
+                        .and_then(|certs| certs.first().cloned())
+                        .and_then(|c| crate::crypto::public_key_of_certificate(&c).ok());
+                    if certified.is_some_and(|key| key != own) {
+                        return Err(ConfigError::new(
+                            field("app_cert"),
+                            "its public key is not app_private_key's: the certificate of another \
+                             app or environment (download appCertPublicKey_<app_id>.crt again)",
+                        ));
+                    }
+                }
                 if alipay_key.as_ref() == Some(&own) {
                     return Err(ConfigError::new(
                         alipay_key_setting,
@@ -227,15 +292,49 @@ pub fn report(settings: &Settings, now: i64, signing: bool) -> Result<Vec<String
             ));
         }
         lines.push(format!("{field}: 32 characters"));
+        if let Some(previous) = &m.previous_api_key {
+            let field = format!("wechat_v2.{name}.previous_api_key");
+            let key = previous.load().map_err(|e| ConfigError::new(&field, e))?;
+            let length = secrecy::ExposeSecret::expose_secret(&key).chars().count();
+            if length != 32 {
+                return Err(ConfigError::new(
+                    field,
+                    format!("is {length} characters; WeChat Pay APIv2 keys are 32"),
+                ));
+            }
+            lines.push(format!(
+                "{field}: 32 characters (tried when api_key does not verify)"
+            ));
+        }
     }
+    // Platform certificates are per merchant: one serial under two mch_ids is a mistake.
+    let mut platform_serials: std::collections::HashMap<String, (String, String)> =
+        std::collections::HashMap::new();
     for (name, m) in &settings.wechat_v3 {
         let field = |f: &str| format!("wechat_v3.{name}.{f}");
         for (i, cert) in m.platform_certs.iter().enumerate() {
-            certificates(
-                &format!("{}[{i}]", field("platform_certs")),
-                cert,
-                &mut lines,
-            )?;
+            let setting = format!("{}[{i}]", field("platform_certs"));
+            certificates(&setting, cert, &mut lines)?;
+            let pem = cert.load().map_err(|e| ConfigError::new(&setting, e))?;
+            for info in CertificateInfo::of_pem(&pem).unwrap_or_default() {
+                if let Some(mistake) = merchant_certificate(&info, &m.mch_id) {
+                    return Err(ConfigError::new(setting, mistake));
+                }
+                if let Some((other, other_mch)) = platform_serials.get(&info.serial)
+                    && other_mch != &m.mch_id
+                {
+                    return Err(ConfigError::new(
+                        setting,
+                        format!(
+                            "platform certificate {} is also configured in {other} (mch_id \
+                             {other_mch}); WeChat issues each merchant its own: one of them is \
+                             another merchant's",
+                            info.serial
+                        ),
+                    ));
+                }
+                platform_serials.insert(info.serial.clone(), (setting.clone(), m.mch_id.clone()));
+            }
         }
         if let (Some(id), Some(key)) = (&m.public_key_id, &m.public_key) {
             let text = key
@@ -266,6 +365,32 @@ pub fn report(settings: &Settings, now: i64, signing: bool) -> Result<Vec<String
         }
     }
     Ok(lines)
+}
+
+/// A merchant API certificate (`apiclient_cert.pem`: its subject's CN is a merchant
+/// number) configured where WeChat's platform certificate belongs: the mistake, named.
+fn merchant_certificate(info: &CertificateInfo, mch_id: &str) -> Option<String> {
+    let cn = info
+        .subject
+        .split(',')
+        .find_map(|part| part.trim().strip_prefix("CN="))?;
+    if cn.is_empty() || !cn.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(if cn == mch_id {
+        format!(
+            "certificate {} is this merchant's own API certificate (apiclient_cert.pem, CN={cn}), \
+             not a WeChat Pay platform certificate: download the platform certificates \
+             (the worker does it with merchant_private_key) or use public-key mode",
+            info.serial
+        )
+    } else {
+        format!(
+            "certificate {} is the API certificate of merchant {cn}, not a platform certificate \
+             of merchant {mch_id}",
+            info.serial
+        )
+    })
 }
 
 #[cfg(test)]
@@ -366,6 +491,119 @@ mod tests {
         let error = report(&v2, NOW, false).expect_err("short key");
         assert_eq!(error.field, "wechat_v2.legacy.api_key");
         assert!(!error.to_string().contains("sixteen"), "{error}");
+    }
+
+    #[test]
+    fn wechat_certificates_of_a_merchant_are_refused_where_platform_ones_belong() {
+        let info = |subject: &str| CertificateInfo {
+            serial: "5157F09EFDC096DE15EBE81A47057A7232F1B8E1".into(),
+            subject: subject.into(),
+            alipay_sn: String::new(),
+            not_before: 0,
+            not_after: 1,
+            sha256: String::new(),
+        };
+        let own = merchant_certificate(&info("CN=1900009191,OU=Shop,O=WeChat"), "1900009191")
+            .expect("own API certificate");
+        assert!(own.contains("own API certificate"), "{own}");
+        let other = merchant_certificate(&info("CN=1900000109,O=x"), "1900009191")
+            .expect("another merchant's");
+        assert!(other.contains("merchant 1900000109"), "{other}");
+        assert_eq!(
+            merchant_certificate(&info("CN=Tenpay.com Root CA"), "1"),
+            None
+        );
+
+        // One platform certificate under two merchants.
+        let cert = vector("platform_certificate_pem");
+        let key = "0123456789abcdef0123456789abcdef";
+        let two = with(&format!(
+            "[wechat_v3.a]\nmch_id = \"1\"\napi_v3_key = \"{key}\"\nplatform_certs = ['''\n{cert}''']\n\
+             [wechat_v3.b]\nmch_id = \"2\"\napi_v3_key = \"{key}\"\nplatform_certs = ['''\n{cert}''']\n"
+        ));
+        let error = report(&two, NOW, false).expect_err("shared serial");
+        assert_eq!(error.field, "wechat_v3.b.platform_certs[0]");
+        assert!(
+            error.message.contains("wechat_v3.a.platform_certs[0]"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn alipay_certificate_files_that_do_not_belong_together_are_named() {
+        let sn: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/vectors/alipay_cert_sn.json"
+        ))
+        .expect("vector");
+        let text = |f: &str| sn[f].as_str().expect(f).to_owned();
+        // The SDK vector pairs a sandbox Alipay certificate with the production roots.
+        let mixed = with(&format!(
+            "[alipay.shop]\napp_id = \"1\"\nalipay_cert = '''\n{}'''\nalipay_root_cert = '''\n{}'''\n",
+            text("alipay_public_cert_pem"),
+            text("root_cert_pem")
+        ));
+        let lines = report(&mixed, 1_700_000_000, true).expect("a warning, not an error");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("WARNING alipay.shop.alipay_cert")
+                    && l.contains("sandbox and production")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("root SN {}", text("expected_alipay_root_cert_sn")))),
+            "{lines:?}"
+        );
+
+        // An app certificate that does not hold the app key's public half.
+        use rsa::pkcs8::EncodePrivateKey as _;
+        let other = crate::alipay::testkit::private_key(crate::alipay::testkit::OTHER)
+            .to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
+            .expect("pem")
+            .to_string();
+        let cert = vector("platform_certificate_pem");
+        let own_key = vector("platform_private_key_pem_pkcs8");
+        let right = with(&format!(
+            "[alipay.shop]\napp_id = \"1\"\napp_cert = '''\n{cert}'''\napp_private_key = '''\n{own_key}'''\nalipay_public_key = \"{}\"\n",
+            alipay_public_key_b64()
+        ));
+        assert!(report(&right, NOW, true).is_ok());
+        let wrong = with(&format!(
+            "[alipay.shop]\napp_id = \"1\"\napp_cert = '''\n{cert}'''\napp_private_key = '''\n{other}'''\nalipay_public_key = \"{}\"\n",
+            alipay_public_key_b64()
+        ));
+        let error = report(&wrong, NOW, true).expect_err("another app's certificate");
+        assert_eq!(error.field, "alipay.shop.app_cert");
+    }
+
+    fn alipay_public_key_b64() -> String {
+        use base64::Engine as _;
+        use rsa::pkcs8::EncodePublicKey as _;
+        let key = crate::alipay::testkit::public_key(crate::alipay::testkit::PROVIDER);
+        base64::engine::general_purpose::STANDARD
+            .encode(key.as_rsa().to_public_key_der().expect("der").as_bytes())
+    }
+
+    #[test]
+    fn previous_keys_are_described_and_checked() {
+        let v2 = with(
+            "[wechat_v2.legacy]\nmch_id = \"1\"\napi_key = \"0123456789abcdef0123456789abcdef\"\nprevious_api_key = \"short\"\n",
+        );
+        let error = report(&v2, NOW, false).expect_err("short previous key");
+        assert_eq!(error.field, "wechat_v2.legacy.previous_api_key");
+        let alipay = with(&format!(
+            "[alipay.shop]\napp_id = \"1\"\nalipay_public_key = \"{0}\"\nprevious_alipay_public_key = \"{0}\"\n",
+            alipay_public_key_b64()
+        ));
+        let lines = report(&alipay, NOW, false).expect("valid");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("alipay.shop.previous_alipay_public_key: RSA-")),
+            "{lines:?}"
+        );
     }
 
     #[test]

@@ -74,6 +74,18 @@ impl V3Querier {
             serial: self.serial.clone(),
         }
     }
+
+    /// The same merchant opening certificates with `api_v3_key` (its previous key,
+    /// during a key change); the platform keys are shared.
+    pub fn with_api_v3_key(&self, api_v3_key: secrecy::SecretString) -> Self {
+        let mut merchant = (*self.merchant).clone();
+        merchant.api_v3_key = api_v3_key;
+        Self {
+            merchant: Arc::new(merchant),
+            key: self.key.clone(),
+            serial: self.serial.clone(),
+        }
+    }
 }
 
 /// A WeChat Pay APIv2 merchant that can be queried (its `appid` is configured; the API

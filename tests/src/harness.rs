@@ -381,6 +381,7 @@ impl Providers {
             AlipaySettings {
                 app_id: self.alipay.app_id.clone(),
                 alipay_public_key: Some(Material::Inline(self.alipay.public_key_b64())),
+                previous_alipay_public_key: None,
                 alipay_cert: None,
                 alipay_root_cert: None,
                 app_cert: None,
@@ -394,6 +395,7 @@ impl Providers {
                 mch_id: self.wechat_v2.mch_id.clone(),
                 appid: Some(self.wechat_v2.appid.clone()),
                 api_key: Secret::inline(self.wechat_v2.api_key.clone()),
+                previous_api_key: None,
             },
         );
         settings.wechat_v3.insert(
@@ -402,6 +404,7 @@ impl Providers {
                 mch_id: self.wechat_v3.mch_id.clone(),
                 appid: Some(self.wechat_v3.appid.clone()),
                 api_v3_key: Secret::inline(self.wechat_v3.api_v3_key.clone()),
+                previous_api_v3_key: None,
                 platform_certs: if public_key_mode {
                     vec![]
                 } else {

@@ -502,3 +502,92 @@ async fn every_bad_input_gets_the_failure_answer_and_publishes_nothing() {
         0.0
     );
 }
+
+/// During a key change each merchant has its new key and its previous one: a
+/// notification signed (or encrypted) with either is acked, the metric says which key
+/// verified, and one with a third key is still refused.
+#[tokio::test]
+async fn a_key_change_costs_no_notification_and_the_metric_says_which_key_verified() {
+    use payhook_shared::config::{Material, Secret};
+    let providers = Providers::new();
+    let mut settings = test_settings();
+    providers.register(&mut settings);
+    // The configuration was switched to new keys ahead of the providers: the simulator
+    // still signs with the old ones, now configured as previous.
+    let new_alipay = providers.alipay.clone().with_key_slot(2);
+    let mut new_v2 = providers.wechat_v2.clone();
+    new_v2.api_key = "N".repeat(32);
+    let mut new_v3 = providers.wechat_v3.clone();
+    new_v3.api_v3_key = "M".repeat(32);
+    {
+        let a = settings.alipay.get_mut("m1").expect("m1");
+        a.previous_alipay_public_key = a.alipay_public_key.take();
+        a.alipay_public_key = Some(Material::Inline(new_alipay.public_key_b64()));
+        let v2 = settings.wechat_v2.get_mut("m1").expect("m1");
+        v2.previous_api_key = Some(v2.api_key.clone());
+        v2.api_key = Secret::inline(new_v2.api_key.clone());
+        let v3 = settings.wechat_v3.get_mut("m1").expect("m1");
+        v3.previous_api_v3_key = Some(v3.api_v3_key.clone());
+        v3.api_v3_key = Secret::inline(new_v3.api_v3_key.clone());
+    }
+    let receiver = TestReceiver::spawn(settings, Arc::new(SystemClock)).await;
+    let ctx = Ctx {
+        providers,
+        receiver,
+        broker: TestBroker::connect().await,
+        client: reqwest::Client::new(),
+    };
+    let keys = |provider: &str, key: &str| {
+        ctx.receiver.metric(&format!(
+            r#"payhook_verify_keys_total{{provider="{provider}",merchant="m1",key="{key}"}}"#
+        ))
+    };
+    for provider in ["alipay", "wechat_v2", "wechat_v3"] {
+        assert_eq!(keys(provider, "previous"), 0.0, "exported at zero");
+    }
+
+    // Old keys (the providers before the switch), then new ones (after it).
+    let old = &ctx.providers;
+    let answers = [
+        ctx.alipay(old.alipay.payment(&unique("o"), 100, &unique("n")))
+            .await,
+        ctx.alipay(new_alipay.payment(&unique("o"), 100, &unique("n")))
+            .await,
+        ctx.wechat_v2(
+            old.wechat_v2
+                .payment(&unique("o"), 100, &unique("t"), V2SignType::Md5),
+        )
+        .await,
+        ctx.wechat_v2(new_v2.payment(&unique("o"), 100, &unique("t"), V2SignType::Md5))
+            .await,
+        ctx.wechat_v3(
+            old.wechat_v3
+                .transaction(&unique("id"), &unique("o"), 100, "SUCCESS"),
+        )
+        .await,
+        ctx.wechat_v3(new_v3.transaction(&unique("id"), &unique("o"), 100, "SUCCESS"))
+            .await,
+    ];
+    for (i, answer) in answers.iter().enumerate() {
+        assert!(matches!(answer.status, 200 | 204), "answer {i}: {answer:?}");
+    }
+    assert_eq!(ctx.broker.drain(ctx.work()).await.len(), 6);
+    for provider in ["alipay", "wechat_v2", "wechat_v3"] {
+        assert_eq!(keys(provider, "previous"), 1.0, "{provider}");
+        assert_eq!(keys(provider, "current"), 1.0, "{provider}");
+    }
+
+    // A third key is neither: refused, nothing queued.
+    let stranger = ctx.providers.alipay.clone().with_key_slot(3);
+    let answer = ctx
+        .alipay(stranger.payment(&unique("o"), 100, &unique("n")))
+        .await;
+    assert_eq!((answer.status, answer.body.as_str()), (401, "fail"));
+    let mut third = ctx.providers.wechat_v2.clone();
+    third.api_key = "T".repeat(32);
+    let answer = ctx
+        .wechat_v2(third.payment(&unique("o"), 100, &unique("t"), V2SignType::Md5))
+        .await;
+    assert_eq!(answer.status, 401);
+    assert_eq!(ctx.broker.drain(ctx.work()).await.len(), 0);
+}

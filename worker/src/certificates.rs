@@ -30,7 +30,8 @@ const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 /// The refreshers of every queryable V3 merchant.
 pub struct Refresher {
     client: QueryClient,
-    merchants: Vec<(String, V3Querier)>,
+    /// Each merchant's querier, and the same with its previous APIv3 key, if any.
+    merchants: Vec<(String, V3Querier, Option<V3Querier>)>,
     period: Duration,
     relay: Arc<Relay>,
     metrics: Metrics,
@@ -48,7 +49,7 @@ impl std::fmt::Debug for Refresher {
 impl Refresher {
     /// A refresher for `merchants` (none: `None`).
     pub fn new(
-        merchants: Vec<(String, V3Querier)>,
+        merchants: Vec<(String, V3Querier, Option<V3Querier>)>,
         client: QueryClient,
         period: Duration,
         connector: Connector,
@@ -58,7 +59,7 @@ impl Refresher {
         if merchants.is_empty() {
             return None;
         }
-        for (name, _) in &merchants {
+        for (name, _, _) in &merchants {
             metrics.certificate_merchant(name);
         }
         Some(Self {
@@ -77,10 +78,11 @@ impl Refresher {
     /// Refreshes every merchant until `stop` fires.
     pub async fn run(self, stop: CancellationToken) {
         let tracker = TaskTracker::new();
-        for (name, querier) in self.merchants {
+        for (name, querier, previous) in self.merchants {
             tracker.spawn(refresh(
                 name,
                 querier,
+                previous,
                 self.client.clone(),
                 self.period,
                 self.relay.clone(),
@@ -94,9 +96,11 @@ impl Refresher {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn refresh(
     name: String,
     querier: V3Querier,
+    previous: Option<V3Querier>,
     client: QueryClient,
     period: Duration,
     relay: Arc<Relay>,
@@ -105,7 +109,16 @@ async fn refresh(
 ) {
     let retry = period.min(Duration::from_secs(60));
     loop {
-        let wait = match client.wechat_certificates(&querier).await {
+        // During an APIv3 key change WeChat seals with whichever key is in force there.
+        let mut downloaded = client.wechat_certificates(&querier).await;
+        if downloaded.is_err()
+            && let Some(previous) = &previous
+            && let Ok(download) = client.wechat_certificates(previous).await
+        {
+            tracing::info!(merchant = %name, "platform certificates opened with the previous APIv3 key");
+            downloaded = Ok(download);
+        }
+        let wait = match downloaded {
             Ok(download) => {
                 querier.merchant.keys.set_downloaded(&download.keys);
                 let set = CertificateSet {

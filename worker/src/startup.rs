@@ -251,7 +251,14 @@ impl Worker {
             queriers
                 .wechat_v3
                 .iter()
-                .map(|(name, querier)| (name.clone(), querier.clone()))
+                .map(|(name, querier)| {
+                    let previous = merchants
+                        .previous
+                        .wechat_v3
+                        .get(name)
+                        .map(|p| querier.with_api_v3_key(p.api_v3_key.clone()));
+                    (name.clone(), querier.clone(), previous)
+                })
                 .collect(),
             payhook_shared::query::QueryClient::new(&settings.reconcile, clock.clone())?,
             Duration::from_secs(settings.reconcile.certificates_refresh_secs),

@@ -310,6 +310,12 @@ pub struct AlipaySettings {
     /// Public-key mode: the Alipay public key (bare Base64 SPKI or PEM).
     #[serde(default)]
     pub alipay_public_key: Option<Material>,
+    /// Public-key mode, during a key change: the other key (the old one, or the new one
+    /// configured ahead of the switch in Alipay's console). Tried when
+    /// `alipay_public_key` does not verify; `payhook_verify_keys_total{key="previous"}`
+    /// says when it can go.
+    #[serde(default)]
+    pub previous_alipay_public_key: Option<Material>,
     /// Certificate mode: `alipayCertPublicKey_RSA2.crt`.
     #[serde(default)]
     pub alipay_cert: Option<Material>,
@@ -336,6 +342,10 @@ pub struct WechatV2Settings {
     pub appid: Option<String>,
     /// The APIv2 key (signatures; its MD5 decrypts refund notifications).
     pub api_key: Secret,
+    /// During a key reset: the other APIv2 key, tried when `api_key` does not verify
+    /// (notifications only; queries are signed with `api_key`).
+    #[serde(default)]
+    pub previous_api_key: Option<Secret>,
 }
 
 /// A WeChat Pay APIv3 merchant (`/notify/wechat/v3/{name}`).
@@ -347,6 +357,10 @@ pub struct WechatV3Settings {
     pub appid: Option<String>,
     /// The APIv3 key: exactly 32 bytes (AES-256-GCM).
     pub api_v3_key: Secret,
+    /// During a key reset: the other APIv3 key, tried when `api_v3_key` does not
+    /// decrypt (notifications and certificate sets).
+    #[serde(default)]
+    pub previous_api_v3_key: Option<Secret>,
     /// Platform certificates (PEM), several at once during rotation.
     #[serde(default)]
     pub platform_certs: Vec<Material>,

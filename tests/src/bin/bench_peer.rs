@@ -384,6 +384,7 @@ fn serve_payhook() {
         AlipaySettings {
             app_id: APP_ID.into(),
             alipay_public_key: Some(Material::Inline(env("BENCH_PEER_ALIPAY_PUBLIC_KEY"))),
+            previous_alipay_public_key: None,
             alipay_cert: None,
             alipay_root_cert: None,
             app_cert: None,
