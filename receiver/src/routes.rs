@@ -150,9 +150,16 @@ async fn handle(
     let request_id: &str = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id_buf);
     // The same id is in our logs and in the AMQP headers: one id to trace a request.
     let request_id_header = HeaderValue::from_str(request_id).ok();
+    // This request's span in the caller's trace (a tracing edge proxy), or a new trace.
+    let trace = payhook_shared::trace::TraceParent::child_of(
+        req.headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
     let span = tracing::info_span!(
         "notification",
         request_id = %request_id,
+        trace_id = %trace.trace_id(),
         provider = %provider,
         // Bounded: the path segment is attacker-controlled.
         merchant = %merchant.chars().take(64).collect::<String>(),
@@ -167,6 +174,7 @@ async fn handle(
             body,
             started,
             request_id.to_owned(),
+            trace,
         )
         .await;
         let mut response = match result {
@@ -207,6 +215,7 @@ async fn process(
     body: web::Payload,
     started: Instant,
     request_id: String,
+    trace: payhook_shared::trace::TraceParent,
 ) -> Result<(), Refusal> {
     // Shed rather than queue: a request that waits past the provider's deadline is a
     // resend anyway, and queueing would push every other request past it too.
@@ -279,7 +288,8 @@ async fn process(
         Source::Notify,
         state.clock.now(),
         request_id,
-    );
+    )
+    .with_traceparent(&trace);
     let deadline = started + state.limits.ack_deadline;
     match state.publisher.publish(&envelope, deadline).await {
         Ok(()) => {

@@ -281,6 +281,9 @@ pub struct Envelope {
     #[serde(with = "time::serde::rfc3339")]
     pub received_at: OffsetDateTime,
     pub request_id: String,
+    /// W3C `traceparent` of the span that published it (`crate::trace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     pub fields: Normalized,
     pub raw: RawNotification,
 }
@@ -313,9 +316,16 @@ impl Envelope {
             source,
             received_at,
             request_id,
+            traceparent: None,
             fields,
             raw,
         }
+    }
+
+    /// The envelope published under the span `traceparent`.
+    pub fn with_traceparent(mut self, traceparent: &crate::trace::TraceParent) -> Self {
+        self.traceparent = Some(traceparent.to_string());
+        self
     }
 
     /// The routing key on `payhook.notifications`: `<provider>.<kind>`.

@@ -35,5 +35,6 @@ pub mod rejected;
 pub mod telemetry;
 pub mod tls;
 pub mod topology;
+pub mod trace;
 pub mod wechat_v2;
 pub mod wechat_v3;

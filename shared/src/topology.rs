@@ -294,6 +294,9 @@ pub fn envelope_properties(envelope: &Envelope, app_id: &str) -> BasicProperties
         );
     };
     put("request_id", &envelope.request_id);
+    if let Some(traceparent) = &envelope.traceparent {
+        put("traceparent", traceparent);
+    }
     put("provider", envelope.provider.as_str());
     put("merchant", &envelope.merchant);
     put("kind", envelope.kind.as_str());

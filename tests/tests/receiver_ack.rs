@@ -591,3 +591,47 @@ async fn a_key_change_costs_no_notification_and_the_metric_says_which_key_verifi
     assert_eq!(answer.status, 401);
     assert_eq!(ctx.broker.drain(ctx.work()).await.len(), 0);
 }
+
+/// W3C trace context: an incoming `traceparent` is continued (same trace, the
+/// receiver's own span) on the envelope and in the AMQP headers; without one a trace
+/// starts; a malformed one is ignored, never refused.
+#[tokio::test]
+async fn the_trace_context_travels_from_the_request_into_the_message() {
+    const INCOMING: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let ctx = start().await;
+    let url = ctx.receiver.url("/notify/alipay/m1");
+    let traced = |incoming: Option<&str>| {
+        let body = ctx
+            .providers
+            .alipay
+            .payment(&unique("o"), 100, &unique("n"));
+        let headers: Vec<(String, String)> = incoming
+            .map(|t| vec![("traceparent".to_owned(), t.to_owned())])
+            .unwrap_or_default();
+        let client = ctx.client.clone();
+        let url = url.clone();
+        async move { post(&client, &url, FORM, &headers, body).await }
+    };
+    for incoming in [Some(INCOMING), None, Some("00-garbage")] {
+        let answer = traced(incoming).await;
+        assert_eq!(answer.body, "success", "{incoming:?}");
+        let messages = ctx.broker.drain(ctx.work()).await;
+        assert_eq!(messages.len(), 1);
+        let m = &messages[0];
+        let on_envelope = m.envelope.traceparent.clone().expect("traceparent");
+        let header = m
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("traceparent").cloned());
+        let Some(lapin::types::AMQPValue::LongString(header)) = header else {
+            panic!("traceparent header")
+        };
+        assert_eq!(header.as_bytes(), on_envelope.as_bytes());
+        let parsed =
+            payhook_shared::trace::TraceParent::parse(&on_envelope).expect("a valid traceparent");
+        let continued = parsed.trace_id() == "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(continued, incoming == Some(INCOMING), "{on_envelope}");
+        assert_ne!(on_envelope, INCOMING, "the receiver's own span");
+    }
+}

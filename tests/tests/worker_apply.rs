@@ -43,6 +43,7 @@ fn envelope(provider: Provider, kind: Kind, status: Status, fields: Normalized) 
         source: Source::Notify,
         received_at: OffsetDateTime::now_utc(),
         request_id: unique("req"),
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         fields,
         raw: RawNotification {
             body: Some("built by the test".into()),
@@ -889,6 +890,14 @@ async fn outbox_rows_are_cloudevents_whose_id_is_the_row_event_id() {
     assert_eq!(payload["subject"], order.as_str());
     assert_eq!(payload["datacontenttype"], "application/json");
     assert!(payload["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    // The notification's trace continues on the event, with the worker's own span.
+    let traceparent = payload["traceparent"].as_str().expect("traceparent");
+    assert!(
+        traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+            && traceparent.ends_with("-01")
+            && !traceparent.contains("00f067aa0ba902b7"),
+        "{traceparent}"
+    );
     let data = &payload["data"];
     assert_eq!(data["state"], "PAID");
     assert_eq!(data["total_amount"], 8888);

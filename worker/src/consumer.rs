@@ -83,6 +83,12 @@ impl Processor {
             "apply",
             event_id = %envelope.event_id,
             request_id = %envelope.request_id,
+            trace_id = envelope
+                .traceparent
+                .as_deref()
+                .and_then(payhook_shared::trace::TraceParent::parse)
+                .map(|t| t.trace_id())
+                .unwrap_or_default(),
             provider = %envelope.provider,
             attempts = retry::attempts(&delivery.properties),
         )

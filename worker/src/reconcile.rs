@@ -437,7 +437,9 @@ impl Reconciler {
             Source::Reconcile,
             OffsetDateTime::now_utc(),
             request_id,
-        );
+        )
+        // A query's answer starts a trace of its own.
+        .with_traceparent(&payhook_shared::trace::TraceParent::start());
         let body = serde_json::to_vec(&envelope)?;
         let confirm = channel
             .basic_publish(

@@ -537,7 +537,8 @@ fn decide(
     }
     let next = facts::next_facts(payment, envelope)?;
     let data = facts::event_data(envelope, out_trade_no, key, &payment.currency, &next, None);
-    let event = CloudEvent::new(*kind, data, OffsetDateTime::now_utc());
+    let event = CloudEvent::new(*kind, data, OffsetDateTime::now_utc())
+        .continuing(envelope.traceparent.as_deref());
     Ok(Step::Transition {
         next,
         event: Box::new(emitted_of(&event)?),
@@ -681,7 +682,8 @@ async fn quarantine(
         EventKind::PaymentQuarantined,
         data,
         OffsetDateTime::now_utc(),
-    );
+    )
+    .continuing(envelope.traceparent.as_deref());
     let event = emitted_of(&event)?;
     rows::insert_outbox(conn, transition_id, &event).await?;
     emitted.push(event);

@@ -119,6 +119,10 @@ pub struct CloudEvent {
     #[serde(with = "time::serde::rfc3339")]
     pub time: OffsetDateTime,
     pub datacontenttype: &'static str,
+    /// The CloudEvents distributed-tracing extension: the worker's span, a child of
+    /// the notification's trace (`payhook_shared::trace`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     pub data: EventData,
     /// Not part of the document: where it is routed.
     #[serde(skip)]
@@ -136,9 +140,19 @@ impl CloudEvent {
             subject: data.out_trade_no.clone(),
             time,
             datacontenttype: DATA_CONTENT_TYPE,
+            traceparent: None,
             data,
             kind,
         }
+    }
+
+    /// The event continuing the trace of `traceparent` (the envelope's), with a span
+    /// of its own; none when the envelope carries none that parses.
+    pub fn continuing(mut self, traceparent: Option<&str>) -> Self {
+        self.traceparent = traceparent
+            .and_then(payhook_shared::trace::TraceParent::parse)
+            .map(|parent| parent.child().to_string());
+        self
     }
 
     /// `<kind>.<state>.<provider>`.

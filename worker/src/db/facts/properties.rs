@@ -86,6 +86,7 @@ fn envelope(provider: Provider, status: Status, fields: Normalized, n: usize) ->
         source: Source::Notify,
         received_at: OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(n as i64),
         request_id: format!("request-{n}"),
+        traceparent: None,
         fields: Normalized {
             out_trade_no: Some("order-1".into()),
             currency: "CNY".into(),
