@@ -173,8 +173,10 @@ async fn handle(
             req,
             body,
             started,
-            request_id.to_owned(),
-            trace,
+            Ids {
+                request: request_id.to_owned(),
+                trace,
+            },
         )
         .await;
         let mut response = match result {
@@ -207,6 +209,12 @@ async fn handle(
     .await
 }
 
+/// A request's identities: ours (logs, `X-Request-Id`, AMQP) and its trace span.
+struct Ids {
+    request: String,
+    trace: payhook_shared::trace::TraceParent,
+}
+
 async fn process(
     state: &AppState,
     provider: Provider,
@@ -214,9 +222,12 @@ async fn process(
     req: &HttpRequest,
     body: web::Payload,
     started: Instant,
-    request_id: String,
-    trace: payhook_shared::trace::TraceParent,
+    ids: Ids,
 ) -> Result<(), Refusal> {
+    let Ids {
+        request: request_id,
+        trace,
+    } = ids;
     // Shed rather than queue: a request that waits past the provider's deadline is a
     // resend anyway, and queueing would push every other request past it too.
     let Ok(_permit) = state.in_flight.try_acquire() else {
