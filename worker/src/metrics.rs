@@ -95,6 +95,16 @@ pub struct Metrics {
     retention_deleted: Family<TableLabel, Counter>,
     retention_redacted: Counter,
     certificate_refreshes: Family<MerchantResultLabel, Counter>,
+    certificate_expiry: Family<CertificateLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabel {
+    provider: String,
+    merchant: String,
+    serial: String,
+    /// `app_cert`: a certificate the worker signs its queries under.
+    source: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -143,6 +153,14 @@ impl Metrics {
         let retention_deleted = Family::<TableLabel, Counter>::default();
         let retention_redacted = Counter::default();
         let certificate_refreshes = Family::<MerchantResultLabel, Counter>::default();
+        let certificate_expiry =
+            Family::<CertificateLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When a certificate the worker signs its queries under expires (Unix seconds), \
+             by provider, merchant, serial and source (app_cert)",
+            certificate_expiry.clone(),
+        );
         registry.register_collector(Box::new(payhook_shared::process::ProcessCollector));
         registry.register(
             "certificate_refreshes",
@@ -242,6 +260,7 @@ impl Metrics {
             retention_deleted,
             retention_redacted,
             certificate_refreshes,
+            certificate_expiry,
         };
         for table in ["notifications", "outbox"] {
             let _ = metrics.retention_deleted.get_or_create(&TableLabel {
@@ -301,6 +320,27 @@ impl Metrics {
                 table: table.into(),
             })
             .inc_by(rows);
+    }
+
+    /// Exports when the certificates of the worker's signing settings expire (Alipay
+    /// `app_cert`: Alipay refuses queries signed under an expired one).
+    pub fn signing_certificates(&self, settings: &payhook_shared::config::Settings) {
+        for (name, app) in &settings.alipay {
+            let Some(pem) = app.app_cert.as_ref().and_then(|m| m.load().ok()) else {
+                continue;
+            };
+            for info in payhook_shared::inventory::CertificateInfo::of_pem(&pem).unwrap_or_default()
+            {
+                self.certificate_expiry
+                    .get_or_create(&CertificateLabel {
+                        provider: "alipay".into(),
+                        merchant: name.clone(),
+                        serial: info.serial.clone(),
+                        source: "app_cert".into(),
+                    })
+                    .set(info.not_after as f64);
+            }
+        }
     }
 
     /// Creates the certificate refresh series of `merchant` at zero.
@@ -366,5 +406,31 @@ mod tests {
             }
         }
         assert!(text.contains("payhook_retention_deleted_rows_total{table=\"notifications\"} 0"));
+    }
+
+    #[test]
+    fn the_app_certificate_expiry_is_exported() {
+        let vector: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/vectors/wechat_v3_notify.json"
+        ))
+        .expect("vector");
+        let pem = vector["platform_certificate_pem"].as_str().expect("pem");
+        let settings = payhook_shared::config::Settings::from_toml(&format!(
+            "[alipay.shop]\napp_id = \"1\"\nalipay_public_key = \"x\"\napp_cert = '''\n{pem}'''\n"
+        ))
+        .expect("settings");
+        let metrics = Metrics::new();
+        metrics.signing_certificates(&settings);
+        let text = metrics.render();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("payhook_certificate_expiry_timestamp_seconds{"))
+            .expect("an expiry series");
+        assert!(
+            line.contains("merchant=\"shop\"")
+                && line.contains("serial=\"D7CE59D1F522D701\"")
+                && line.contains("source=\"app_cert\""),
+            "{line}"
+        );
     }
 }

@@ -246,6 +246,7 @@ impl Worker {
         // One set of queriers for the reconciler and the certificate refresher: the
         // platform certificates the refresher downloads verify the query answers.
         let merchants = payhook_shared::merchants::Merchants::build(settings)?;
+        metrics.signing_certificates(settings);
         let queriers = payhook_shared::query::Queriers::build(settings, &merchants)?;
         let certificates = crate::certificates::Refresher::new(
             queriers
