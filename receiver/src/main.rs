@@ -56,7 +56,17 @@ async fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> ExitCode {
-    payhook_shared::telemetry::init(settings.log.format, &settings.log.filter);
+    let _otlp = match payhook_shared::telemetry::init_with(
+        settings.log.format,
+        &settings.log.filter,
+        settings.log.otlp("payhook-receiver"),
+    ) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("payhook-receiver: {error}");
+            return ExitCode::from(INVALID);
+        }
+    };
     let app = match Application::build(&settings, Arc::new(SystemClock)) {
         Ok(app) => app,
         Err(error) => {

@@ -150,21 +150,23 @@ async fn handle(
     let request_id: &str = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id_buf);
     // The same id is in our logs and in the AMQP headers: one id to trace a request.
     let request_id_header = HeaderValue::from_str(request_id).ok();
-    // This request's span in the caller's trace (a tracing edge proxy), or a new trace.
-    let trace = payhook_shared::trace::TraceParent::child_of(
-        req.headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok()),
-    );
     let span = tracing::info_span!(
         "notification",
         request_id = %request_id,
-        trace_id = %trace.trace_id(),
+        trace_id = tracing::field::Empty,
         provider = %provider,
         // Bounded: the path segment is attacker-controlled.
         merchant = %merchant.chars().take(64).collect::<String>(),
         provider_request_id = req.headers().get("Request-ID").and_then(|v| v.to_str().ok()).unwrap_or(""),
     );
+    // This request's span in the caller's trace (a tracing edge proxy), or a new trace.
+    let trace = payhook_shared::trace::enter(
+        &span,
+        req.headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
+    span.record("trace_id", trace.trace_id());
     async move {
         let result = process(
             state,

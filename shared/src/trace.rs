@@ -9,6 +9,41 @@
 //! refused: a provider's notification must not fail for a tracing header.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether spans are exported over OTLP (`crate::telemetry::init_with`).
+pub(crate) static OTEL_ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Makes `span` this hop's span of the trace `parent` (a `traceparent`; a new trace
+/// when none parses) and returns the `traceparent` to hand on. Without OTLP export
+/// that is a child with a span id of its own; with it, the exported span's own ids,
+/// so the next hop's spans hang under it.
+pub fn enter(span: &tracing::Span, parent: Option<&str>) -> TraceParent {
+    let parent = parent.and_then(TraceParent::parse);
+    if !OTEL_ACTIVE.load(Ordering::Relaxed) {
+        return parent.map_or_else(TraceParent::start, |p| p.child());
+    }
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let remote = parent.unwrap_or_else(TraceParent::start);
+    let context = opentelemetry::trace::SpanContext::new(
+        opentelemetry::trace::TraceId::from_bytes(remote.trace_id),
+        opentelemetry::trace::SpanId::from_bytes(remote.span_id),
+        opentelemetry::trace::TraceFlags::new(remote.flags),
+        true,
+        opentelemetry::trace::TraceState::default(),
+    );
+    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(context));
+    let own = span.context().span().span_context().clone();
+    if !own.is_valid() {
+        return remote.child();
+    }
+    TraceParent {
+        trace_id: own.trace_id().to_bytes(),
+        span_id: own.span_id().to_bytes(),
+        flags: own.trace_flags().to_u8(),
+    }
+}
 
 /// A `traceparent`: version 00, trace id, parent (span) id, flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

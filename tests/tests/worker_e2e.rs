@@ -648,3 +648,114 @@ async fn an_event_committed_but_never_dispatched_is_published_once_by_the_relay_
     assert!(s.tap.take().await.is_empty(), "and only once");
     worker.stop().await;
 }
+
+/// A collector stand-in: accepts OTLP/HTTP protobuf on `/v1/traces` and keeps the spans
+/// (decoded with the OpenTelemetry protocol's own definitions).
+async fn collector() -> (
+    String,
+    Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
+) {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    use prost::Message as _;
+    type Spans = std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>;
+    let spans: Arc<Spans> = Arc::default();
+    let held = web::Data::from(spans.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let server = HttpServer::new(move || {
+        App::new().app_data(held.clone()).route(
+            "/v1/traces",
+            web::post().to(|spans: web::Data<Spans>, body: web::Bytes| async move {
+                use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+                let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+                    return HttpResponse::BadRequest().finish();
+                };
+                let mut held = spans.lock().expect("spans");
+                for resource in request.resource_spans {
+                    for scope in resource.scope_spans {
+                        held.extend(scope.spans);
+                    }
+                }
+                HttpResponse::Ok()
+                    .content_type("application/x-protobuf")
+                    .finish()
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .expect("listen")
+    .run();
+    tokio::spawn(server);
+    (url, spans)
+}
+
+/// With `log.otlp_endpoint` set, the receiver's and the worker's spans are exported in
+/// the notification's trace — the worker's a child of the receiver's — and the
+/// CloudEvent continues the same trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_in_the_notifications_trace() {
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let (url, spans) = collector().await;
+    // This test process's subscriber (nextest runs each test in its own process).
+    let guard = payhook_shared::telemetry::init_with(
+        payhook_shared::telemetry::LogFormat::Json,
+        "info",
+        Some(payhook_shared::telemetry::Otlp {
+            endpoint: url,
+            service: "payhook-test",
+        }),
+    )
+    .expect("otlp")
+    .expect("a guard");
+    let s = stack().await;
+    let worker = TestWorker::spawn(&s.worker_settings()).await;
+    let order = unique("o");
+    let answer = post(
+        &s.client,
+        &s.receiver.url("/notify/alipay/m1"),
+        FORM,
+        &[(
+            "traceparent".to_owned(),
+            format!("00-{TRACE}-00f067aa0ba902b7-01"),
+        )],
+        s.providers.alipay.payment(&order, 100, &unique("n")),
+    )
+    .await;
+    assert_eq!(answer.body, "success");
+    let events = s.tap.wait_for(1, QUIET).await;
+    assert_eq!(events.len(), 1);
+    let traceparent = events[0].cloud_event["traceparent"]
+        .as_str()
+        .expect("traceparent on the event")
+        .to_owned();
+    assert!(
+        traceparent.starts_with(&format!("00-{TRACE}-")),
+        "{traceparent}"
+    );
+    worker.stop().await;
+    drop(guard); // flushes the batch exporter
+
+    let held = spans.lock().expect("spans").clone();
+    let named = |name: &str| {
+        held.iter()
+            .find(|span| span.name == name && hex::encode(&span.trace_id) == TRACE)
+            .unwrap_or_else(|| {
+                panic!(
+                    "a {name} span in the trace; got {:?}",
+                    held.iter().map(|s| &s.name).collect::<Vec<_>>()
+                )
+            })
+    };
+    let notification = named("notification");
+    let apply = named("apply");
+    assert_eq!(
+        hex::encode(&notification.parent_span_id),
+        "00f067aa0ba902b7",
+        "the receiver's span continues the caller's"
+    );
+    assert_eq!(
+        apply.parent_span_id, notification.span_id,
+        "the worker's span hangs under the receiver's"
+    );
+}

@@ -79,19 +79,18 @@ impl Processor {
     }
 
     fn span(envelope: &Envelope, delivery: &Delivery) -> tracing::Span {
-        tracing::info_span!(
+        let span = tracing::info_span!(
             "apply",
             event_id = %envelope.event_id,
             request_id = %envelope.request_id,
-            trace_id = envelope
-                .traceparent
-                .as_deref()
-                .and_then(payhook_shared::trace::TraceParent::parse)
-                .map(|t| t.trace_id())
-                .unwrap_or_default(),
+            trace_id = tracing::field::Empty,
             provider = %envelope.provider,
             attempts = retry::attempts(&delivery.properties),
-        )
+        );
+        // The worker's span in the notification's trace (exported with OTLP on).
+        let trace = payhook_shared::trace::enter(&span, envelope.traceparent.as_deref());
+        span.record("trace_id", trace.trace_id());
+        span
     }
 
     /// The Redis claim: `Err` for a notification already applied (ack it, nothing to

@@ -69,7 +69,17 @@ async fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> ExitCode {
-    payhook_shared::telemetry::init(settings.log.format, &settings.log.filter);
+    let _otlp = match payhook_shared::telemetry::init_with(
+        settings.log.format,
+        &settings.log.filter,
+        settings.log.otlp("payhook-worker"),
+    ) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("payhook-worker: {error}");
+            return ExitCode::from(INVALID);
+        }
+    };
     let worker = match Worker::build(&settings).await {
         Ok(worker) => worker,
         Err(error) => {

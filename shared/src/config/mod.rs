@@ -300,6 +300,19 @@ pub struct RetentionSettings {
 pub struct LogSettings {
     pub format: LogFormat,
     pub filter: String,
+    /// OTLP/HTTP collector base URL for span export; empty: no export.
+    pub otlp_endpoint: String,
+}
+
+impl LogSettings {
+    /// The OTLP export of `service`'s spans, when an endpoint is configured.
+    pub fn otlp(&self, service: &'static str) -> Option<crate::telemetry::Otlp> {
+        let endpoint = self.otlp_endpoint.trim();
+        (!endpoint.is_empty()).then(|| crate::telemetry::Otlp {
+            endpoint: endpoint.to_owned(),
+            service,
+        })
+    }
 }
 
 /// An Alipay application (`/notify/alipay/{name}`).
