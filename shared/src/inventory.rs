@@ -336,16 +336,51 @@ pub fn report(settings: &Settings, now: i64, signing: bool) -> Result<Vec<String
                 platform_serials.insert(info.serial.clone(), (setting.clone(), m.mch_id.clone()));
             }
         }
+        // The WeChat Pay keys this merchant trusts, by fingerprint (platform
+        // certificates' and the public key), to compare with its own signing key.
+        let mut trusted: Vec<(String, String)> = Vec::new();
+        for (i, cert) in m.platform_certs.iter().enumerate() {
+            let setting = format!("{}[{i}]", field("platform_certs"));
+            if let Ok(pem) = cert.load()
+                && let Ok(certs) = parse_certificates(&pem)
+            {
+                for c in certs {
+                    if let Ok(key) = crate::crypto::public_key_of_certificate(&c) {
+                        trusted.push((setting.clone(), key.fingerprint()));
+                    }
+                }
+            }
+        }
         if let (Some(id), Some(key)) = (&m.public_key_id, &m.public_key) {
             let text = key
                 .load()
                 .map_err(|e| ConfigError::new(field("public_key"), e))?;
+            let fingerprint = public_key_fingerprint(&text)
+                .map_err(|e| ConfigError::new(field("public_key"), e.to_string()))?;
             lines.push(format!(
-                "{} ({id}): sha256 {}",
-                field("public_key"),
-                public_key_fingerprint(&text)
-                    .map_err(|e| ConfigError::new(field("public_key"), e.to_string()))?
+                "{} ({id}): sha256 {fingerprint}",
+                field("public_key")
             ));
+            // Like platform certificates, WeChat Pay public keys are per merchant.
+            for (what, value) in [
+                ("public_key_id", id.clone()),
+                ("public_key", fingerprint.clone()),
+            ] {
+                if let Some((other, other_mch)) = platform_serials.get(&value)
+                    && other_mch != &m.mch_id
+                {
+                    return Err(ConfigError::new(
+                        field(what),
+                        format!(
+                            "is also configured for {other} (mch_id {other_mch}); WeChat Pay \
+                             issues each merchant its own public key: one of them is another \
+                             merchant's"
+                        ),
+                    ));
+                }
+                platform_serials.insert(value, (field(what), m.mch_id.clone()));
+            }
+            trusted.push((field("public_key"), fingerprint));
         }
         if signing && let Some(secret) = &m.merchant_private_key {
             let text = secret
@@ -355,6 +390,14 @@ pub fn report(settings: &Settings, now: i64, signing: bool) -> Result<Vec<String
                 crate::crypto::RsaSigningKey::parse(secrecy::ExposeSecret::expose_secret(&text))
                     .and_then(|k| k.public_key())
                     .map_err(|e| ConfigError::new(field("merchant_private_key"), e.to_string()))?;
+            if let Some((setting, _)) = trusted.iter().find(|(_, f)| *f == own.fingerprint()) {
+                return Err(ConfigError::new(
+                    setting.clone(),
+                    "holds the merchant's own API key (merchant_private_key's public half), \
+                     not WeChat Pay's: download the platform certificates or the WeChat Pay \
+                     public key (微信支付公钥) from the merchant platform",
+                ));
+            }
             lines.push(format!(
                 "{}: RSA-{} private key (serial {}), its public key's sha256 {}",
                 field("merchant_private_key"),
