@@ -17,7 +17,7 @@
 //! - [`truth`]: payhook's database compared with the simulator's truth.
 //! - [`pki`]: a test CA, server and client certificates for the private TLS servers.
 //! - [`chaos`]: the chaos suite (faults injected under load, loss accounting), run by
-//!   the `payhook-chaos` binary and `tests/tests/chaos.rs`.
+//!   the `payhook-chaos` binary and `tests/tests/it/chaos.rs`.
 
 pub mod bench;
 pub mod chaos;

@@ -1,6 +1,6 @@
 //! The fuzz targets' bodies, one function per parser an outsider can reach. The
 //! libFuzzer binaries (`fuzz_targets/`) call them; the workspace test
-//! `tests/tests/fuzz_corpus.rs` includes this file and replays the committed corpus
+//! `tests/tests/it/fuzz_corpus.rs` includes this file and replays the committed corpus
 //! and every crash reproducer through them, so a fixed crash stays fixed.
 //!
 //! The keys that play the providers come from the WeChat Pay vector

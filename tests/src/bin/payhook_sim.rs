@@ -23,7 +23,12 @@ COMMANDS:
     run      play a seeded scenario of orders with faults, print a summary
     trickle  play a steady stream of orders until Ctrl-C / SIGTERM (demos)
     keys     generate the keys directory (if missing) and print its config snippet's path
-    serve    serve the query APIs (Alipay gateway, WeChat V3 and V2)
+    serve    serve the query APIs (Alipay gateway, WeChat V3 and V2) and the control API
+    order    create an order at the provider (of a running `serve`)
+    pay      the buyer pays an order; its notification delivered, duplicated, delayed or withheld
+    refund   refund an order, partly or fully
+    close    close an unpaid order
+    finish   end an Alipay trade (TRADE_FINISHED)
 
 Every command takes --keys-dir DIR (default ./payhook-sim-keys): the simulator's
 TEST ONLY keys, generated on first use, with payhook-merchants.toml, the payhook
@@ -99,7 +104,10 @@ USAGE:
     payhook-sim serve [OPTIONS]
 
 Routes: POST /gateway.do (Alipay), GET /v3/pay/transactions/out-trade-no/{no}?mchid=,
-GET /v3/refund/domestic/refunds/{no}, GET /v3/certificates, POST /pay/orderquery.
+GET /v3/refund/domestic/refunds/{no}, GET /v3/certificates, POST /pay/orderquery; the
+control API: POST /_sim/orders, GET /_sim/orders/{provider}/{no}, POST
+/_sim/orders/{provider}/{no}/pay|refund|close|finish (used by `payhook-sim order`,
+`pay`, `refund`, `close`, `finish`).
 
 OPTIONS:
     --listen ADDR         address (default 127.0.0.1:8090)
@@ -108,6 +116,29 @@ OPTIONS:
     --time-scale F        provider time to real time (default 1)
     --seed N              RNG seed (default 0)
     --keys-dir DIR        keys directory (default ./payhook-sim-keys)";
+
+const CONTROL_HELP: &str = "payhook-sim order|pay|refund|close|finish — act at the provider
+
+USAGE:
+    payhook-sim order  --provider P --order NO --amount YUAN [--sim URL]
+    payhook-sim pay    --provider P --order NO [--no-notify | --duplicate] [--delay-secs S] [--sim URL]
+    payhook-sim refund --provider P --order NO --refund NO --amount YUAN [--no-notify …] [--sim URL]
+    payhook-sim close  --provider P --order NO [--sim URL]
+    payhook-sim finish --order NO [--sim URL]                      (Alipay)
+
+Drives a running `payhook-sim serve` through its control API and prints the order as
+the provider now sees it. The notification the operation produces goes to the
+serve's --notify-base, on the provider's resend schedule, unless --no-notify (only a
+query finds the change: payhook's reconciler must) or --duplicate (the first attempt
+sent twice).
+
+OPTIONS:
+    --provider P          alipay | wechat_v2 | wechat_v3
+    --order NO            out_trade_no
+    --amount YUAN         e.g. 88.88 (exact: at most two decimals)
+    --refund NO           out_refund_no
+    --delay-secs S        wait this long (provider time) before the first attempt
+    --sim URL             the simulator (default http://127.0.0.1:8090)";
 
 /// A mistake on the command line: exit 2 with one line, like the other binaries.
 #[derive(Debug)]
@@ -216,6 +247,10 @@ async fn dispatch() -> anyhow::Result<()> {
         "run" if args.flag("help") => println!("{RUN_HELP}"),
         "serve" if args.flag("help") => println!("{SERVE_HELP}"),
         "trickle" if args.flag("help") => println!("{TRICKLE_HELP}"),
+        "order" | "pay" | "refund" | "close" | "finish" if args.flag("help") => {
+            println!("{CONTROL_HELP}");
+        }
+        "order" | "pay" | "refund" | "close" | "finish" => control(&command, &args).await?,
         "trickle" => trickle(&args).await?,
         "keys" => {
             args.check_known(&["keys-dir"])?;
@@ -427,6 +462,95 @@ async fn trickle(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `order`, `pay`, `refund`, `close`, `finish`: the control API's client.
+async fn control(command: &str, args: &Args) -> anyhow::Result<()> {
+    use payhook_tests::sim::server::control::{Delivery, NewOrder, Notify, Refund};
+    args.check_known(&[
+        "provider",
+        "order",
+        "amount",
+        "refund",
+        "no-notify",
+        "duplicate",
+        "delay-secs",
+        "sim",
+    ])?;
+    let usage = |what: &str| {
+        Usage(format!(
+            "{what} is required (see `payhook-sim {command} --help`)"
+        ))
+    };
+    let provider = match (command, args.get("provider")) {
+        ("finish", None) => Provider::Alipay,
+        (_, None) => return Err(usage("--provider").into()),
+        (_, Some(p)) => match p {
+            "alipay" => Provider::Alipay,
+            "wechat_v2" => Provider::WechatV2,
+            "wechat_v3" => Provider::WechatV3,
+            other => {
+                return Err(Usage(format!(
+                    "--provider {other:?}: alipay, wechat_v2 or wechat_v3"
+                ))
+                .into());
+            }
+        },
+    };
+    let order = args
+        .get("order")
+        .ok_or_else(|| usage("--order"))?
+        .to_owned();
+    let amount = || -> anyhow::Result<i64> {
+        let text = args.get("amount").ok_or_else(|| usage("--amount"))?;
+        payhook_shared::money::parse_yuan(text)
+            .map_err(|e| Usage(format!("--amount {text:?}: {e}")).into())
+    };
+    let delivery = Delivery {
+        notify: match (args.flag("no-notify"), args.flag("duplicate")) {
+            (true, true) => return Err(Usage("--no-notify or --duplicate, not both".into()).into()),
+            (true, false) => Notify::Withhold,
+            (false, true) => Notify::Duplicate,
+            (false, false) => Notify::Deliver,
+        },
+        delay_secs: args.parsed("delay-secs", 0)?,
+    };
+    let base = args
+        .get("sim")
+        .unwrap_or("http://127.0.0.1:8090")
+        .trim_end_matches('/')
+        .to_owned();
+    let path = format!("{base}/_sim/orders/{}/{order}", provider.as_str());
+    let client = reqwest::Client::new();
+    let request = match command {
+        "order" => client.post(format!("{base}/_sim/orders")).json(&NewOrder {
+            provider,
+            out_trade_no: order.clone(),
+            amount_fen: amount()?,
+        }),
+        "refund" => client.post(format!("{path}/refund")).json(&Refund {
+            out_refund_no: args
+                .get("refund")
+                .ok_or_else(|| usage("--refund"))?
+                .to_owned(),
+            amount_fen: amount()?,
+            delivery,
+        }),
+        other => client.post(format!("{path}/{other}")).json(&delivery),
+    };
+    let answer = request.send().await.with_context(|| {
+        format!("the simulator at {base} did not answer (is `payhook-sim serve` running?)")
+    })?;
+    let status = answer.status();
+    let body: serde_json::Value = answer.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!(
+            "the simulator answered {status}: {}",
+            body["error"].as_str().unwrap_or("")
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(())
+}
+
 async fn serve(args: &Args) -> anyhow::Result<()> {
     args.check_known(&[
         "listen",
@@ -464,7 +588,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         }
     }
     println!(
-        "serving the query APIs on {} (Ctrl-C stops)",
+        "serving the query APIs and the control API (/_sim/…) on {} (Ctrl-C stops)",
         sim.base_url()
     );
     tokio::signal::ctrl_c().await?;

@@ -3,7 +3,7 @@
 //! RabbitMQ → a real worker process → Redis/PostgreSQL while one fault (or several)
 //! is injected; then waits for quiescence and accounts for every notification against
 //! the simulator's truth. `payhook-chaos` (and `scripts/chaos`) runs the scenarios and
-//! prints the table; `tests/tests/chaos.rs` runs a CI-sized subset.
+//! prints the table; `tests/tests/it/chaos.rs` runs a CI-sized subset.
 //!
 //! # Layout
 //!

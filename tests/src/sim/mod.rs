@@ -53,7 +53,7 @@ mod ops;
 mod platform;
 pub mod scenario;
 pub mod schedule;
-mod server;
+pub mod server;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -191,6 +191,13 @@ impl Drop for StopOnDrop {
 }
 
 /// State shared by the API, the deliveries and the handle.
+impl Inner {
+    /// An order's truth, as the provider now sees it.
+    pub(crate) fn order(&self, provider: Provider, out_trade_no: &str) -> Option<OrderTruth> {
+        self.lock().book.order(provider, out_trade_no).cloned()
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Inner {
     merchant: String,
@@ -350,11 +357,7 @@ impl Simulator {
 
     /// One order's truth.
     pub fn order(&self, provider: Provider, out_trade_no: &str) -> Option<OrderTruth> {
-        self.inner
-            .lock()
-            .book
-            .order(provider, out_trade_no)
-            .cloned()
+        self.inner.order(provider, out_trade_no)
     }
 
     /// Every order's truth.

@@ -25,10 +25,7 @@ impl Simulator {
         out_trade_no: &str,
         total_fen: i64,
     ) -> Result<(), SimError> {
-        self.inner
-            .lock()
-            .book
-            .create(provider, &self.inner.merchant, out_trade_no, total_fen)
+        self.inner.create_order(provider, out_trade_no, total_fen)
     }
 
     /// Sets the faults of every later notification of this order (instead of the
@@ -41,7 +38,72 @@ impl Simulator {
         out_trade_no: &str,
         faults: Faults,
     ) -> Result<(), SimError> {
-        let mut state = self.inner.lock();
+        self.inner.set_order_faults(provider, out_trade_no, faults)
+    }
+
+    /// Back to the fault rates for this order's later notifications.
+    pub fn clear_order_faults(&self, provider: Provider, out_trade_no: &str) {
+        self.inner.clear_order_faults(provider, out_trade_no)
+    }
+
+    /// The buyer pays: Alipay `TRADE_SUCCESS`, V2 payment XML, V3
+    /// `TRANSACTION.SUCCESS`. Returns the notification id.
+    pub fn pay(&self, provider: Provider, out_trade_no: &str) -> Result<Option<String>, SimError> {
+        self.inner.pay(provider, out_trade_no)
+    }
+
+    /// Refunds `amount_fen` under `out_refund_no`: Alipay re-sends `TRADE_SUCCESS`
+    /// with the cumulative `refund_fee` (partial) or `TRADE_CLOSED` with it (full); V2
+    /// `req_info` refund; V3 `REFUND.SUCCESS`. Returns the notification id.
+    pub fn refund(
+        &self,
+        provider: Provider,
+        out_trade_no: &str,
+        out_refund_no: &str,
+        amount_fen: i64,
+    ) -> Result<Option<String>, SimError> {
+        self.inner
+            .refund(provider, out_trade_no, out_refund_no, amount_fen)
+    }
+
+    /// Closes an unpaid order. Alipay notifies `TRADE_CLOSED` (no `refund_fee`);
+    /// WeChat does not notify closes (`None`), only queries show `CLOSED`.
+    pub fn close(
+        &self,
+        provider: Provider,
+        out_trade_no: &str,
+    ) -> Result<Option<String>, SimError> {
+        self.inner.close(provider, out_trade_no)
+    }
+
+    /// Alipay only: the trade ends (`TRADE_FINISHED`, after the refund period); no
+    /// refund is possible afterwards. The state stays as it was.
+    pub fn finish(&self, out_trade_no: &str) -> Result<Option<String>, SimError> {
+        self.inner.finish(out_trade_no)
+    }
+}
+
+impl Inner {
+    /// [`Simulator::create_order`].
+    pub(crate) fn create_order(
+        self: &Arc<Self>,
+        provider: Provider,
+        out_trade_no: &str,
+        total_fen: i64,
+    ) -> Result<(), SimError> {
+        self.lock()
+            .book
+            .create(provider, &self.merchant, out_trade_no, total_fen)
+    }
+
+    /// [`Simulator::set_order_faults`].
+    pub(crate) fn set_order_faults(
+        self: &Arc<Self>,
+        provider: Provider,
+        out_trade_no: &str,
+        faults: Faults,
+    ) -> Result<(), SimError> {
+        let mut state = self.lock();
         state.book.order_mut(provider, out_trade_no)?;
         state
             .order_faults
@@ -49,18 +111,20 @@ impl Simulator {
         Ok(())
     }
 
-    /// Back to the fault rates for this order's later notifications.
-    pub fn clear_order_faults(&self, provider: Provider, out_trade_no: &str) {
-        self.inner
-            .lock()
+    /// [`Simulator::clear_order_faults`].
+    pub(crate) fn clear_order_faults(self: &Arc<Self>, provider: Provider, out_trade_no: &str) {
+        self.lock()
             .order_faults
             .remove(&(key(provider), out_trade_no.to_owned()));
     }
 
-    /// The buyer pays: Alipay `TRADE_SUCCESS`, V2 payment XML, V3
-    /// `TRANSACTION.SUCCESS`. Returns the notification id.
-    pub fn pay(&self, provider: Provider, out_trade_no: &str) -> Result<Option<String>, SimError> {
-        let inner = &self.inner;
+    /// [`Simulator::pay`].
+    pub(crate) fn pay(
+        self: &Arc<Self>,
+        provider: Provider,
+        out_trade_no: &str,
+    ) -> Result<Option<String>, SimError> {
+        let inner = self;
         let mut guard = inner.lock();
         let state = &mut *guard;
         let trade_no = match provider {
@@ -87,17 +151,15 @@ impl Simulator {
         Ok(Some(id))
     }
 
-    /// Refunds `amount_fen` under `out_refund_no`: Alipay re-sends `TRADE_SUCCESS`
-    /// with the cumulative `refund_fee` (partial) or `TRADE_CLOSED` with it (full); V2
-    /// `req_info` refund; V3 `REFUND.SUCCESS`. Returns the notification id.
-    pub fn refund(
-        &self,
+    /// [`Simulator::refund`].
+    pub(crate) fn refund(
+        self: &Arc<Self>,
         provider: Provider,
         out_trade_no: &str,
         out_refund_no: &str,
         amount_fen: i64,
     ) -> Result<Option<String>, SimError> {
-        let inner = &self.inner;
+        let inner = self;
         let mut guard = inner.lock();
         let state = &mut *guard;
         let refund_id = match provider {
@@ -127,14 +189,13 @@ impl Simulator {
         Ok(Some(id))
     }
 
-    /// Closes an unpaid order. Alipay notifies `TRADE_CLOSED` (no `refund_fee`);
-    /// WeChat does not notify closes (`None`), only queries show `CLOSED`.
-    pub fn close(
-        &self,
+    /// [`Simulator::close`].
+    pub(crate) fn close(
+        self: &Arc<Self>,
         provider: Provider,
         out_trade_no: &str,
     ) -> Result<Option<String>, SimError> {
-        let inner = &self.inner;
+        let inner = self;
         let mut guard = inner.lock();
         let state = &mut *guard;
         let order = state.book.order_mut(provider, out_trade_no)?;
@@ -154,10 +215,9 @@ impl Simulator {
         Ok(Some(id))
     }
 
-    /// Alipay only: the trade ends (`TRADE_FINISHED`, after the refund period); no
-    /// refund is possible afterwards. The state stays as it was.
-    pub fn finish(&self, out_trade_no: &str) -> Result<Option<String>, SimError> {
-        let inner = &self.inner;
+    /// [`Simulator::finish`].
+    pub(crate) fn finish(self: &Arc<Self>, out_trade_no: &str) -> Result<Option<String>, SimError> {
+        let inner = self;
         let mut guard = inner.lock();
         let state = &mut *guard;
         let order = state.book.order_mut(Provider::Alipay, out_trade_no)?;

@@ -4,6 +4,7 @@
 //! the provider does; both outcomes are counted.
 
 mod alipay;
+pub mod control;
 mod wechat_v2;
 mod wechat_v3;
 
@@ -94,6 +95,7 @@ pub(crate) fn spawn(inner: Arc<Inner>, listener: TcpListener) -> Result<(), SimE
             )
             .route("/v3/certificates", web::get().to(wechat_v3::certificates))
             .route("/pay/orderquery", web::post().to(wechat_v2::orderquery))
+            .configure(control::routes)
     })
     .workers(1)
     .disable_signals()

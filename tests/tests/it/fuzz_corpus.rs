@@ -3,7 +3,7 @@
 //! runs kept, and `regressions/`) goes through the same target functions the
 //! libFuzzer binaries call, without libFuzzer. A panic here is a fuzz crash come back.
 
-#[path = "../../shared/fuzz/src/lib.rs"]
+#[path = "../../../shared/fuzz/src/lib.rs"]
 mod fuzz;
 
 use std::path::{Path, PathBuf};

@@ -840,3 +840,100 @@ async fn a_late_real_notification_after_the_query_is_a_duplicate_transition() {
     s.worker.stop().await;
     s.receiver.stop().await;
 }
+
+/// From outside, over HTTP only: the order is registered through payhook's admin API,
+/// created and paid at the provider through the simulator's control API with the
+/// notification withheld; the reconciler finds the payment, and exactly one
+/// `payment.succeeded` is published.
+#[tokio::test]
+async fn an_order_paid_through_the_simulators_control_api_without_a_notification_is_reconciled() {
+    use payhook_tests::sim::server::control;
+    let s = stack(SimConfig::default()).await;
+    let http = reqwest::Client::new();
+    let sim = s.sim.base_url();
+    let order = format!("ctl-{}", uuid::Uuid::new_v4().simple());
+    let token = payhook_tests::worker::TEST_ADMIN_TOKEN;
+
+    let registered = http
+        .post(format!("{}/orders", s.worker.admin_url))
+        .bearer_auth(token)
+        .json(&serde_json::json!({
+            "provider": "alipay", "merchant": "m1", "out_trade_no": order, "amount": 8_888,
+        }))
+        .send()
+        .await
+        .expect("admin API answers");
+    assert_eq!(registered.status().as_u16(), 201);
+
+    let created = http
+        .post(format!("{sim}/_sim/orders"))
+        .json(&control::NewOrder {
+            provider: Provider::Alipay,
+            out_trade_no: order.clone(),
+            amount_fen: 8_888,
+        })
+        .send()
+        .await
+        .expect("control API answers");
+    assert_eq!(created.status().as_u16(), 201);
+    let paid: control::Answer = http
+        .post(format!("{sim}/_sim/orders/alipay/{order}/pay"))
+        .json(&control::Delivery {
+            notify: control::Notify::Withhold,
+            delay_secs: 0,
+        })
+        .send()
+        .await
+        .expect("control API answers")
+        .json()
+        .await
+        .expect("an answer");
+    assert_eq!(paid.order["state"], "PAID", "{:?}", paid.order);
+    let notification = paid.notification.expect("a notification was recorded");
+    assert!(
+        s.sim
+            .notification(&notification)
+            .is_some_and(|n| n.faults.contains(&"drop")),
+        "withheld"
+    );
+    // A second payment of the same order is refused by the provider, as Alipay would.
+    let again = http
+        .post(format!("{sim}/_sim/orders/alipay/{order}/pay"))
+        .send()
+        .await
+        .expect("control API answers");
+    assert_eq!(again.status().as_u16(), 409);
+    let unknown = http
+        .get(format!("{sim}/_sim/orders/alipay/nope"))
+        .send()
+        .await
+        .expect("control API answers");
+    assert_eq!(unknown.status().as_u16(), 404);
+
+    let reconciled = eventually_async(Duration::from_secs(20), || async {
+        let history = http
+            .get(format!("{}/payments/alipay/m1/{order}", s.worker.admin_url))
+            .bearer_auth(token)
+            .send()
+            .await;
+        match history {
+            Ok(answer) if answer.status().is_success() => answer
+                .json::<serde_json::Value>()
+                .await
+                .is_ok_and(|h| h["payment"]["state"] == "PAID"),
+            _ => false,
+        }
+    })
+    .await;
+    assert!(reconciled, "paid in payhook through a query");
+    let events = s.events.wait_for(1, Duration::from_secs(10)).await;
+    let succeeded: Vec<_> = events
+        .iter()
+        .filter(|e| e.cloud_event["subject"] == order.as_str())
+        .collect();
+    assert_eq!(succeeded.len(), 1, "{events:?}");
+    assert_eq!(succeeded[0].routing_key, "payment.succeeded.alipay");
+    assert_eq!(succeeded[0].cloud_event["data"]["source"], "reconcile");
+    s.worker.stop().await;
+    s.receiver.stop().await;
+}

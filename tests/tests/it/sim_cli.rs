@@ -121,10 +121,11 @@ async fn run_plays_a_seeded_scenario_and_prints_its_summary() {
 
 #[tokio::test]
 async fn every_command_has_help() {
-    for command in ["send", "run", "serve"] {
+    for command in ["send", "run", "serve", "pay"] {
         let out = sim(vec![command.into(), "--help".into()]).await;
         assert!(out.status.success());
-        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("payhook-sim {command}")));
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains(&format!("payhook-sim {command}")), "{help}");
     }
     let out = sim(vec!["bogus".into()]).await;
     assert_eq!(out.status.code(), Some(2), "a mistake on the command line");
@@ -138,4 +139,140 @@ async fn every_command_has_help() {
     let out = sim(vec!["--version".into()]).await;
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+/// `serve` with its control API, driven by `order`, `pay`, `refund` and `close` as a
+/// person would: each prints the order as the provider now sees it; what the provider
+/// would refuse fails with its reason; a mistake on the command line exits 2.
+#[tokio::test]
+async fn the_control_commands_drive_a_running_simulator() {
+    let dir = temp_dir();
+    let receiver = receiver_from_snippet(&dir.0).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _serve = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_payhook-sim"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--notify-base",
+                &receiver.base_url,
+                "--time-scale",
+                "0.001",
+                "--keys-dir",
+                &dir.0.display().to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("serve starts"),
+    );
+    let up =
+        payhook_tests::harness::eventually_async(std::time::Duration::from_secs(20), || async {
+            reqwest::get(format!("{base}/_sim/orders/alipay/none"))
+                .await
+                .is_ok_and(|r| r.status().as_u16() == 404)
+        })
+        .await;
+    assert!(up, "the control API answers");
+    let run = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        all.extend(["--sim".to_owned(), base.clone()]);
+        sim(all)
+    };
+    let json = |out: &Output| -> serde_json::Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("the order as JSON")
+    };
+
+    let order = format!("cli-{}", uuid::Uuid::new_v4().simple());
+    let created = json(
+        &run(&[
+            "order",
+            "--provider",
+            "wechat_v3",
+            "--order",
+            &order,
+            "--amount",
+            "88.88",
+        ])
+        .await,
+    );
+    assert_eq!(created["order"]["total_fen"], 8_888);
+    let paid = json(&run(&["pay", "--provider", "wechat_v3", "--order", &order]).await);
+    assert_eq!(paid["order"]["state"], "PAID");
+    assert!(paid["notification"].is_string());
+    let refunded = json(
+        &run(&[
+            "refund",
+            "--provider",
+            "wechat_v3",
+            "--order",
+            &order,
+            "--refund",
+            "r1",
+            "--amount",
+            "8.88",
+            "--no-notify",
+        ])
+        .await,
+    );
+    assert_eq!(refunded["order"]["refunded_fen"], 888);
+    assert_eq!(refunded["order"]["state"], "PARTIALLY_REFUNDED");
+
+    // The payment notification reached the receiver (the refund was withheld).
+    let broker = TestBroker::connect().await;
+    let delivered =
+        payhook_tests::harness::eventually_async(std::time::Duration::from_secs(20), || async {
+            broker.depth(&receiver.names.work).await == 1
+        })
+        .await;
+    assert!(delivered, "one notification delivered");
+
+    // What the provider refuses: closing a paid order.
+    let out = run(&["close", "--provider", "wechat_v3", "--order", &order]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("409"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A mistake on the command line.
+    let out = run(&[
+        "order",
+        "--provider",
+        "wechat_v3",
+        "--order",
+        "x",
+        "--amount",
+        "1.234",
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["pay", "--order", "x"]).await;
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
