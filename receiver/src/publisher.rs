@@ -16,10 +16,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::ShortString;
-use lapin::{Channel, Confirmation, Connection, Event};
-use payhook_shared::amqp::{ConnectError, Connector};
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Channel, Connection, Event};
+use payhook_shared::amqp::{self, ConnectError, Connector};
 use payhook_shared::event::Envelope;
 use payhook_shared::topology::{self, Names, QueuePolicy};
 use thiserror::Error;
@@ -45,9 +44,22 @@ pub enum PublishError {
     #[error("no publisher confirm before the ack deadline")]
     Timeout,
     #[error("channel error: {0}")]
-    Channel(#[from] lapin::Error),
+    Channel(lapin::Error),
     #[error("envelope serialization: {0}")]
     Serialize(#[from] serde_json::Error),
+}
+
+/// The one confirmed-publish vocabulary (`payhook_shared::amqp`), in the receiver's
+/// labels.
+impl From<amqp::PublishError> for PublishError {
+    fn from(error: amqp::PublishError) -> Self {
+        match error {
+            amqp::PublishError::Returned => Self::Returned,
+            amqp::PublishError::Nacked => Self::Nacked,
+            amqp::PublishError::TimedOut(_) => Self::Timeout,
+            amqp::PublishError::Channel(e) => Self::Channel(e),
+        }
+    }
 }
 
 impl PublishError {
@@ -204,36 +216,22 @@ impl Publisher {
         serde_json::to_writer(&mut payload, envelope)?;
         let properties =
             payhook_shared::topology::envelope_properties(envelope, "payhook-receiver");
-        let exchange = ShortString::from(self.inner.config.names.notifications.as_str());
-        let publish = async {
-            channel
-                .basic_publish(
-                    exchange,
-                    envelope.routing_key().into(),
-                    // mandatory: an unroutable message comes back instead of vanishing.
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &payload,
-                    properties,
-                )
-                .await?
-                .await
-        };
-        match tokio::time::timeout_at(deadline, publish).await {
-            Err(_elapsed) => Err(PublishError::Timeout),
-            Ok(Err(error)) => {
+        let sent = payhook_shared::amqp::publish_confirmed(
+            channel,
+            &self.inner.config.names.notifications,
+            &envelope.routing_key(),
+            &payload,
+            properties,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .await;
+        sent.map_err(|error| {
+            if matches!(error, amqp::PublishError::Channel(_)) {
                 // The channel or connection is broken: let the supervisor replace it.
                 self.inner.wake.notify_one();
-                Err(PublishError::Channel(error))
             }
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(_returned)))) => Err(PublishError::Returned),
-            Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
-            // Confirm mode is selected on every channel; treat anything else as unsafe.
-            Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::Nacked),
-        }
+            PublishError::from(error)
+        })
     }
 }
 
@@ -265,7 +263,7 @@ impl Publisher {
             deadline.saturating_duration_since(Instant::now()),
         )
         .await
-        .map_err(|_| PublishError::Nacked)
+        .map_err(PublishError::from)
     }
 }
 

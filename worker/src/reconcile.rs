@@ -32,8 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::Channel;
-use lapin::Confirmation;
-use lapin::options::BasicPublishOptions;
 use payhook_shared::alipay::gateway::RefundAnswer;
 use payhook_shared::clock::Clock;
 use payhook_shared::config::Settings;
@@ -441,32 +439,30 @@ impl Reconciler {
         // A query's answer starts a trace of its own.
         .with_traceparent(&payhook_shared::trace::TraceParent::start());
         let body = serde_json::to_vec(&envelope)?;
-        let confirm = channel
-            .basic_publish(
-                self.exchange.as_str().into(),
-                envelope.routing_key().as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &body,
-                envelope_properties(&envelope, "payhook-reconciler"),
-            )
-            .await?;
-        match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
-            Ok(Ok(Confirmation::Ack(None))) => {
+        let sent = payhook_shared::amqp::publish_confirmed(
+            channel,
+            &self.exchange,
+            &envelope.routing_key(),
+            &body,
+            envelope_properties(&envelope, "payhook-reconciler"),
+            CONFIRM_TIMEOUT,
+        )
+        .await;
+        match sent {
+            Ok(()) => {
                 tracing::info!(
                     event_id = %envelope.event_id, status = ?envelope.status,
                     "reconcile: published the provider's answer"
                 );
                 Ok(true)
             }
+            // The channel is broken: the sweep stops and reconnects.
+            Err(payhook_shared::amqp::PublishError::Channel(error)) => Err(error.into()),
             // Not durable: the payment stays due and is queried again next time.
-            Ok(Ok(_)) | Err(_) => {
-                tracing::warn!(event_id = %envelope.event_id, "reconcile: publish not confirmed");
+            Err(error) => {
+                tracing::warn!(event_id = %envelope.event_id, %error, "reconcile: publish not confirmed");
                 Ok(false)
             }
-            Ok(Err(error)) => Err(error.into()),
         }
     }
 
