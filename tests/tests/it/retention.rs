@@ -48,8 +48,11 @@ async fn old_notifications_and_published_events_are_pruned_and_buyers_redacted()
     let client = reqwest::Client::new();
 
     // Five payments: two to prune, one to redact, two to keep as they are.
+    // One at a time: the outbox walk relies on ids growing with creation time (as they
+    // do in production), and payments applied in one batch may be written in any order.
     let orders: Vec<String> = (0..5).map(|_| unique("o")).collect();
-    for order in &orders {
+    let pool = &db.pool;
+    for (i, order) in orders.iter().enumerate() {
         let answer = post(
             &client,
             &receiver.url("/notify/alipay/m1"),
@@ -59,8 +62,16 @@ async fn old_notifications_and_published_events_are_pruned_and_buyers_redacted()
         )
         .await;
         assert_eq!(answer.body, "success");
+        let written = eventually_async(Duration::from_secs(20), || async {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")
+                .fetch_one(pool)
+                .await
+                .unwrap_or(0)
+                == i as i64 + 1
+        })
+        .await;
+        assert!(written, "payment {i} applied");
     }
-    let pool = &db.pool;
     let settled = eventually_async(Duration::from_secs(20), || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
             .fetch_one(pool)
