@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::options::{BasicAckOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection};
 use payhook_shared::amqp::{Connector, publish_confirmed};
 use payhook_shared::topology::{self, Names};
@@ -32,9 +31,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
-
-/// Sets in flight to this receiver before it acknowledges (a stream needs credit).
-const PREFETCH: u16 = 64;
 
 /// How the follower reaches the broker.
 #[derive(Debug, Clone)]
@@ -144,24 +140,12 @@ async fn read(
     topology::declare_certificates(&channel, names)
         .await
         .context("declaring the certificates stream")?;
-    channel
-        .basic_qos(PREFETCH, BasicQosOptions::default())
-        .await?;
-    let mut arguments = FieldTable::default();
-    arguments.insert(
-        ShortString::from("x-stream-offset"),
-        AMQPValue::LongString(LongString::from("first")),
-    );
-    let mut consumer = channel
-        .basic_consume(
-            names.certificates.as_str().into(),
-            format!("payhook-receiver-{}", uuid::Uuid::new_v4().simple())
-                .as_str()
-                .into(),
-            BasicConsumeOptions::default(),
-            arguments,
-        )
-        .await?;
+    let mut consumer = payhook_shared::amqp::read_stream_from_start(
+        &channel,
+        &names.certificates,
+        "payhook-receiver",
+    )
+    .await?;
     let marker = Marker {
         marker: uuid::Uuid::new_v4().simple().to_string(),
     };

@@ -165,6 +165,39 @@ pub async fn publish_confirmed(
     }
 }
 
+/// Deliveries in flight to a stream reader before it acknowledges (a stream consumer
+/// needs credit).
+pub const STREAM_PREFETCH: u16 = 64;
+
+/// Reads the stream `queue` from its first message on `channel`: what the certificate
+/// and rejected-sample readers do on every (re)connection. Reading a stream consumes
+/// nothing; each delivery must still be acknowledged for credit.
+pub async fn read_stream_from_start(
+    channel: &lapin::Channel,
+    queue: &str,
+    consumer_tag_prefix: &str,
+) -> lapin::Result<lapin::Consumer> {
+    use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+    channel
+        .basic_qos(STREAM_PREFETCH, lapin::options::BasicQosOptions::default())
+        .await?;
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        ShortString::from("x-stream-offset"),
+        AMQPValue::LongString(LongString::from("first")),
+    );
+    channel
+        .basic_consume(
+            queue.into(),
+            format!("{consumer_tag_prefix}-{}", uuid::Uuid::new_v4().simple())
+                .as_str()
+                .into(),
+            lapin::options::BasicConsumeOptions::default(),
+            arguments,
+        )
+        .await
+}
+
 fn owned_config(tls: &ClientTls) -> OwnedTLSConfig {
     OwnedTLSConfig {
         identity: tls.identity.as_ref().map(|identity| OwnedIdentity::PKCS8 {

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::options::BasicAckOptions;
 use payhook_shared::amqp::Connector;
 use payhook_shared::event::Provider;
 use payhook_shared::rejected::{SAMPLE_TYPE, Sample, Summary};
@@ -22,8 +21,6 @@ use tokio_util::sync::CancellationToken;
 pub const PER_KIND: usize = 20;
 /// Memory the samples may hold, about.
 pub const MAX_BYTES: usize = 32 * 1024 * 1024;
-/// Deliveries in flight from the stream (a stream consumer needs credit).
-const PREFETCH: u16 = 64;
 
 /// The samples held, oldest first. Cheap to clone.
 #[derive(Debug, Clone, Default)]
@@ -156,24 +153,12 @@ async fn read(
     topology::declare_rejected(&channel, names)
         .await
         .context("declaring the rejected stream")?;
-    channel
-        .basic_qos(PREFETCH, BasicQosOptions::default())
-        .await?;
-    let mut arguments = FieldTable::default();
-    arguments.insert(
-        ShortString::from("x-stream-offset"),
-        AMQPValue::LongString(LongString::from("first")),
-    );
-    let mut consumer = channel
-        .basic_consume(
-            names.rejected.as_str().into(),
-            format!("payhook-worker-rejected-{}", uuid::Uuid::new_v4().simple())
-                .as_str()
-                .into(),
-            BasicConsumeOptions::default(),
-            arguments,
-        )
-        .await?;
+    let mut consumer = payhook_shared::amqp::read_stream_from_start(
+        &channel,
+        &names.rejected,
+        "payhook-worker-rejected",
+    )
+    .await?;
     loop {
         let delivery = tokio::select! {
             () = cancel.cancelled() => return Ok(()),

@@ -175,18 +175,30 @@ async fn show(inner: Shared, path: web::Path<(String, String)>) -> HttpResponse 
     }
 }
 
-async fn pay(
-    inner: Shared,
+/// `pay`, `close`, `finish`: the order's operation with an optional [`Delivery`].
+fn act(
+    inner: &Arc<Inner>,
     path: web::Path<(String, String)>,
     body: Option<web::Json<Delivery>>,
+    operation: impl FnOnce(&Arc<Inner>, Provider, &str) -> Result<Option<String>, SimError>,
 ) -> HttpResponse {
     let (p, no) = path.into_inner();
     let Some(provider) = provider(&p) else {
         return unknown_provider(&p);
     };
     let delivery = body.map(web::Json::into_inner).unwrap_or_default();
-    operate(&inner, provider, &no, &delivery, || {
-        inner.pay(provider, &no)
+    operate(inner, provider, &no, &delivery, || {
+        operation(inner, provider, &no)
+    })
+}
+
+async fn pay(
+    inner: Shared,
+    path: web::Path<(String, String)>,
+    body: Option<web::Json<Delivery>>,
+) -> HttpResponse {
+    act(&inner, path, body, |inner, provider, no| {
+        inner.pay(provider, no)
     })
 }
 
@@ -213,13 +225,8 @@ async fn close(
     path: web::Path<(String, String)>,
     body: Option<web::Json<Delivery>>,
 ) -> HttpResponse {
-    let (p, no) = path.into_inner();
-    let Some(provider) = provider(&p) else {
-        return unknown_provider(&p);
-    };
-    let delivery = body.map(web::Json::into_inner).unwrap_or_default();
-    operate(&inner, provider, &no, &delivery, || {
-        inner.close(provider, &no)
+    act(&inner, path, body, |inner, provider, no| {
+        inner.close(provider, no)
     })
 }
 
@@ -228,15 +235,9 @@ async fn finish(
     path: web::Path<(String, String)>,
     body: Option<web::Json<Delivery>>,
 ) -> HttpResponse {
-    let (p, no) = path.into_inner();
-    let provider = match provider(&p) {
-        Some(Provider::Alipay) => Provider::Alipay,
-        Some(_) => {
-            return HttpResponse::BadRequest()
-                .json(json!({"error": "only Alipay trades finish (TRADE_FINISHED)"}));
-        }
-        None => return unknown_provider(&p),
-    };
-    let delivery = body.map(web::Json::into_inner).unwrap_or_default();
-    operate(&inner, provider, &no, &delivery, || inner.finish(&no))
+    if matches!(provider(&path.0), Some(p) if p != Provider::Alipay) {
+        return HttpResponse::BadRequest()
+            .json(json!({"error": "only Alipay trades finish (TRADE_FINISHED)"}));
+    }
+    act(&inner, path, body, |inner, _, no| inner.finish(no))
 }
