@@ -28,8 +28,10 @@ use time::OffsetDateTime;
 
 use super::bulk;
 use super::cloudevents::{CloudEvent, Emitted, EventKind};
+pub use super::error::ApplyError;
 use super::facts::{self, Next};
-use super::rows::{self, Payment};
+use super::locked::Payment;
+use super::rows;
 
 /// The merchant's configured identity, checked against paid notifications. A field
 /// left `None` is not checked (an order's registration can still name it).
@@ -105,35 +107,6 @@ impl ApplyOutcome {
             Self::DuplicateTransition => "duplicate_transition",
             Self::Quarantined { .. } => "quarantined",
             Self::Recorded => "recorded",
-        }
-    }
-}
-
-/// Why an envelope was not applied.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// The database is unreachable, overloaded, or a race was lost: retry later.
-    #[error("database unavailable or contended; retry later")]
-    Transient(#[source] sqlx::Error),
-    /// The envelope can never apply (unknown schema, invalid data): park it.
-    #[error("cannot apply: {0}")]
-    Permanent(String),
-}
-
-impl ApplyError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient(_))
-    }
-}
-
-impl From<sqlx::Error> for ApplyError {
-    fn from(err: sqlx::Error) -> Self {
-        if super::is_transient(&err) {
-            Self::Transient(err)
-        } else {
-            // A unique violation nothing here expects, a check constraint, bad data:
-            // retrying cannot help.
-            Self::Permanent(format!("database: {err}"))
         }
     }
 }

@@ -25,9 +25,10 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::apply::ApplyError;
+use super::error::ApplyError;
 use super::facts::{is_refund, source_label, status_label};
-use super::rows::{Payment, Transition, refund_number};
+use super::locked::Payment;
+use super::rows::{Transition, refund_number};
 
 /// How a bulk transaction begins (one round trip): the statements below join their
 /// arrays to `payments` and `notifications` by key. PostgreSQL makes a prepared

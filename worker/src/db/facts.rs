@@ -5,9 +5,9 @@
 use payhook_shared::event::{Envelope, Source, Status};
 use time::OffsetDateTime;
 
-use super::apply::ApplyError;
 use super::cloudevents::EventData;
-use super::rows::Payment;
+use super::error::ApplyError;
+use super::locked::Payment;
 use super::state::{Facts, PaymentState};
 
 /// The payment's facts and state after the envelope's transition.

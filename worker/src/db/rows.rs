@@ -6,11 +6,11 @@
 use payhook_shared::event::Envelope;
 use sqlx::postgres::PgArguments;
 use sqlx::{PgConnection, PgExecutor, Postgres};
-use time::OffsetDateTime;
 
-use super::apply::ApplyError;
 use super::cloudevents::Emitted;
+use super::error::ApplyError;
 use super::facts::{Next, is_refund, source_label, status_label};
+use super::locked::Payment;
 use super::state::PaymentState;
 
 /// The audit row's insert. `ON CONFLICT DO NOTHING` on `event_id` is the dedup guard:
@@ -98,26 +98,6 @@ macro_rules! upsert_payment {
                        refunded_amount, provider_trade_no, paid_at, closed_at"
         )
     };
-}
-
-/// The locked payment row, as the transaction found it.
-#[derive(Debug, sqlx::FromRow)]
-pub(super) struct Payment {
-    pub(super) id: i64,
-    #[sqlx(try_from = "String")]
-    pub(super) state: PaymentState,
-    pub(super) registered: bool,
-    pub(super) expected_amount: Option<i64>,
-    pub(super) currency: String,
-    pub(super) expected_app_id: Option<String>,
-    pub(super) expected_mch_id: Option<String>,
-    pub(super) expected_payee: Option<String>,
-    pub(super) total_amount: Option<i64>,
-    pub(super) paid_amount: Option<i64>,
-    pub(super) refunded_amount: i64,
-    pub(super) provider_trade_no: Option<String>,
-    pub(super) paid_at: Option<OffsetDateTime>,
-    pub(super) closed_at: Option<OffsetDateTime>,
 }
 
 /// In one statement: inserts the audit row (with `outcome`, as [`record_notification`])

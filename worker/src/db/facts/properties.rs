@@ -9,7 +9,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use time::OffsetDateTime;
 
-use super::super::rows::Payment;
+use super::super::locked::Payment;
 use super::super::state::PaymentState;
 use super::next_facts;
 
