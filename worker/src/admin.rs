@@ -14,7 +14,7 @@ use crate::auth::Caller;
 use crate::db::audit;
 use crate::db::orders::{self, NewOrder, Registered};
 use crate::parked::ReplayFilter;
-use crate::startup::Shared;
+use crate::shared::Shared;
 
 /// The API's OpenAPI 3.1 document, served at `/openapi.json`; a test checks that it
 /// lists exactly the routes of [`routes`].

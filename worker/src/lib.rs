@@ -32,6 +32,7 @@ pub mod reconcile;
 pub mod rejected;
 pub mod retention;
 pub mod retry;
+pub mod shared;
 pub mod startup;
 
 pub use startup::Worker;

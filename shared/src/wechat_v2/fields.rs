@@ -1,6 +1,7 @@
 //! Reading typed values out of a parsed APIv2 parameter list.
 
 use crate::error::VerifyError;
+use crate::event::{Kind, Normalized, Status};
 
 /// The currency APIv2 means when `fee_type` is absent.
 pub(crate) const DEFAULT_CURRENCY: &str = "CNY";
@@ -49,6 +50,14 @@ pub(crate) fn parse_fen(
     text.parse()
         .map(Some)
         .map_err(|_| VerifyError::Amount(name))
+}
+
+/// What an authenticated notification asserts, before it is wrapped with its raw body.
+pub(crate) struct Normalization {
+    pub(crate) notification_id: String,
+    pub(crate) kind: Kind,
+    pub(crate) status: Status,
+    pub(crate) fields: Normalized,
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 
 use secrecy::ExposeSecret as _;
 
-use super::fields::{DEFAULT_CURRENCY, Fields, parse_fen};
+use super::fields::{DEFAULT_CURRENCY, Fields, Normalization, parse_fen};
 use super::sign::{SignType, verify_sign};
 use super::{V2Merchant, parse_xml, refund};
 use crate::error::VerifyError;
@@ -67,14 +67,6 @@ pub fn verify_notification(
         normalized.fields,
         RawNotification::new(body, vec![]),
     ))
-}
-
-/// What an authenticated notification asserts, before it is wrapped with its raw body.
-pub(super) struct Normalization {
-    pub(super) notification_id: String,
-    pub(super) kind: Kind,
-    pub(super) status: Status,
-    pub(super) fields: Normalized,
 }
 
 /// Normalizes a verified payment notification.

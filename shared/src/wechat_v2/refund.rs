@@ -15,8 +15,7 @@ use ecb::cipher::block_padding::Pkcs7;
 use ecb::cipher::{BlockModeDecrypt as _, BlockModeEncrypt as _, KeyInit as _};
 use secrecy::zeroize::Zeroizing;
 
-use super::fields::{DEFAULT_CURRENCY, Fields, parse_fen};
-use super::notify::Normalization;
+use super::fields::{DEFAULT_CURRENCY, Fields, Normalization, parse_fen};
 use crate::crypto::md5_hex;
 use crate::error::VerifyError;
 use crate::event::{Kind, Normalized, Status};
