@@ -264,20 +264,20 @@ impl Worker {
             self.reconnect,
             certificates_stop.clone(),
         ));
-        let mistake = supervise(
-            self.shared.clone(),
-            self.processor,
-            Background {
+        let mistake = BrokerSession {
+            shared: self.shared.clone(),
+            processor: self.processor,
+            background: Background {
                 relay: self.relay,
                 dispatcher: self.dispatcher,
                 reconciler: self.reconciler,
             },
-            self.consume,
-            self.policy,
-            self.retry_delays_ms,
-            self.reconnect,
-            shutdown,
-        )
+            consume: self.consume,
+            policy: self.policy,
+            retry_delays_ms: self.retry_delays_ms,
+            reconnect: self.reconnect,
+        }
+        .supervise(shutdown)
         .await;
         retention.abort();
         // Stopped here too when the worker stops for a broker mistake.
@@ -298,77 +298,6 @@ impl Worker {
     }
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site: the worker's own run loop"
-)]
-async fn supervise(
-    shared: web::Data<Shared>,
-    processor: Arc<Processor>,
-    background: Background,
-    consume: ConsumeConfig,
-    policy: QueuePolicy,
-    retry_delays_ms: Vec<u32>,
-    (reconnect_min, reconnect_max): (Duration, Duration),
-    shutdown: CancellationToken,
-) -> Option<ConfigError> {
-    let mut backoff = reconnect_min;
-    let mut ever_connected = false;
-    loop {
-        if shutdown.is_cancelled() {
-            break;
-        }
-        let connected = tokio::select! {
-            () = shutdown.cancelled() => break,
-            connected = shared.amqp.connect("payhook-worker") => connected,
-        };
-        match connected {
-            Ok(connection) => {
-                backoff = reconnect_min;
-                ever_connected = true;
-                let outcome = session(
-                    &connection,
-                    &shared,
-                    &processor,
-                    &background,
-                    &consume,
-                    &policy,
-                    &retry_delays_ms,
-                    &shutdown,
-                )
-                .await;
-                shared.set_broker_up(false);
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    connection.close(200, "payhook worker closing".into()),
-                )
-                .await;
-                match outcome {
-                    Ok(()) if shutdown.is_cancelled() => break,
-                    Ok(()) => tracing::warn!("broker session ended; reconnecting"),
-                    Err(error) => tracing::warn!(%error, "broker session failed; reconnecting"),
-                }
-            }
-            Err(ConnectError::Misconfigured(error)) => {
-                // Never heals: at start it stops the worker with the setting to fix;
-                // after a first success it is logged and retried (see the receiver).
-                tracing::error!(%error, "broker TLS refused");
-                if !ever_connected {
-                    return Some(error);
-                }
-            }
-            Err(error) => tracing::warn!(%error, "broker connect failed"),
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(reconnect_max);
-    }
-    tracing::info!("worker stopped consuming");
-    None
-}
-
 /// What runs beside the consumer on a broker connection.
 struct Background {
     relay: OutboxRelay,
@@ -376,109 +305,179 @@ struct Background {
     reconciler: Option<Arc<Reconciler>>,
 }
 
-/// One broker connection's life: topology, consumer and relay until one of them stops.
-#[expect(clippy::too_many_arguments, reason = "internal helper of supervise")]
-async fn session(
-    connection: &Connection,
-    shared: &Shared,
-    processor: &Arc<Processor>,
-    background: &Background,
-    consume: &ConsumeConfig,
-    policy: &QueuePolicy,
-    retry_delays_ms: &[u32],
-    shutdown: &CancellationToken,
-) -> Result<(), lapin::Error> {
-    let setup = connection.create_channel().await?;
-    topology::declare_all(&setup, &shared.names, policy, retry_delays_ms).await?;
-    let consume_channel = connection.create_channel().await?;
-    let publish_channel = connection.create_channel().await?;
-    publish_channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let relay_channel = connection.create_channel().await?;
-    relay_channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let dispatch_channel = connection.create_channel().await?;
-    dispatch_channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    shared.set_broker_up(true);
-    tracing::info!("broker connected; consuming");
+/// The worker's life on the broker: what each connection needs, and the loop that
+/// reconnects with back-off.
+struct BrokerSession {
+    shared: web::Data<Shared>,
+    processor: Arc<Processor>,
+    background: Background,
+    consume: ConsumeConfig,
+    policy: QueuePolicy,
+    retry_delays_ms: Vec<u32>,
+    /// Back-off bounds between connection attempts.
+    reconnect: (Duration, Duration),
+}
 
-    let session = shutdown.child_token();
-    let consumer = consumer::consume(
-        processor.clone(),
-        consume_channel,
-        publish_channel,
-        consume,
-        session.clone(),
-    );
-    let relay_session = session.clone();
-    let reconcile_channel = match &background.reconciler {
-        Some(_) => {
-            let channel = connection.create_channel().await?;
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
-            Some(channel)
-        }
-        None => None,
-    };
-    let relaying = async move {
-        let relay = background.relay.run(relay_channel, relay_session.clone());
-        match (&background.reconciler, reconcile_channel) {
-            (Some(reconciler), Some(channel)) => {
-                let reconciling = reconciler.run(channel, relay_session.clone());
-                tokio::pin!(relay, reconciling);
-                tokio::select! {
-                    result = &mut relay => result,
-                    result = &mut reconciling => {
-                        if let Err(error) = &result {
-                            tracing::warn!(%error, "reconciler stopped");
-                        }
-                        relay_session.cancel();
-                        relay.await
+impl BrokerSession {
+    /// Connects, runs a session, and reconnects until `shutdown`; `Some` for a broker
+    /// mistake that stops the worker at start (TLS refused).
+    async fn supervise(&self, shutdown: CancellationToken) -> Option<ConfigError> {
+        let shared = &self.shared;
+        let (reconnect_min, reconnect_max) = self.reconnect;
+        let mut backoff = reconnect_min;
+        let mut ever_connected = false;
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let connected = tokio::select! {
+                () = shutdown.cancelled() => break,
+                connected = shared.amqp.connect("payhook-worker") => connected,
+            };
+            match connected {
+                Ok(connection) => {
+                    backoff = reconnect_min;
+                    ever_connected = true;
+                    let outcome = self.session(&connection, &shutdown).await;
+                    shared.set_broker_up(false);
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        connection.close(200, "payhook worker closing".into()),
+                    )
+                    .await;
+                    match outcome {
+                        Ok(()) if shutdown.is_cancelled() => break,
+                        Ok(()) => tracing::warn!("broker session ended; reconnecting"),
+                        Err(error) => tracing::warn!(%error, "broker session failed; reconnecting"),
                     }
                 }
+                Err(ConnectError::Misconfigured(error)) => {
+                    // Never heals: at start it stops the worker with the setting to fix;
+                    // after a first success it is logged and retried (see the receiver).
+                    tracing::error!(%error, "broker TLS refused");
+                    if !ever_connected {
+                        return Some(error);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "broker connect failed"),
             }
-            _ => relay.await,
-        }
-    };
-    // The dispatcher stops after the consumer, so the events of the messages the
-    // consumer finishes while stopping still go out from memory.
-    let dispatch_stop = CancellationToken::new();
-    let dispatching = background
-        .dispatcher
-        .run(dispatch_channel, dispatch_stop.clone());
-    tokio::pin!(consumer, relaying, dispatching);
-    tokio::select! {
-        result = &mut consumer => {
-            session.cancel();
-            dispatch_stop.cancel();
-            let _ = tokio::join!(&mut relaying, &mut dispatching);
-            result
-        }
-        result = &mut relaying => {
-            if let Err(error) = &result {
-                tracing::warn!(%error, "outbox relay stopped");
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(backoff) => {}
             }
-            session.cancel();
-            let result = consumer.await;
-            dispatch_stop.cancel();
-            let _ = dispatching.await;
-            result
+            backoff = (backoff * 2).min(reconnect_max);
         }
-        result = &mut dispatching => {
-            if let Err(error) = &result {
-                tracing::warn!(%error, "outbox dispatcher stopped");
+        tracing::info!("worker stopped consuming");
+        None
+    }
+
+    /// One broker connection's life: topology, consumer and relay until one of them stops.
+    async fn session(
+        &self,
+        connection: &Connection,
+        shutdown: &CancellationToken,
+    ) -> Result<(), lapin::Error> {
+        let Self {
+            shared,
+            processor,
+            background,
+            consume,
+            policy,
+            retry_delays_ms,
+            ..
+        } = self;
+        let setup = connection.create_channel().await?;
+        topology::declare_all(&setup, &shared.names, policy, retry_delays_ms).await?;
+        let consume_channel = connection.create_channel().await?;
+        let publish_channel = connection.create_channel().await?;
+        publish_channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let relay_channel = connection.create_channel().await?;
+        relay_channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let dispatch_channel = connection.create_channel().await?;
+        dispatch_channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        shared.set_broker_up(true);
+        tracing::info!("broker connected; consuming");
+
+        let session = shutdown.child_token();
+        let consumer = consumer::consume(
+            processor.clone(),
+            consume_channel,
+            publish_channel,
+            consume,
+            session.clone(),
+        );
+        let relay_session = session.clone();
+        let reconcile_channel = match &background.reconciler {
+            Some(_) => {
+                let channel = connection.create_channel().await?;
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await?;
+                Some(channel)
             }
-            // What the consumer still hands over waits in the queue for the next
-            // session's dispatcher (or, if it waits too long, for the relay).
-            session.cancel();
-            let result = consumer.await;
-            let _ = relaying.await;
-            result
+            None => None,
+        };
+        let relaying = async move {
+            let relay = background.relay.run(relay_channel, relay_session.clone());
+            match (&background.reconciler, reconcile_channel) {
+                (Some(reconciler), Some(channel)) => {
+                    let reconciling = reconciler.run(channel, relay_session.clone());
+                    tokio::pin!(relay, reconciling);
+                    tokio::select! {
+                        result = &mut relay => result,
+                        result = &mut reconciling => {
+                            if let Err(error) = &result {
+                                tracing::warn!(%error, "reconciler stopped");
+                            }
+                            relay_session.cancel();
+                            relay.await
+                        }
+                    }
+                }
+                _ => relay.await,
+            }
+        };
+        // The dispatcher stops after the consumer, so the events of the messages the
+        // consumer finishes while stopping still go out from memory.
+        let dispatch_stop = CancellationToken::new();
+        let dispatching = background
+            .dispatcher
+            .run(dispatch_channel, dispatch_stop.clone());
+        tokio::pin!(consumer, relaying, dispatching);
+        tokio::select! {
+            result = &mut consumer => {
+                session.cancel();
+                dispatch_stop.cancel();
+                let _ = tokio::join!(&mut relaying, &mut dispatching);
+                result
+            }
+            result = &mut relaying => {
+                if let Err(error) = &result {
+                    tracing::warn!(%error, "outbox relay stopped");
+                }
+                session.cancel();
+                let result = consumer.await;
+                dispatch_stop.cancel();
+                let _ = dispatching.await;
+                result
+            }
+            result = &mut dispatching => {
+                if let Err(error) = &result {
+                    tracing::warn!(%error, "outbox dispatcher stopped");
+                }
+                // What the consumer still hands over waits in the queue for the next
+                // session's dispatcher (or, if it waits too long, for the relay).
+                session.cancel();
+                let result = consumer.await;
+                let _ = relaying.await;
+                result
+            }
         }
     }
 }
