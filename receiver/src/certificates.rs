@@ -91,41 +91,24 @@ impl Certificates {
 }
 
 async fn follow(state: Arc<State>, config: FollowerConfig, cancel: CancellationToken) {
-    let mut backoff = config.reconnect_min;
-    loop {
-        let connection = tokio::select! {
-            () = cancel.cancelled() => return,
-            connected = config.connector.connect("payhook-receiver-certificates") => connected,
-        };
-        match connection {
-            Ok(connection) => {
-                let result = read(&state, &config.names, &connection, &cancel).await;
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    connection.close(200, "payhook receiver closing".into()),
-                )
-                .await;
-                match result {
-                    Ok(()) => return,
-                    Err(error) => {
-                        // The keys held stay in use; they were read before.
-                        tracing::warn!(
-                            error = format!("{error:#}"),
-                            "certificate stream lost; reconnecting"
-                        );
-                        backoff = config.reconnect_min;
-                    }
-                }
+    // On a lost stream the keys held stay in use; they were read before.
+    payhook_shared::amqp::keep_reading(
+        &config.connector,
+        "payhook-receiver-certificates",
+        "certificates",
+        (config.reconnect_min, config.reconnect_max),
+        &cancel,
+        |connection| {
+            let (state, cancel) = (state.clone(), cancel.clone());
+            let names = config.names.clone();
+            async move {
+                read(&state, &names, &connection, &cancel)
+                    .await
+                    .map_err(|e| format!("{e:#}"))
             }
-            // The publisher reports (and, at start, stops for) TLS mistakes.
-            Err(error) => tracing::warn!(%error, "certificate stream: broker connect failed"),
-        }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(config.reconnect_max);
-    }
+        },
+    )
+    .await;
 }
 
 /// Reads the stream from its start until `cancel` fires (`Ok`) or the connection

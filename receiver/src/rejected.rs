@@ -66,7 +66,7 @@ impl Sampler {
         merchant: &str,
         error: &VerifyError,
         request_id: &str,
-        headers: Vec<(String, String)>,
+        headers: &actix_web::http::header::HeaderMap,
         body: &[u8],
     ) {
         let Some(interval) = self.interval else {
@@ -88,6 +88,14 @@ impl Sampler {
             }
             last.insert(key, now);
         }
+        // Only now, for a sample taken: the headers it keeps.
+        let headers = payhook_shared::rejected::KEPT_HEADERS
+            .iter()
+            .filter_map(|name| {
+                let value = headers.get(*name)?.to_str().ok()?;
+                Some(((*name).to_owned(), value.to_owned()))
+            })
+            .collect();
         let sample = Sample::new(
             self.clock.now().unix_timestamp(),
             provider,

@@ -277,16 +277,14 @@ async fn process(
         Err(Rejection::Verify(error)) => {
             state.metrics.verify_failure(provider, error.reason());
             tracing::warn!(reason = error.reason(), %error, "notification refused");
-            let headers = req
-                .headers()
-                .iter()
-                .filter_map(|(name, value)| {
-                    Some((name.to_string(), value.to_str().ok()?.to_owned()))
-                })
-                .collect();
-            state
-                .rejected
-                .offer(provider, merchant, &error, &request_id, headers, &body);
+            state.rejected.offer(
+                provider,
+                merchant,
+                &error,
+                &request_id,
+                req.headers(),
+                &body,
+            );
             return Err(Refusal::new(
                 Outcome::Rejected,
                 status_for(&error),

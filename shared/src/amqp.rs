@@ -165,6 +165,59 @@ pub async fn publish_confirmed(
     }
 }
 
+/// Keeps a stream reader connected: connects as `name`, runs `read` on the connection
+/// until it returns `Ok` (it saw `cancel`) or fails, then reconnects with back-off
+/// between `reconnect.0` and `reconnect.1`, until `cancel` fires. `what` names the
+/// stream in the log lines. (The certificate and rejected-sample readers.)
+pub async fn keep_reading<E, F, Fut>(
+    connector: &Connector,
+    name: &str,
+    what: &str,
+    (min, max): (Duration, Duration),
+    cancel: &tokio_util::sync::CancellationToken,
+    mut read: F,
+) where
+    E: std::fmt::Display,
+    F: FnMut(std::sync::Arc<lapin::Connection>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
+    let mut backoff = min;
+    loop {
+        let connected = tokio::select! {
+            () = cancel.cancelled() => return,
+            connected = connector.connect(name) => connected,
+        };
+        match connected {
+            Ok(connection) => {
+                let connection = std::sync::Arc::new(connection);
+                let result = read(connection.clone()).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    connection.close(200, "payhook closing".into()),
+                )
+                .await;
+                match result {
+                    Ok(()) => return,
+                    Err(error) => {
+                        tracing::warn!(%error, stream = what, "stream lost; reconnecting");
+                        backoff = min;
+                    }
+                }
+            }
+            // TLS mistakes are reported (and, at start, stop the process) by the
+            // process's main connection.
+            Err(error) => {
+                tracing::warn!(%error, stream = what, "stream reader: broker connect failed")
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(max);
+    }
+}
+
 /// Deliveries in flight to a stream reader before it acknowledges (a stream consumer
 /// needs credit).
 pub const STREAM_PREFETCH: u16 = 64;

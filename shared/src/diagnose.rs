@@ -358,11 +358,7 @@ pub(crate) fn describe_content(content: &[u8]) -> String {
     )
 }
 
-/// A date for people, from Unix seconds.
-pub(crate) fn date(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .map_or_else(|_| unix.to_string(), |d| d.date().to_string())
-}
+pub(crate) use crate::inventory::date;
 
 /// Text for people: the steps one per line, then the verdict and the answer.
 impl std::fmt::Display for Diagnosis {

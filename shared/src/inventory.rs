@@ -64,10 +64,6 @@ impl CertificateInfo {
 
 impl fmt::Display for CertificateInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let date = |t: i64| {
-            time::OffsetDateTime::from_unix_timestamp(t)
-                .map_or_else(|_| t.to_string(), |d| d.date().to_string())
-        };
         write!(
             f,
             "serial {}, {}, valid {} to {}, sha256 {}",
@@ -78,6 +74,12 @@ impl fmt::Display for CertificateInfo {
             &self.sha256
         )
     }
+}
+
+/// A date for people, from Unix seconds.
+pub(crate) fn date(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .map_or_else(|_| unix.to_string(), |d| d.date().to_string())
 }
 
 /// A configured certificate: whose, from which setting.
@@ -107,11 +109,13 @@ pub fn report(settings: &Settings, now: i64, signing: bool) -> Result<Vec<String
     // Lists a setting's certificates; returns how many are valid now. One out of its
     // validity is a warning (an old certificate kept through a rotation's overlap is
     // normal); the caller decides when none valid is a mistake.
-    let certificates = |setting: &str, material: &Material, lines: &mut Vec<String>| {
-        let pem = material.load().map_err(|e| ConfigError::new(setting, e))?;
+    let load = |setting: &str, material: &Material| {
+        material.load().map_err(|e| ConfigError::new(setting, e))
+    };
+    let certificates = |setting: &str, pem: &str, lines: &mut Vec<String>| {
         let mut valid = 0;
         for info in
-            CertificateInfo::of_pem(&pem).map_err(|e| ConfigError::new(setting, e.to_string()))?
+            CertificateInfo::of_pem(pem).map_err(|e| ConfigError::new(setting, e.to_string()))?
         {
             if info.valid_at(now) {
                 valid += 1;
@@ -161,7 +165,12 @@ pub fn report(settings: &Settings, now: i64, signing: bool) -> Result<Vec<String
         if let Some(cert) = &app.alipay_cert {
             // Alipay's certificate is only configured (nothing downloads it): without a
             // valid one, no notification of this app verifies as it should.
-            if certificates(&field("alipay_cert"), cert, &mut lines)? == 0 {
+            if certificates(
+                &field("alipay_cert"),
+                &load(&field("alipay_cert"), cert)?,
+                &mut lines,
+            )? == 0
+            {
                 return Err(ConfigError::new(
                     field("alipay_cert"),
                     "no certificate in it is valid now (expired or not yet valid): get the \
@@ -182,7 +191,11 @@ pub fn report(settings: &Settings, now: i64, signing: bool) -> Result<Vec<String
         }
         if signing {
             if let Some(cert) = &app.app_cert
-                && certificates(&field("app_cert"), cert, &mut lines)? == 0
+                && certificates(
+                    &field("app_cert"),
+                    &load(&field("app_cert"), cert)?,
+                    &mut lines,
+                )? == 0
             {
                 return Err(ConfigError::new(
                     field("app_cert"),
@@ -312,10 +325,18 @@ pub fn report(settings: &Settings, now: i64, signing: bool) -> Result<Vec<String
         std::collections::HashMap::new();
     for (name, m) in &settings.wechat_v3 {
         let field = |f: &str| format!("wechat_v3.{name}.{f}");
+        // The WeChat Pay keys this merchant trusts, by fingerprint (platform
+        // certificates' and the public key), to compare with its own signing key.
+        let mut trusted: Vec<(String, String)> = Vec::new();
         for (i, cert) in m.platform_certs.iter().enumerate() {
             let setting = format!("{}[{i}]", field("platform_certs"));
-            certificates(&setting, cert, &mut lines)?;
-            let pem = cert.load().map_err(|e| ConfigError::new(&setting, e))?;
+            let pem = load(&setting, cert)?;
+            certificates(&setting, &pem, &mut lines)?;
+            for c in parse_certificates(&pem).unwrap_or_default() {
+                if let Ok(key) = crate::crypto::public_key_of_certificate(&c) {
+                    trusted.push((setting.clone(), key.fingerprint()));
+                }
+            }
             for info in CertificateInfo::of_pem(&pem).unwrap_or_default() {
                 if let Some(mistake) = merchant_certificate(&info, &m.mch_id) {
                     return Err(ConfigError::new(setting, mistake));
@@ -334,21 +355,6 @@ pub fn report(settings: &Settings, now: i64, signing: bool) -> Result<Vec<String
                     ));
                 }
                 platform_serials.insert(info.serial.clone(), (setting.clone(), m.mch_id.clone()));
-            }
-        }
-        // The WeChat Pay keys this merchant trusts, by fingerprint (platform
-        // certificates' and the public key), to compare with its own signing key.
-        let mut trusted: Vec<(String, String)> = Vec::new();
-        for (i, cert) in m.platform_certs.iter().enumerate() {
-            let setting = format!("{}[{i}]", field("platform_certs"));
-            if let Ok(pem) = cert.load()
-                && let Ok(certs) = parse_certificates(&pem)
-            {
-                for c in certs {
-                    if let Ok(key) = crate::crypto::public_key_of_certificate(&c) {
-                        trusted.push((setting.clone(), key.fingerprint()));
-                    }
-                }
             }
         }
         if let (Some(id), Some(key)) = (&m.public_key_id, &m.public_key) {

@@ -19,10 +19,10 @@ pub(crate) static OTEL_ACTIVE: AtomicBool = AtomicBool::new(false);
 /// that is a child with a span id of its own; with it, the exported span's own ids,
 /// so the next hop's spans hang under it.
 pub fn enter(span: &tracing::Span, parent: Option<&str>) -> TraceParent {
-    let parent = parent.and_then(TraceParent::parse);
     if !OTEL_ACTIVE.load(Ordering::Relaxed) {
-        return parent.map_or_else(TraceParent::start, |p| p.child());
+        return TraceParent::child_of(parent);
     }
+    let parent = parent.and_then(TraceParent::parse);
     use opentelemetry::trace::TraceContextExt as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let remote = parent.unwrap_or_else(TraceParent::start);

@@ -107,40 +107,23 @@ pub async fn follow(
     reconnect: (Duration, Duration),
     cancel: CancellationToken,
 ) {
-    let (min, max) = reconnect;
-    let mut backoff = min;
-    loop {
-        let connected = tokio::select! {
-            () = cancel.cancelled() => return,
-            connected = connector.connect("payhook-worker-rejected") => connected,
-        };
-        match connected {
-            Ok(connection) => {
-                let result = read(&samples, &names, &connection, &cancel).await;
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    connection.close(200, "payhook worker closing".into()),
-                )
-                .await;
-                match result {
-                    Ok(()) => return,
-                    Err(error) => {
-                        tracing::warn!(
-                            error = format!("{error:#}"),
-                            "rejected stream lost; reconnecting"
-                        );
-                        backoff = min;
-                    }
-                }
+    payhook_shared::amqp::keep_reading(
+        &connector,
+        "payhook-worker-rejected",
+        "rejected",
+        reconnect,
+        &cancel,
+        |connection| {
+            let (samples, cancel) = (samples.clone(), cancel.clone());
+            let names = names.clone();
+            async move {
+                read(&samples, &names, &connection, &cancel)
+                    .await
+                    .map_err(|e| format!("{e:#}"))
             }
-            Err(error) => tracing::warn!(%error, "rejected stream: broker connect failed"),
-        }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(max);
-    }
+        },
+    )
+    .await;
 }
 
 async fn read(
