@@ -448,10 +448,9 @@ mod tests {
 
     #[test]
     fn a_certificate_is_described_by_serial_validity_and_fingerprint() {
-        let vector: serde_json::Value = serde_json::from_str(include_str!(
-            "../../tests/fixtures/vectors/wechat_v3_notify.json"
-        ))
-        .expect("vector");
+        let vector: serde_json::Value =
+            serde_json::from_str(include_str!("wechat_v3/vectors/wechat_v3_notify.json"))
+                .expect("vector");
         let pem = vector["platform_certificate_pem"]
             .as_str()
             .or_else(|| vector["certificate_pem"].as_str())
@@ -467,10 +466,9 @@ mod tests {
     }
 
     fn vector(field: &str) -> String {
-        let vector: serde_json::Value = serde_json::from_str(include_str!(
-            "../../tests/fixtures/vectors/wechat_v3_notify.json"
-        ))
-        .expect("vector");
+        let vector: serde_json::Value =
+            serde_json::from_str(include_str!("wechat_v3/vectors/wechat_v3_notify.json"))
+                .expect("vector");
         vector[field].as_str().expect(field).to_owned()
     }
 
@@ -580,10 +578,9 @@ mod tests {
 
     #[test]
     fn alipay_certificate_files_that_do_not_belong_together_are_named() {
-        let sn: serde_json::Value = serde_json::from_str(include_str!(
-            "../../tests/fixtures/vectors/alipay_cert_sn.json"
-        ))
-        .expect("vector");
+        let sn: serde_json::Value =
+            serde_json::from_str(include_str!("alipay/vectors/alipay_cert_sn.json"))
+                .expect("vector");
         let text = |f: &str| sn[f].as_str().expect(f).to_owned();
         // The SDK vector pairs a sandbox Alipay certificate with the production roots.
         let mixed = with(&format!(

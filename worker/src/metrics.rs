@@ -411,7 +411,7 @@ mod tests {
     #[test]
     fn the_app_certificate_expiry_is_exported() {
         let vector: serde_json::Value = serde_json::from_str(include_str!(
-            "../../tests/fixtures/vectors/wechat_v3_notify.json"
+            "../../shared/src/wechat_v3/vectors/wechat_v3_notify.json"
         ))
         .expect("vector");
         let pem = vector["platform_certificate_pem"].as_str().expect("pem");

@@ -109,7 +109,7 @@ fn check_config_describes_keys_and_refuses_the_apps_own_key_as_alipays() {
     let vector: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../tests/fixtures/vectors/wechat_v3_notify.json"),
+                .join("../shared/src/wechat_v3/vectors/wechat_v3_notify.json"),
         )
         .expect("vector"),
     )

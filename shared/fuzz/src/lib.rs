@@ -4,7 +4,7 @@
 //! and every crash reproducer through them, so a fixed crash stays fixed.
 //!
 //! The keys that play the providers come from the WeChat Pay vector
-//! (`tests/fixtures/vectors/wechat_v3_notify.json`, a published SDK test key — TEST
+//! (`shared/src/wechat_v3/vectors/wechat_v3_notify.json`, a published SDK test key — TEST
 //! ONLY), so that the targets can sign whatever the fuzzer made and reach the code
 //! behind the signature check.
 
@@ -22,7 +22,7 @@ use payhook_shared::wechat_v3::{self, PlatformKeys, V3Headers, V3Merchant, encry
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::SecretString;
 
-const VECTOR: &str = include_str!("../../../tests/fixtures/vectors/wechat_v3_notify.json");
+const VECTOR: &str = include_str!("../../src/wechat_v3/vectors/wechat_v3_notify.json");
 
 /// The WeChat Pay APIv2 key of the fuzz merchant (TEST ONLY).
 const V2_KEY: &str = "8934e7d15453e97507ef794cf7b0519d";

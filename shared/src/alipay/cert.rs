@@ -103,7 +103,7 @@ mod tests {
     }
 
     fn vector() -> Vector {
-        let json = include_str!("../../../tests/fixtures/vectors/alipay_cert_sn.json");
+        let json = include_str!("vectors/alipay_cert_sn.json");
         serde_json::from_str(json).expect("vector file")
     }
 

@@ -95,9 +95,8 @@ impl fmt::Debug for AlipayKeys {
 mod tests {
     use super::*;
 
-    const VECTOR: &str = include_str!("../../../tests/fixtures/vectors/alipay_cert_sn.json");
-    const NODE_VECTOR: &str =
-        include_str!("../../../tests/fixtures/vectors/alipay_notify_trade_success.json");
+    const VECTOR: &str = include_str!("vectors/alipay_cert_sn.json");
+    const NODE_VECTOR: &str = include_str!("vectors/alipay_notify_trade_success.json");
 
     fn vector_field(json: &str, field: &str) -> String {
         let v: serde_json::Value = serde_json::from_str(json).expect("vector file");

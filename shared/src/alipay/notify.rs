@@ -43,8 +43,7 @@ mod tests {
     use crate::crypto::{RsaHash, parse_public_key};
     use crate::event::{Kind, Provider, Status};
 
-    const VECTOR: &str =
-        include_str!("../../../tests/fixtures/vectors/alipay_notify_trade_success.json");
+    const VECTOR: &str = include_str!("vectors/alipay_notify_trade_success.json");
 
     /// The alipay-sdk-nodejs vector: its key and its params in file order.
     fn vector() -> (String, Vec<(String, String)>) {

@@ -64,7 +64,7 @@ mod tests {
     use super::*;
     use crate::alipay::testkit::{self, PROVIDER};
 
-    const VECTOR: &str = include_str!("../../../tests/fixtures/vectors/alipay_response_sign.json");
+    const VECTOR: &str = include_str!("vectors/alipay_response_sign.json");
 
     fn vector() -> (AlipayKeys, String, String) {
         let v: serde_json::Value = serde_json::from_str(VECTOR).expect("vector file");

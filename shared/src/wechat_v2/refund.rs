@@ -127,7 +127,7 @@ mod tests {
     }
 
     fn vector() -> Vector {
-        let text = include_str!("../../../tests/fixtures/vectors/wechat_v2_aes256ecb.json");
+        let text = include_str!("vectors/wechat_v2_aes256ecb.json");
         serde_json::from_str(text).expect("vector parses")
     }
 

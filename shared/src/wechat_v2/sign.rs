@@ -123,7 +123,7 @@ mod tests {
     }
 
     fn vector() -> Vector {
-        let text = include_str!("../../../tests/fixtures/vectors/wechat_v2_sign.json");
+        let text = include_str!("vectors/wechat_v2_sign.json");
         serde_json::from_str(text).expect("vector parses")
     }
 

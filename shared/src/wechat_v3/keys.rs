@@ -207,7 +207,7 @@ pub(crate) fn lookup_form(serial: &str) -> String {
 mod tests {
     use super::*;
 
-    const VECTOR: &str = include_str!("../../../tests/fixtures/vectors/wechat_v3_notify.json");
+    const VECTOR: &str = include_str!("vectors/wechat_v3_notify.json");
 
     fn vector_cert_pem() -> String {
         let v: serde_json::Value = serde_json::from_str(VECTOR).expect("vector is JSON");

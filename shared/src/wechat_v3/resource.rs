@@ -99,7 +99,7 @@ mod tests {
     use super::*;
     use crate::wechat_v3::test_support::vector;
 
-    const AES256: &str = include_str!("../../../tests/fixtures/vectors/wechat_v3_aes256gcm.json");
+    const AES256: &str = include_str!("vectors/wechat_v3_aes256gcm.json");
 
     fn aes256_vector() -> serde_json::Value {
         serde_json::from_str(AES256).expect("vector is JSON")

@@ -402,7 +402,7 @@ mod tests {
     }
 
     fn second_rsa_certificate() -> String {
-        const ALIPAY: &str = include_str!("../../../tests/fixtures/vectors/alipay_cert_sn.json");
+        const ALIPAY: &str = include_str!("../alipay/vectors/alipay_cert_sn.json");
         let v: serde_json::Value = serde_json::from_str(ALIPAY).expect("vector is JSON");
         find_rsa_certificate(&v).expect("an RSA certificate in the Alipay vector")
     }

@@ -15,7 +15,7 @@ use super::{PlatformKeys, V3Merchant, encrypt_resource};
 use crate::crypto;
 
 pub(crate) const PUB_KEY_ID: &str = "PUB_KEY_ID_0114232134912410000000000000";
-const VECTOR_JSON: &str = include_str!("../../../tests/fixtures/vectors/wechat_v3_notify.json");
+const VECTOR_JSON: &str = include_str!("vectors/wechat_v3_notify.json");
 
 /// `wechat_v3_notify.json`, parsed.
 #[derive(Debug)]

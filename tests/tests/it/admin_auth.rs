@@ -3,7 +3,7 @@
 //! every operate action (in PostgreSQL, read back by `payhook-admin audit`).
 
 use payhook_shared::config::{AdminScope, AdminToken, Secret};
-use payhook_tests::worker::{TEST_ADMIN_TOKEN, TestStack, TestWorker};
+use payhook_testkit::worker::{TEST_ADMIN_TOKEN, TestStack, TestWorker};
 use payhook_worker::db::audit;
 
 /// The status of `request` sent with `token`.

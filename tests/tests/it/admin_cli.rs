@@ -3,26 +3,23 @@
 //! payments, queue depths, order registration and reconcile-now answer as documented,
 //! in human and JSON form.
 
+use payhook_testkit::harness::unique;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser as _;
 use payhook_shared::clock::SystemClock;
 use payhook_shared::config::{Secret, Settings};
-use payhook_tests::db::TestDb;
-use payhook_tests::harness::{
+use payhook_testkit::db::TestDb;
+use payhook_testkit::harness::{
     Providers, TestBroker, TestReceiver, eventually_async, post, test_settings,
 };
-use payhook_tests::proxy::Proxy;
-use payhook_tests::worker::{TEST_ADMIN_TOKEN, TestWorker, worker_settings};
+use payhook_testkit::proxy::Proxy;
+use payhook_testkit::worker::{TEST_ADMIN_TOKEN, TestWorker, worker_settings};
 use serde_json::Value;
 
 const FORM: &str = "application/x-www-form-urlencoded";
 const QUIET: Duration = Duration::from_secs(20);
-
-fn unique(tag: &str) -> String {
-    format!("{tag}{}", uuid::Uuid::new_v4().simple())
-}
 
 /// Runs `payhook-admin <args>` in process; returns its stdout, or its error text.
 async fn admin(settings: &Settings, args: &[&str]) -> Result<String, String> {

@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 use payhook_shared::clock::SystemClock;
 use payhook_shared::config::Secret;
 use payhook_shared::event::Provider;
-use payhook_tests::db::TestDb;
-use payhook_tests::harness::{TestReceiver, eventually_async, test_settings};
-use payhook_tests::proxy::Proxy;
-use payhook_tests::sim::{SimConfig, Simulator};
-use payhook_tests::worker::{TestWorker, worker_settings};
+use payhook_sim::{SimConfig, Simulator};
+use payhook_testkit::db::TestDb;
+use payhook_testkit::harness::{TestReceiver, eventually_async, test_settings};
+use payhook_testkit::proxy::Proxy;
+use payhook_testkit::worker::{TestWorker, worker_settings};
 use serde_json::Value;
 
 /// The committed durations, and what they become in this run.

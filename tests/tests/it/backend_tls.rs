@@ -1,5 +1,5 @@
 //! TLS to the backends against real servers with TLS on, started privately on free
-//! ports with certificates generated at test time (`payhook_tests::pki`): a RabbitMQ
+//! ports with certificates generated at test time (`payhook_testkit::pki`): a RabbitMQ
 //! node with an AMQPS listener, a PostgreSQL cluster that accepts `hostssl` only, a
 //! Redis on `--tls-port` only — each requiring a client certificate. The shared
 //! servers are not touched.
@@ -8,17 +8,20 @@
 //! unknown CA, a host name the certificate does not give, a missing or foreign client
 //! certificate, a plain port behind a TLS URL. Each refusal names the setting to fix.
 
+use payhook_testkit::harness::unique;
 use std::sync::Arc;
 use std::time::Duration;
 
+use payhook_chaos::services::{PrivatePostgres, PrivateRabbit, PrivateRedis};
 use payhook_shared::amqp::{ConnectError, Connector};
 use payhook_shared::clock::SystemClock;
 use payhook_shared::config::{BackendTls, Material, PostgresSettings, Secret, SslMode};
 use payhook_shared::topology::Names;
-use payhook_tests::chaos::services::{PrivatePostgres, PrivateRabbit, PrivateRedis};
-use payhook_tests::harness::{EventsTap, Providers, TestBroker, TestReceiver, post, test_settings};
-use payhook_tests::pki::{Pair, TestPki};
-use payhook_tests::worker::{TestWorker, worker_settings};
+use payhook_testkit::harness::{
+    EventsTap, Providers, TestBroker, TestReceiver, post, test_settings,
+};
+use payhook_testkit::pki::{Pair, TestPki};
+use payhook_testkit::worker::{TestWorker, worker_settings};
 use payhook_worker::db;
 use payhook_worker::dedup::{self, Claim, Dedup};
 use secrecy::SecretString;
@@ -27,10 +30,6 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Connection attempts allowed for a refusal of the client certificate to arrive as
 /// the server's alert rather than as a reset.
 const ATTEMPTS: usize = 20;
-
-fn unique(tag: &str) -> String {
-    format!("{tag}{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
-}
 
 fn tls(ca: Option<&str>, client: Option<&Pair>) -> BackendTls {
     BackendTls {

@@ -10,8 +10,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use payhook_tests::chaos::process::Launcher;
-use payhook_tests::chaos::{self, Options, Scenario};
+use payhook_chaos::process::Launcher;
+use payhook_chaos::{self as chaos, Options, Scenario};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_kills_broker_partition_and_redis_crash_lose_nothing_and_apply_nothing_twice() {
@@ -20,7 +20,7 @@ async fn worker_kills_broker_partition_and_redis_crash_lose_nothing_and_apply_no
         rate: 30.0,
         seed: 7,
         time_scale: 0.001,
-        launcher: Launcher::SelfExec(PathBuf::from(env!("CARGO_BIN_EXE_payhook-chaos"))),
+        launcher: Launcher::SelfExec(payhook_testkit::bins::path("payhook-chaos")),
         keys_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chaos-keys"),
         quiesce_timeout: Duration::from_secs(60),
         keep: false,

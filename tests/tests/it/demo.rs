@@ -7,9 +7,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use payhook_shared::topology::Names;
-use payhook_tests::db::{TestDb, database_url};
-use payhook_tests::harness::{EventsTap, TopologyCleanup, amqp_url, eventually_async};
-use payhook_tests::worker::redis_url;
+use payhook_testkit::db::{TestDb, database_url};
+use payhook_testkit::harness::{EventsTap, TopologyCleanup, amqp_url, eventually_async};
+use payhook_testkit::worker::redis_url;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::Command;
 

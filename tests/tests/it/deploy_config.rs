@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use payhook_tests::metric_names::{
+use payhook_testkit::metric_names::{
     PROMETHEUS, RABBITMQ, families_of, family, metrics_of, registered,
 };
 

@@ -16,12 +16,12 @@ use std::time::Duration;
 use payhook_shared::clock::SystemClock;
 use payhook_shared::config::{Secret, Settings};
 use payhook_shared::topology::Names;
-use payhook_tests::db::TestDb;
-use payhook_tests::harness::{TestReceiver, amqp_url, eventually_async, unique_prefix};
-use payhook_tests::metric_names::{
+use payhook_testkit::db::TestDb;
+use payhook_testkit::harness::{TestReceiver, amqp_url, eventually_async, unique_prefix};
+use payhook_testkit::metric_names::{
     PROMETHEUS, RABBITMQ, families_of, family, metrics_of, registered,
 };
-use payhook_tests::worker::{TestWorker, worker_settings};
+use payhook_testkit::worker::{TestWorker, worker_settings};
 use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
 
@@ -241,7 +241,7 @@ fn compose_services_are_wired_and_every_mounted_file_exists() {
             "scripts/services expects {service} on 127.0.0.1:{port}"
         );
     }
-    let test_database = payhook_tests::db::database_url();
+    let test_database = payhook_testkit::db::database_url();
     let test_database = test_database
         .split('?')
         .next()
@@ -605,7 +605,7 @@ fn the_dockerfile_builds_the_workspace_binaries_as_a_non_root_user() {
 fn run_keys_script() -> PathBuf {
     let state = std::env::temp_dir().join(format!("payhook-compose-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&state).expect("state dir");
-    let sim = PathBuf::from(env!("CARGO_BIN_EXE_payhook-sim"));
+    let sim = payhook_testkit::bins::path("payhook-sim");
     let path = format!(
         "{}:{}",
         sim.parent().expect("bin dir").display(),
@@ -835,7 +835,7 @@ async fn the_compose_configuration_runs_and_every_metric_used_is_exported() {
         ("wechat-v2-payment", "/notify/wechat/v2/m1"),
         ("wechat-v3-transaction", "/notify/wechat/v3/m1"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_payhook-sim"))
+        let out = Command::new(payhook_testkit::bins::path("payhook-sim"))
             .args(["send", "--keys-dir"])
             .arg(&keys_dir)
             .args(["--kind", kind, "--url", &receiver.url(path)])

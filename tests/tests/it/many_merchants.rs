@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use payhook_shared::clock::SystemClock;
 use payhook_shared::wechat_v2::SignType;
-use payhook_tests::db::TestDb;
-use payhook_tests::harness::{
+use payhook_testkit::db::TestDb;
+use payhook_testkit::harness::{
     Providers, TestReceiver, eventually_async, post, test_settings, unique_prefix,
 };
-use payhook_tests::worker::{TestWorker, worker_settings};
+use payhook_testkit::worker::{TestWorker, worker_settings};
 
 const PER_PROVIDER: usize = 60;
 

@@ -2,12 +2,13 @@
 //! notification is answered with success only once exactly one persistent message is
 //! on the work queue; nothing else is.
 
+use payhook_testkit::harness::unique;
 use std::sync::Arc;
 
 use payhook_shared::clock::SystemClock;
 use payhook_shared::event::{Kind, Provider, Status};
 use payhook_shared::wechat_v2::SignType as V2SignType;
-use payhook_tests::harness::{Answer, Providers, TestBroker, TestReceiver, post, test_settings};
+use payhook_testkit::harness::{Answer, Providers, TestBroker, TestReceiver, post, test_settings};
 
 const FORM: &str = "application/x-www-form-urlencoded; charset=utf-8";
 const XML: &str = "text/xml";
@@ -39,10 +40,6 @@ async fn start_with_clock(clock: Arc<dyn payhook_shared::clock::Clock>) -> Ctx {
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-fn unique(tag: &str) -> String {
-    format!("{tag}{}", uuid::Uuid::new_v4().simple())
 }
 
 impl Ctx {
@@ -310,7 +307,7 @@ async fn every_bad_input_gets_the_failure_answer_and_publishes_nothing() {
     // Alipay: the failure body is always "fail".
     let paid = p.alipay.payment(&unique("o"), 8888, &unique("n"));
     let forger =
-        payhook_tests::signer::alipay::AlipaySigner::new(&p.alipay.app_id, &p.alipay.seller_id)
+        payhook_sim::signer::alipay::AlipaySigner::new(&p.alipay.app_id, &p.alipay.seller_id)
             .with_key_slot(2);
     let wrong_key = forger.payment(&unique("o"), 1, &unique("n"));
     let alipay_cases: Vec<(&str, Answer, u16)> = vec![
@@ -355,7 +352,7 @@ async fn every_bad_input_gets_the_failure_answer_and_publishes_nothing() {
         .wechat_v2
         .payment(&unique("o"), 100, &unique("4200"), V2SignType::Md5);
     let xxe = b"<?xml version=\"1.0\"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]><xml><return_code>&xxe;</return_code></xml>".to_vec();
-    let other_merchant = payhook_tests::signer::wechat_v2::V2Signer::new("1900000109");
+    let other_merchant = payhook_sim::signer::wechat_v2::V2Signer::new("1900000109");
     let v2_cases: Vec<(&str, Answer, u16)> = vec![
         (
             "tampered fee",

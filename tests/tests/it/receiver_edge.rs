@@ -1,22 +1,19 @@
 //! The receiver at its edges: broker outages and recovery, unroutable publishes,
 //! allowlists behind proxies, load shedding and slow clients, TLS.
 
+use payhook_testkit::harness::unique;
 use std::sync::Arc;
 use std::time::Duration;
 
 use payhook_shared::clock::SystemClock;
 use payhook_shared::config::{Material, Secret, TlsSettings};
-use payhook_tests::harness::{
+use payhook_testkit::harness::{
     Providers, TestBroker, TestReceiver, broker_addr, eventually, post, test_settings,
 };
-use payhook_tests::proxy::Proxy;
+use payhook_testkit::proxy::Proxy;
 use tokio::io::AsyncWriteExt as _;
 
 const FORM: &str = "application/x-www-form-urlencoded";
-
-fn unique(tag: &str) -> String {
-    format!("{tag}{}", uuid::Uuid::new_v4().simple())
-}
 
 async fn readyz(client: &reqwest::Client, receiver: &TestReceiver) -> u16 {
     client
@@ -220,7 +217,7 @@ async fn slow_clients_are_cut_off_and_excess_load_is_shed_with_the_failure_answe
     let metrics = receiver.metrics.clone();
     assert!(
         eventually(Duration::from_secs(5), || {
-            payhook_tests::harness::metric_value(&metrics.render(), "payhook_receiver_in_flight")
+            payhook_testkit::harness::metric_value(&metrics.render(), "payhook_receiver_in_flight")
                 == 1.0
         })
         .await,
@@ -244,7 +241,7 @@ async fn slow_clients_are_cut_off_and_excess_load_is_shed_with_the_failure_answe
     // The slow client is cut off after request_timeout_ms and frees its slot.
     assert!(
         eventually(Duration::from_secs(5), || {
-            payhook_tests::harness::metric_value(&metrics.render(), "payhook_receiver_in_flight")
+            payhook_testkit::harness::metric_value(&metrics.render(), "payhook_receiver_in_flight")
                 == 0.0
         })
         .await,

@@ -5,22 +5,19 @@
 //! under the same abuse is measured, not asserted: `bench-receiver --phase hostile`
 //! (BENCHMARKS.md).
 
+use payhook_testkit::harness::unique;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use payhook_shared::clock::SystemClock;
-use payhook_tests::harness::{Answer, Providers, TestBroker, TestReceiver, post, test_settings};
+use payhook_testkit::harness::{Answer, Providers, TestBroker, TestReceiver, post, test_settings};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 const FORM: &str = "application/x-www-form-urlencoded";
 const XML: &str = "text/xml";
 const JSON: &str = "application/json";
-
-fn unique(tag: &str) -> String {
-    format!("{tag}{}", uuid::Uuid::new_v4().simple())
-}
 
 struct Ctx {
     providers: Providers,

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use payhook_shared::clock::SystemClock;
 use payhook_shared::config::Settings;
 use payhook_shared::event::Provider;
-use payhook_tests::db::TestDb;
-use payhook_tests::harness::{EventsTap, TestReceiver, eventually_async, test_settings};
-use payhook_tests::sim::client::register_query_credentials;
-use payhook_tests::sim::{Faults, SimConfig, Simulator, api, result};
-use payhook_tests::truth;
-use payhook_tests::worker::{TestWorker, worker_settings};
+use payhook_sim::client::register_query_credentials;
+use payhook_sim::{Faults, SimConfig, Simulator, api, result};
+use payhook_testkit::db::TestDb;
+use payhook_testkit::harness::{EventsTap, TestReceiver, eventually_async, test_settings};
+use payhook_testkit::truth;
+use payhook_testkit::worker::{TestWorker, worker_settings};
 use payhook_worker::db::{self, NewOrder};
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
@@ -343,7 +343,7 @@ async fn query_answers_with_a_bad_signature_are_counted_and_never_applied() {
         .expect("pays");
     let metric = |provider: &str| {
         let text = s.worker.shared.metrics.render();
-        payhook_tests::harness::metric_value(
+        payhook_testkit::harness::metric_value(
             &text,
             &format!(
                 "payhook_reconcile_queries_total{{provider=\"{provider}\",result=\"bad_signature\"}}"
@@ -401,8 +401,8 @@ async fn query_answers_with_a_bad_signature_are_counted_and_never_applied() {
 /// certificate before it reports ready, and serves notifications signed with it alone.
 #[tokio::test]
 async fn platform_certificate_rotation_reaches_receivers_without_keys_through_the_worker() {
-    use payhook_tests::harness::{Providers, without_signing_keys};
-    use payhook_tests::proxy::Proxy;
+    use payhook_testkit::harness::{Providers, without_signing_keys};
+    use payhook_testkit::proxy::Proxy;
 
     // WeChat V3 in certificate mode: the receivers trust the configured certificate
     // and whatever the worker publishes.
@@ -574,7 +574,7 @@ async fn platform_certificate_rotation_reaches_receivers_without_keys_through_th
 #[tokio::test]
 async fn a_receiver_refuses_a_signing_key_it_could_read() {
     let mut settings = test_settings();
-    payhook_tests::harness::Providers::new().register(&mut settings);
+    payhook_testkit::harness::Providers::new().register(&mut settings);
     register_query_credentials(&mut settings);
     let error = payhook_receiver::Application::build(&settings, Arc::new(SystemClock))
         .expect_err("a receiver holding a signing key must not start");
@@ -847,12 +847,12 @@ async fn a_late_real_notification_after_the_query_is_a_duplicate_transition() {
 /// `payment.succeeded` is published.
 #[tokio::test]
 async fn an_order_paid_through_the_simulators_control_api_without_a_notification_is_reconciled() {
-    use payhook_tests::sim::server::control;
+    use payhook_sim::server::control;
     let s = stack(SimConfig::default()).await;
     let http = reqwest::Client::new();
     let sim = s.sim.base_url();
     let order = format!("ctl-{}", uuid::Uuid::new_v4().simple());
-    let token = payhook_tests::worker::TEST_ADMIN_TOKEN;
+    let token = payhook_testkit::worker::TEST_ADMIN_TOKEN;
 
     let registered = http
         .post(format!("{}/orders", s.worker.admin_url))

@@ -3,19 +3,16 @@
 //! the transition ledger stay; a payment's history says what was pruned; a second pass
 //! finds nothing to do.
 
+use payhook_testkit::harness::unique;
 use std::time::Duration;
 
-use payhook_tests::harness::{eventually_async, post};
-use payhook_tests::worker::{TestStack, TestWorker};
+use payhook_testkit::harness::{eventually_async, post};
+use payhook_testkit::worker::{TestStack, TestWorker};
 use payhook_worker::metrics::Metrics;
 use payhook_worker::retention::{PassReport, Retention};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
-
-fn unique(tag: &str) -> String {
-    format!("{tag}{}", uuid::Uuid::new_v4().simple())
-}
 
 async fn count(pool: &PgPool, sql: &str, order: &str) -> i64 {
     sqlx::query_scalar(sql)

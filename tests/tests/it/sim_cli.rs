@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use payhook_shared::clock::SystemClock;
 use payhook_shared::config::Settings;
-use payhook_tests::harness::{TestBroker, TestReceiver, test_settings};
-use payhook_tests::sim::keys_dir::{KeysDir, SNIPPET_FILE};
+use payhook_sim::keys_dir::{KeysDir, SNIPPET_FILE};
+use payhook_testkit::harness::{TestBroker, TestReceiver, test_settings};
 
 struct TempDir(std::path::PathBuf);
 
@@ -32,7 +32,7 @@ async fn receiver_from_snippet(dir: &Path) -> TestReceiver {
 
 async fn sim(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_payhook-sim"))
+        Command::new(payhook_testkit::bins::path("payhook-sim"))
             .args(args)
             .output()
             .expect("payhook-sim runs")
@@ -155,7 +155,7 @@ async fn the_control_commands_drive_a_running_simulator() {
         .port();
     let base = format!("http://127.0.0.1:{port}");
     let _serve = Killed(
-        std::process::Command::new(env!("CARGO_BIN_EXE_payhook-sim"))
+        std::process::Command::new(payhook_testkit::bins::path("payhook-sim"))
             .args([
                 "serve",
                 "--listen",
@@ -173,7 +173,7 @@ async fn the_control_commands_drive_a_running_simulator() {
             .expect("serve starts"),
     );
     let up =
-        payhook_tests::harness::eventually_async(std::time::Duration::from_secs(20), || async {
+        payhook_testkit::harness::eventually_async(std::time::Duration::from_secs(20), || async {
             reqwest::get(format!("{base}/_sim/orders/alipay/none"))
                 .await
                 .is_ok_and(|r| r.status().as_u16() == 404)
@@ -232,7 +232,7 @@ async fn the_control_commands_drive_a_running_simulator() {
     // The payment notification reached the receiver (the refund was withheld).
     let broker = TestBroker::connect().await;
     let delivered =
-        payhook_tests::harness::eventually_async(std::time::Duration::from_secs(20), || async {
+        payhook_testkit::harness::eventually_async(std::time::Duration::from_secs(20), || async {
             broker.depth(&receiver.names.work).await == 1
         })
         .await;

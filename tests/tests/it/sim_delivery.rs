@@ -2,14 +2,15 @@
 //! the success answer stops resends, a refused notification is resent on the
 //! provider's scaled schedule, a dropped one never arrives, faults are what they say.
 
+use payhook_testkit::harness::unique;
 use std::sync::Arc;
 use std::time::Duration;
 
 use payhook_shared::clock::SystemClock;
 use payhook_shared::event::{Kind, Provider};
-use payhook_tests::harness::{TestBroker, TestReceiver, eventually, test_settings};
-use payhook_tests::sim::schedule::{self, TimeScale};
-use payhook_tests::sim::{Faults, NotificationTruth, SimConfig, Simulator};
+use payhook_sim::schedule::{self, TimeScale};
+use payhook_sim::{Faults, NotificationTruth, SimConfig, Simulator};
+use payhook_testkit::harness::{TestBroker, TestReceiver, eventually, test_settings};
 
 /// 4 min of Alipay time is 240 ms; WeChat's 15 s are 15 ms.
 const SCALE: f64 = 0.001;
@@ -34,10 +35,6 @@ async fn stack() -> Stack {
         receiver,
         broker: TestBroker::connect().await,
     }
-}
-
-fn unique(tag: &str) -> String {
-    format!("{tag}{}", uuid::Uuid::new_v4().simple())
 }
 
 impl Stack {

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use payhook_shared::clock::SystemClock;
-use payhook_tests::db::TestDb;
-use payhook_tests::harness::{TestReceiver, eventually_async, test_settings};
-use payhook_tests::sim::scenario::{self, Scenario};
-use payhook_tests::sim::{FaultRates, SimConfig, Simulator};
-use payhook_tests::worker::{TestWorker, worker_settings};
+use payhook_sim::scenario::{self, Scenario};
+use payhook_sim::{FaultRates, SimConfig, Simulator};
+use payhook_testkit::db::TestDb;
+use payhook_testkit::harness::{TestReceiver, eventually_async, test_settings};
+use payhook_testkit::worker::{TestWorker, worker_settings};
 
 #[tokio::test]
 async fn payhook_ends_where_the_providers_truth_is_despite_faults() {

@@ -9,11 +9,11 @@ use payhook_shared::clock::SystemClock;
 use payhook_shared::error::VerifyError;
 use payhook_shared::event::Provider;
 use payhook_shared::wechat_v3::{V3Headers, decrypt_resource, verify_signature};
-use payhook_tests::harness::{Providers, eventually};
-use payhook_tests::keys;
-use payhook_tests::signer::wechat_v3::V3Signer;
-use payhook_tests::sim::client::{AlipayCertSns, QueryClient, RawAnswer};
-use payhook_tests::sim::{SimConfig, Simulator, api, result};
+use payhook_sim::client::{AlipayCertSns, QueryClient, RawAnswer};
+use payhook_sim::keys;
+use payhook_sim::signer::wechat_v3::V3Signer;
+use payhook_sim::{SimConfig, Simulator, api, result};
+use payhook_testkit::harness::{Providers, eventually};
 use serde_json::Value;
 
 const QUERY: &str = "alipay_trade_query_response";
@@ -314,7 +314,7 @@ async fn wechat_v2_orderquery_checks_the_request_sign_and_signs_its_answer() {
     let found = fields(&client.wechat_v2_orderquery("o1").await);
     assert_eq!(field(&found, "trade_state").as_deref(), Some("SUCCESS"));
     assert_eq!(field(&found, "total_fee").as_deref(), Some("700"));
-    let expected = payhook_tests::signer::wechat_v2::sign(
+    let expected = payhook_sim::signer::wechat_v2::sign(
         &found,
         &v2.api_key,
         payhook_shared::wechat_v2::SignType::Md5,
@@ -329,8 +329,8 @@ async fn wechat_v2_orderquery_checks_the_request_sign_and_signs_its_answer() {
 
     let forged = reqwest::Client::new()
         .post(format!("{}/pay/orderquery", sim.base_url()))
-        .body(payhook_tests::sim::client::wechat_v2_orderquery(
-            &payhook_tests::signer::wechat_v2::V2Signer {
+        .body(payhook_sim::client::wechat_v2_orderquery(
+            &payhook_sim::signer::wechat_v2::V2Signer {
                 api_key: "x".repeat(32),
                 ..v2.clone()
             },

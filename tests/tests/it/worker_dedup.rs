@@ -4,11 +4,12 @@
 //! Redis is shared with other test runs: every test works under its own key prefix
 //! (`t-<uuid>`), whose keys are deleted when the test ends, passed or failed.
 
+use payhook_testkit::harness::unique;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use payhook_tests::proxy::Proxy;
+use payhook_testkit::proxy::Proxy;
 use payhook_worker::dedup::{Claim, Dedup};
 use secrecy::SecretString;
 use tokio::net::{TcpListener, TcpStream};
@@ -23,10 +24,6 @@ const MARGIN: Duration = Duration::from_millis(500);
 
 fn redis_url() -> String {
     std::env::var("PAYHOOK_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-fn unique(tag: &str) -> String {
-    format!("{tag}-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// This test's own key prefix on the shared Redis; its keys are deleted on drop.

@@ -2,26 +2,23 @@
 //! PostgreSQL → events exchange. Each test owns its broker prefix, database schema and
 //! Redis prefix.
 
+use payhook_testkit::harness::unique;
 use std::sync::Arc;
 use std::time::Duration;
 
 use payhook_shared::clock::SystemClock;
 use payhook_shared::config::{Secret, Settings};
-use payhook_tests::db::TestDb;
-use payhook_tests::harness::{
+use payhook_testkit::db::TestDb;
+use payhook_testkit::harness::{
     Answer, EventsTap, Providers, TestBroker, TestReceiver, broker_addr, eventually_async, post,
     test_settings,
 };
-use payhook_tests::proxy::Proxy;
-use payhook_tests::worker::{TEST_ADMIN_TOKEN, TestWorker, redis_url, worker_settings};
+use payhook_testkit::proxy::Proxy;
+use payhook_testkit::worker::{TEST_ADMIN_TOKEN, TestWorker, redis_url, worker_settings};
 use sqlx::PgPool;
 
 const FORM: &str = "application/x-www-form-urlencoded";
 const QUIET: Duration = Duration::from_secs(20);
-
-fn unique(tag: &str) -> String {
-    format!("{tag}{}", uuid::Uuid::new_v4().simple())
-}
 
 struct Stack {
     providers: Providers,
@@ -466,7 +463,7 @@ async fn worker_reconnects_after_losing_the_broker_and_resumes_consuming() {
     proxy.cut();
     let shared = worker.shared.clone();
     assert!(
-        payhook_tests::harness::eventually(QUIET, || !shared.broker_up()).await,
+        payhook_testkit::harness::eventually(QUIET, || !shared.broker_up()).await,
         "outage noticed"
     );
     // Notifications keep arriving at the receiver (its own broker link is fine).
@@ -474,7 +471,7 @@ async fn worker_reconnects_after_losing_the_broker_and_resumes_consuming() {
     s.pay(&second).await;
     proxy.restore();
     assert!(
-        payhook_tests::harness::eventually(QUIET, || shared.broker_up()).await,
+        payhook_testkit::harness::eventually(QUIET, || shared.broker_up()).await,
         "reconnected without a restart"
     );
     s.quiesce(2).await;

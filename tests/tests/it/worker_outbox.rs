@@ -18,8 +18,8 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use payhook_tests::db::TestDb;
-use payhook_tests::harness::{amqp_url, unique_prefix};
+use payhook_testkit::db::TestDb;
+use payhook_testkit::harness::{amqp_url, unique_prefix};
 use payhook_worker::db::cloudevents::Emitted;
 use payhook_worker::metrics::Metrics;
 use payhook_worker::outbox::{CONTENT_TYPE, Dispatcher, OutboxRelay, RelayConfig, RelayError};
@@ -54,7 +54,7 @@ impl Drop for Topology {
     fn drop(&mut self) {
         let queues = self.queues.clone();
         let exchanges = self.exchanges.clone();
-        payhook_tests::harness::block_on_detached(move || async move {
+        payhook_testkit::harness::block_on_detached(move || async move {
             delete_topology(&queues, &exchanges).await;
         });
     }
