@@ -23,7 +23,7 @@ use anyhow::Context as _;
 use futures::StreamExt as _;
 use lapin::options::{BasicAckOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection};
-use payhook_shared::amqp::{Connector, publish_confirmed};
+use payhook_shared::amqp::{Connector, Supervisor, publish_confirmed};
 use payhook_shared::topology::{self, Names};
 use payhook_shared::wechat_v3::V3Merchant;
 use payhook_shared::wechat_v3::relay::{CertificateSet, MARKER_TYPE, Marker, SET_TYPE};
@@ -92,23 +92,25 @@ impl Certificates {
 
 async fn follow(state: Arc<State>, config: FollowerConfig, cancel: CancellationToken) {
     // On a lost stream the keys held stay in use; they were read before.
-    payhook_shared::amqp::keep_reading(
-        &config.connector,
+    let supervisor = Supervisor::new(
+        config.connector.clone(),
         "payhook-receiver-certificates",
-        "certificates",
         (config.reconnect_min, config.reconnect_max),
-        &cancel,
-        |connection| {
-            let (state, cancel) = (state.clone(), cancel.clone());
-            let names = config.names.clone();
+    );
+    let result = supervisor
+        .run(&cancel, |connection| {
+            let (state, names, cancel) = (state.clone(), config.names.clone(), cancel.clone());
             async move {
                 read(&state, &names, &connection, &cancel)
                     .await
-                    .map_err(|e| format!("{e:#}"))
+                    .map_err(|e| format!("certificates stream: {e:#}"))
             }
-        },
-    )
-    .await;
+        })
+        .await;
+    if let Err(error) = result {
+        // The publisher's connection reports it and stops the receiver.
+        tracing::error!(%error, "certificates stream: broker TLS refused");
+    }
 }
 
 /// Reads the stream from its start until `cancel` fires (`Ok`) or the connection

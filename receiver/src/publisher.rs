@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use lapin::options::ConfirmSelectOptions;
-use lapin::{Channel, Connection, Event};
-use payhook_shared::amqp::{self, ConnectError, Connector};
+use lapin::{Channel, Connection, ConnectionStatus, Event};
+use payhook_shared::amqp::{self, Connector, Supervisor};
 use payhook_shared::event::Envelope;
 use payhook_shared::topology::{self, Names, QueuePolicy};
 use thiserror::Error;
@@ -89,7 +89,8 @@ pub struct PublisherConfig {
 /// One live connection and its confirm-mode channels.
 #[derive(Debug)]
 struct Link {
-    connection: Connection,
+    /// The connection's status (the supervisor owns the connection).
+    status: ConnectionStatus,
     channels: Vec<Channel>,
     /// Set by the broker's `connection.blocked` (resource alarm): publishes would hang.
     blocked: AtomicBool,
@@ -97,7 +98,7 @@ struct Link {
 
 impl Link {
     fn healthy(&self) -> bool {
-        self.connection.status().connected() && self.channels.iter().all(|c| c.status().connected())
+        self.status.connected() && self.channels.iter().all(|c| c.status().connected())
     }
 }
 
@@ -267,17 +268,17 @@ impl Publisher {
     }
 }
 
-/// Why a link could not be set up.
+/// Why a link ended or could not be set up.
 #[derive(Debug, Error)]
 enum LinkError {
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
     #[error("broker session set-up failed: {0}")]
     Setup(#[from] lapin::Error),
+    #[error("broker connection lost")]
+    Lost,
 }
 
-async fn connect(config: &PublisherConfig) -> Result<Link, LinkError> {
-    let connection = config.connector.connect("payhook-receiver").await?;
+/// Opens the confirm-mode channels on `connection` (the first declares the topology).
+async fn open_link(config: &PublisherConfig, connection: &Connection) -> Result<Link, LinkError> {
     let mut channels = Vec::with_capacity(config.channels);
     for i in 0..config.channels {
         let channel = connection.create_channel().await?;
@@ -291,67 +292,47 @@ async fn connect(config: &PublisherConfig) -> Result<Link, LinkError> {
         channels.push(channel);
     }
     Ok(Link {
-        connection,
+        status: connection.status().clone(),
         channels,
         blocked: AtomicBool::new(false),
     })
 }
 
+/// Keeps the link up (the shared supervisor's back-off) until `cancel`. A TLS set-up
+/// the broker refuses before any connection succeeded stops the receiver with the
+/// setting to fix.
 async fn supervise(inner: Arc<Inner>, cancel: CancellationToken) {
     let config = &inner.config;
-    let mut backoff = config.reconnect_min;
-    let mut ever_connected = false;
-    loop {
-        let attempt = tokio::select! {
-            () = cancel.cancelled() => break,
-            attempt = tokio::time::timeout(Duration::from_secs(10), connect(config)) => attempt,
-        };
-        match attempt {
-            Ok(Ok(link)) => {
-                backoff = config.reconnect_min;
-                ever_connected = true;
-                let link = Arc::new(link);
-                let events = link.connection.events_listener();
-                set_link(&inner, Some(link.clone()));
+    let supervisor = Supervisor::new(
+        config.connector.clone(),
+        "payhook-receiver",
+        (config.reconnect_min, config.reconnect_max),
+    );
+    let result = supervisor
+        .run(&cancel, |connection| {
+            let (inner, cancel) = (&inner, &cancel);
+            async move {
+                let link = Arc::new(open_link(&inner.config, &connection).await?);
+                let events = connection.events_listener();
+                set_link(inner, Some(link.clone()));
                 inner.metrics.broker_connected();
                 tracing::info!(channels = link.channels.len(), "broker connected");
-                let stopping = watch_link(&inner, &link, events, &cancel).await;
-                set_link(&inner, None);
-                // Best effort: the connection may already be gone.
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    link.connection
-                        .close(200, "payhook receiver closing".into()),
-                )
-                .await;
+                let stopping = watch_link(inner, &link, events, cancel).await;
+                set_link(inner, None);
                 if stopping {
                     tracing::info!("broker connection closed");
-                    return;
-                }
-                tracing::warn!("broker connection lost; reconnecting");
-            }
-            Ok(Err(LinkError::Connect(ConnectError::Misconfigured(error)))) => {
-                // A configuration mistake never heals: at start it stops the receiver
-                // with the setting to fix; later (a server certificate replaced by one
-                // of another CA) it is logged as an error and retried, since the
-                // receiver has been serving with this configuration.
-                tracing::error!(%error, "broker TLS refused");
-                if !ever_connected {
-                    let _ = inner.misconfigured.set(error.to_string());
-                    inner.failed.cancel();
-                    break;
+                    Ok(())
+                } else {
+                    Err(LinkError::Lost)
                 }
             }
-            Ok(Err(error)) => tracing::warn!(%error, "broker connect failed"),
-            Err(_elapsed) => tracing::warn!("broker connect timed out"),
-        }
-        tokio::select! {
-            () = cancel.cancelled() => break,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(config.reconnect_max);
-    }
+        })
+        .await;
     set_link(&inner, None);
+    if let Err(error) = result {
+        let _ = inner.misconfigured.set(error.to_string());
+        inner.failed.cancel();
+    }
 }
 
 /// Waits until the link breaks (returns `false`) or shutdown is asked (returns `true`).

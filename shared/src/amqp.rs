@@ -165,56 +165,101 @@ pub async fn publish_confirmed(
     }
 }
 
-/// Keeps a stream reader connected: connects as `name`, runs `read` on the connection
-/// until it returns `Ok` (it saw `cancel`) or fails, then reconnects with back-off
-/// between `reconnect.0` and `reconnect.1`, until `cancel` fires. `what` names the
-/// stream in the log lines. (The certificate and rejected-sample readers.)
-pub async fn keep_reading<E, F, Fut>(
-    connector: &Connector,
-    name: &str,
-    what: &str,
-    (min, max): (Duration, Duration),
-    cancel: &tokio_util::sync::CancellationToken,
-    mut read: F,
-) where
-    E: std::fmt::Display,
-    F: FnMut(std::sync::Arc<lapin::Connection>) -> Fut,
-    Fut: std::future::Future<Output = Result<(), E>>,
-{
-    let mut backoff = min;
-    loop {
-        let connected = tokio::select! {
-            () = cancel.cancelled() => return,
-            connected = connector.connect(name) => connected,
-        };
-        match connected {
-            Ok(connection) => {
-                let connection = std::sync::Arc::new(connection);
-                let result = read(connection.clone()).await;
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    connection.close(200, "payhook closing".into()),
-                )
-                .await;
-                match result {
-                    Ok(()) => return,
-                    Err(error) => {
-                        tracing::warn!(%error, stream = what, "stream lost; reconnecting");
-                        backoff = min;
+/// How long a connection may take to close politely once its session ended.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One broker connection kept alive for a part of payhook — the receiver's publisher,
+/// the worker's consumer, the stream readers: connect, run a session on the
+/// connection until it ends, close it, and connect again with exponential back-off
+/// (reset by every success) until shutdown.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    connector: Connector,
+    name: String,
+    reconnect: (Duration, Duration),
+}
+
+impl Supervisor {
+    /// Connections named `name` (shown in the broker's connection list), attempts at
+    /// least `reconnect.0` and at most `reconnect.1` apart while they fail.
+    pub fn new(connector: Connector, name: &str, reconnect: (Duration, Duration)) -> Self {
+        Self {
+            connector,
+            name: name.to_owned(),
+            reconnect,
+        }
+    }
+
+    /// Runs `session` on each connection until `cancel` fires. A session returns when
+    /// its connection broke (`Err` says why) or when it saw `cancel`.
+    ///
+    /// Returns `Err` only for a TLS set-up the broker refuses before any connection
+    /// succeeded: that mistake never heals, and the caller stops at start with the
+    /// setting to fix. After a first success the same refusal (a server certificate
+    /// replaced by one of another CA) is logged as an error and retried, since the
+    /// process has been serving with this configuration.
+    pub async fn run<E, F, Fut>(
+        &self,
+        cancel: &tokio_util::sync::CancellationToken,
+        mut session: F,
+    ) -> Result<(), ConfigError>
+    where
+        E: std::fmt::Display,
+        F: FnMut(std::sync::Arc<Connection>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>>,
+    {
+        let (min, max) = self.reconnect;
+        let connection_name = self.name.as_str();
+        let mut backoff = min;
+        let mut ever_connected = false;
+        loop {
+            let connected = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                connected = self.connector.connect(connection_name) => connected,
+            };
+            match connected {
+                Ok(connection) => {
+                    backoff = min;
+                    ever_connected = true;
+                    let connection = std::sync::Arc::new(connection);
+                    let outcome = session(connection.clone()).await;
+                    // Best effort: the connection may already be gone.
+                    let _ = tokio::time::timeout(
+                        CLOSE_TIMEOUT,
+                        connection.close(200, "payhook closing".into()),
+                    )
+                    .await;
+                    if cancel.is_cancelled() {
+                        return Ok(());
+                    }
+                    match outcome {
+                        Ok(()) => tracing::warn!(
+                            connection = connection_name,
+                            "broker session ended; reconnecting"
+                        ),
+                        Err(error) => tracing::warn!(
+                            connection = connection_name,
+                            %error,
+                            "broker connection lost; reconnecting"
+                        ),
                     }
                 }
+                Err(ConnectError::Misconfigured(error)) => {
+                    tracing::error!(connection = connection_name, %error, "broker TLS refused");
+                    if !ever_connected {
+                        return Err(error);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(connection = connection_name, %error, "broker connect failed");
+                }
             }
-            // TLS mistakes are reported (and, at start, stop the process) by the
-            // process's main connection.
-            Err(error) => {
-                tracing::warn!(%error, stream = what, "stream reader: broker connect failed")
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                () = tokio::time::sleep(backoff) => {}
             }
+            backoff = (backoff * 2).min(max);
         }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(max);
     }
 }
 

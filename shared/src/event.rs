@@ -262,8 +262,20 @@ pub enum PaymentAnswer {
 }
 
 /// The message published on `payhook.work`: versioned JSON.
+///
+/// **Only verified data is published**, and the type says so: an envelope is built
+/// from a [`VerifiedNotification`] ([`Envelope::from_verified`]), which only the
+/// provider modules' verification constructs, or read back from the broker (whose
+/// permissions let only receivers and the reconciler publish to the work queue). Its
+/// content is read-only: [`EnvelopeData`] through `Deref`, so `envelope.fields` reads
+/// and nothing writes. Tests build arbitrary envelopes with the `testing` feature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope {
+#[serde(transparent)]
+pub struct Envelope(EnvelopeData);
+
+/// The content of an [`Envelope`], read through it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvelopeData {
     pub schema_version: u32,
     /// Dedup identity of the notification: `<provider>:<merchant>:<notification id>`.
     /// Also the AMQP `message_id`.
@@ -305,7 +317,7 @@ impl Envelope {
             fields,
             raw,
         } = verified;
-        Self {
+        Self(EnvelopeData {
             schema_version: SCHEMA_VERSION,
             event_id: format!("{provider}:{merchant}:{notification_id}"),
             transition_key: transition_key(provider, merchant, status, &fields),
@@ -319,18 +331,40 @@ impl Envelope {
             traceparent: None,
             fields,
             raw,
-        }
+        })
     }
 
     /// The envelope published under the span `traceparent`.
     pub fn with_traceparent(mut self, traceparent: &crate::trace::TraceParent) -> Self {
-        self.traceparent = Some(traceparent.to_string());
+        self.0.traceparent = Some(traceparent.to_string());
         self
+    }
+
+    /// An envelope with any content, for tests (feature `testing`): production code
+    /// builds envelopes only from verified notifications.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn from_data(data: EnvelopeData) -> Self {
+        Self(data)
+    }
+
+    /// The content, to change in a test and build again with [`Envelope::from_data`]
+    /// (feature `testing`).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn into_data(self) -> EnvelopeData {
+        self.0
     }
 
     /// The routing key on `payhook.notifications`: `<provider>.<kind>`.
     pub fn routing_key(&self) -> String {
         format!("{}.{}", self.provider, self.kind.as_str())
+    }
+}
+
+impl std::ops::Deref for Envelope {
+    type Target = EnvelopeData;
+
+    fn deref(&self) -> &EnvelopeData {
+        &self.0
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use lapin::options::BasicAckOptions;
-use payhook_shared::amqp::Connector;
+use payhook_shared::amqp::{Connector, Supervisor};
 use payhook_shared::event::Provider;
 use payhook_shared::rejected::{SAMPLE_TYPE, Sample, Summary};
 use payhook_shared::topology::{self, Names};
@@ -107,23 +107,21 @@ pub async fn follow(
     reconnect: (Duration, Duration),
     cancel: CancellationToken,
 ) {
-    payhook_shared::amqp::keep_reading(
-        &connector,
-        "payhook-worker-rejected",
-        "rejected",
-        reconnect,
-        &cancel,
-        |connection| {
-            let (samples, cancel) = (samples.clone(), cancel.clone());
-            let names = names.clone();
+    let supervisor = Supervisor::new(connector, "payhook-worker-rejected", reconnect);
+    let result = supervisor
+        .run(&cancel, |connection| {
+            let (samples, names, cancel) = (samples.clone(), names.clone(), cancel.clone());
             async move {
                 read(&samples, &names, &connection, &cancel)
                     .await
-                    .map_err(|e| format!("{e:#}"))
+                    .map_err(|e| format!("rejected stream: {e:#}"))
             }
-        },
-    )
-    .await;
+        })
+        .await;
+    if let Err(error) = result {
+        // The worker's main connection reports it and stops the worker.
+        tracing::error!(%error, "rejected stream: broker TLS refused");
+    }
 }
 
 async fn read(

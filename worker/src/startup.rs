@@ -14,7 +14,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use lapin::Connection;
 use lapin::options::ConfirmSelectOptions;
-use payhook_shared::amqp::{ConnectError, Connector};
+use payhook_shared::amqp::{Connector, Supervisor};
 use payhook_shared::config::{ConfigError, Settings};
 use payhook_shared::event::Provider;
 use payhook_shared::topology::{self, Names, QueuePolicy};
@@ -323,52 +323,19 @@ impl BrokerSession {
     /// mistake that stops the worker at start (TLS refused).
     async fn supervise(&self, shutdown: CancellationToken) -> Option<ConfigError> {
         let shared = &self.shared;
-        let (reconnect_min, reconnect_max) = self.reconnect;
-        let mut backoff = reconnect_min;
-        let mut ever_connected = false;
-        loop {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            let connected = tokio::select! {
-                () = shutdown.cancelled() => break,
-                connected = shared.amqp.connect("payhook-worker") => connected,
-            };
-            match connected {
-                Ok(connection) => {
-                    backoff = reconnect_min;
-                    ever_connected = true;
-                    let outcome = self.session(&connection, &shutdown).await;
+        let supervisor = Supervisor::new(shared.amqp.clone(), "payhook-worker", self.reconnect);
+        let result = supervisor
+            .run(&shutdown, |connection| {
+                let shutdown = &shutdown;
+                async move {
+                    let outcome = self.session(&connection, shutdown).await;
                     shared.set_broker_up(false);
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(2),
-                        connection.close(200, "payhook worker closing".into()),
-                    )
-                    .await;
-                    match outcome {
-                        Ok(()) if shutdown.is_cancelled() => break,
-                        Ok(()) => tracing::warn!("broker session ended; reconnecting"),
-                        Err(error) => tracing::warn!(%error, "broker session failed; reconnecting"),
-                    }
+                    outcome
                 }
-                Err(ConnectError::Misconfigured(error)) => {
-                    // Never heals: at start it stops the worker with the setting to fix;
-                    // after a first success it is logged and retried (see the receiver).
-                    tracing::error!(%error, "broker TLS refused");
-                    if !ever_connected {
-                        return Some(error);
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "broker connect failed"),
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(reconnect_max);
-        }
+            })
+            .await;
         tracing::info!("worker stopped consuming");
-        None
+        result.err()
     }
 
     /// One broker connection's life: topology, consumer and relay until one of them stops.

@@ -33,6 +33,7 @@ const MERCHANT_KEY_FILE: &str = "wechat_merchant_private_key.pem";
 
 #[derive(Serialize, Deserialize)]
 struct Stored {
+    #[serde(default)]
     warning: String,
     alipay_app_id: String,
     alipay_seller_id: String,

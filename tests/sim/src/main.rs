@@ -1,223 +1,298 @@
-//! `payhook-sim`: the provider simulator for people. See `payhook-sim --help`.
+//! `payhook-sim`: the provider simulator for people. See `payhook-sim --help` and the
+//! crate's README.
 //!
-//! Everything lives in [`payhook_sim`]; this file only reads arguments.
+//! Everything lives in [`payhook_sim`]; this file only reads arguments (clap).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
 use payhook_shared::event::Provider;
 use payhook_sim::keys_dir::{KeysDir, SNIPPET_FILE};
 use payhook_sim::oneshot::{self, OneShotKind};
 use payhook_sim::scenario::{self, Scenario};
+use payhook_sim::server::control::{Delivery, NewOrder, Notify, Refund};
 use payhook_sim::{Simulator, is_ack, schedule};
 
-const HELP: &str = "payhook-sim — plays Alipay, WeChat Pay V2 and V3 against payhook
+/// Plays Alipay, WeChat Pay V2 and V3 against payhook (TEST ONLY keys).
+///
+/// Every command takes --keys-dir DIR (default ./payhook-sim-keys): the simulator's
+/// TEST ONLY keys, generated on first use, with payhook-merchants.toml, the payhook
+/// configuration that trusts them (merchant name m1).
+#[derive(Debug, Parser)]
+#[command(name = "payhook-sim", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-USAGE:
-    payhook-sim <COMMAND> [OPTIONS]
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send one signed notification.
+    Send(SendArgs),
+    /// Play a seeded scenario of orders with faults, print a summary.
+    Run(RunArgs),
+    /// Play a steady stream of orders until Ctrl-C / SIGTERM (demos).
+    ///
+    /// Creates orders one at a time, in turn for each provider, plays them (pay; some
+    /// refunded, some closed unpaid) and delivers their notifications, until Ctrl-C or
+    /// SIGTERM; then waits (bounded) for deliveries in flight and prints a summary.
+    Trickle(TrickleArgs),
+    /// Generate the keys directory (if missing) and print its config snippet's path.
+    Keys(KeysDirArg),
+    /// Serve the query APIs and the control API until Ctrl-C.
+    ///
+    /// Routes: POST /gateway.do (Alipay), GET /v3/pay/transactions/out-trade-no/{no}?mchid=,
+    /// GET /v3/refund/domestic/refunds/{no}, GET /v3/certificates, POST /pay/orderquery;
+    /// the control API: POST /_sim/orders, GET /_sim/orders/{provider}/{no}, POST
+    /// /_sim/orders/{provider}/{no}/pay|refund|close|finish (used by `payhook-sim
+    /// order`, `pay`, `refund`, `close`, `finish`).
+    Serve(ServeArgs),
+    /// Create an order at the provider (of a running `serve`).
+    Order(OrderArgs),
+    /// The buyer pays an order; its notification delivered, duplicated, delayed or withheld.
+    ///
+    /// The notification goes to the serve's --notify-base, on the provider's resend
+    /// schedule, unless --no-notify (only a query finds the change: payhook's
+    /// reconciler must) or --duplicate (the first attempt sent twice).
+    Pay(ActArgs),
+    /// Refund an order, partly or fully.
+    Refund(RefundArgs),
+    /// Close an unpaid order.
+    Close(ActArgs),
+    /// End an Alipay trade (TRADE_FINISHED).
+    Finish(FinishArgs),
+}
 
-COMMANDS:
-    send     send one signed notification
-    run      play a seeded scenario of orders with faults, print a summary
-    trickle  play a steady stream of orders until Ctrl-C / SIGTERM (demos)
-    keys     generate the keys directory (if missing) and print its config snippet's path
-    serve    serve the query APIs (Alipay gateway, WeChat V3 and V2) and the control API
-    order    create an order at the provider (of a running `serve`)
-    pay      the buyer pays an order; its notification delivered, duplicated, delayed or withheld
-    refund   refund an order, partly or fully
-    close    close an unpaid order
-    finish   end an Alipay trade (TRADE_FINISHED)
+#[derive(Debug, Args)]
+struct KeysDirArg {
+    /// The keys directory (TEST ONLY keys, generated on first use).
+    #[arg(long, value_name = "DIR", default_value = "payhook-sim-keys")]
+    keys_dir: PathBuf,
+}
 
-Every command takes --keys-dir DIR (default ./payhook-sim-keys): the simulator's
-TEST ONLY keys, generated on first use, with payhook-merchants.toml, the payhook
-configuration that trusts them (merchant name m1).
+#[derive(Debug, Args)]
+struct SendArgs {
+    /// What to send.
+    #[arg(long, value_name = "KIND", value_parser = kind)]
+    kind: OneShotKind,
+    /// The notify URL, e.g. http://127.0.0.1:8080/notify/alipay/m1.
+    #[arg(long)]
+    url: String,
+    /// The order amount in fen.
+    #[arg(long, value_name = "FEN", default_value_t = 8_888)]
+    amount: i64,
+    /// The order number (default: a fresh one).
+    #[arg(long, value_name = "NO")]
+    out_trade_no: Option<String>,
+    #[command(flatten)]
+    keys: KeysDirArg,
+}
 
-Run `payhook-sim <COMMAND> --help` for the options of a command.";
+/// Where the simulator listens and how fast its clock runs.
+#[derive(Debug, Args)]
+struct Play {
+    /// payhook's receiver, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    notify_base: String,
+    /// Providers, in turn.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = provider,
+          default_value = "alipay,wechat-v2,wechat-v3")]
+    providers: Vec<Provider>,
+    /// Probability a notification is sent twice at once.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    duplicate: f64,
+    /// Probability a payment is held until its refund went out.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    reorder: f64,
+    /// Share of paid orders refunded.
+    #[arg(long, value_name = "P", default_value_t = 0.3)]
+    refund: f64,
+    /// Share of orders closed unpaid.
+    #[arg(long, value_name = "P", default_value_t = 0.1)]
+    close: f64,
+    /// Provider time to real time (0.001: 4 min = 240 ms).
+    #[arg(long, value_name = "F", default_value_t = 0.001)]
+    time_scale: f64,
+    /// RNG seed.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed: u64,
+    /// The query API's address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    keys: KeysDirArg,
+}
 
-const SEND_HELP: &str = "payhook-sim send — send one signed notification
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Number of orders.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    orders: usize,
+    /// Probability a notification is never delivered.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    drop: f64,
+    /// Probability of a delay before the first attempt.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    delay: f64,
+    /// The largest delay, provider time.
+    #[arg(long, value_name = "S", default_value_t = 600)]
+    max_delay_secs: u64,
+    /// Probability the first attempt has a corrupt signature.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    corrupt: f64,
+    /// Probability of a WECHATPAY/SIGNTEST/ probe first (V3).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    probe: f64,
+    /// Probability the first attempt has a stale timestamp (V3).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    stale: f64,
+    /// Probability an Alipay notification is GBK.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    gbk: f64,
+    #[command(flatten)]
+    play: Play,
+}
 
-USAGE:
-    payhook-sim send --kind KIND --url URL [OPTIONS]
+#[derive(Debug, Args)]
+struct TrickleArgs {
+    /// Orders per second, in (0, 10000].
+    #[arg(long, value_name = "R", default_value_t = 1.0)]
+    rate: f64,
+    /// Stop after N orders (default: no limit).
+    #[arg(long, value_name = "N")]
+    max_orders: Option<u64>,
+    #[command(flatten)]
+    play: Play,
+}
 
-OPTIONS:
-    --kind KIND           alipay-payment | alipay-refund | alipay-full-refund |
-                          alipay-close | alipay-finished | wechat-v2-payment |
-                          wechat-v2-refund | wechat-v3-transaction | wechat-v3-refund
-    --url URL             the notify URL, e.g. http://127.0.0.1:8080/notify/alipay/m1
-    --amount FEN          order amount in fen (default 8888)
-    --out-trade-no NO     order number (default a fresh one)
-    --keys-dir DIR        keys directory (default ./payhook-sim-keys)";
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8090")]
+    listen: SocketAddr,
+    /// Demo orders to create and play first.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    orders: usize,
+    /// Deliver notifications there (the demo orders' and the control API's).
+    #[arg(long, value_name = "URL")]
+    notify_base: Option<String>,
+    /// Provider time to real time.
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    time_scale: f64,
+    /// RNG seed.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    keys: KeysDirArg,
+}
 
-const RUN_HELP: &str = "payhook-sim run — play a scenario against payhook and print a summary
+/// Which order of which running simulator.
+#[derive(Debug, Args)]
+struct Target {
+    /// alipay | wechat_v2 | wechat_v3.
+    #[arg(long, value_name = "P", value_parser = provider)]
+    provider: Provider,
+    /// The order (out_trade_no).
+    #[arg(long, value_name = "NO")]
+    order: String,
+    /// The simulator (`payhook-sim serve`).
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8090")]
+    sim: String,
+}
 
-USAGE:
-    payhook-sim run --notify-base URL [OPTIONS]
+/// What happens to the notification an operation produces.
+#[derive(Debug, Args)]
+struct NotifyArgs {
+    /// Withhold the notification: only a query finds the change.
+    #[arg(long, conflicts_with = "duplicate")]
+    no_notify: bool,
+    /// Send the first attempt twice at once.
+    #[arg(long)]
+    duplicate: bool,
+    /// Wait this long (provider time) before the first attempt.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    delay_secs: u64,
+}
 
-OPTIONS:
-    --notify-base URL     payhook's receiver, e.g. http://127.0.0.1:8080
-    --orders N            number of orders (default 10)
-    --providers LIST      alipay,wechat-v2,wechat-v3 (default all)
-    --drop P              probability a notification is never delivered (default 0)
-    --duplicate P         probability a notification is sent twice at once
-    --reorder P           probability a payment is held until its refund went out
-    --delay P             probability of a delay before the first attempt
-    --max-delay-secs S    largest delay, provider time (default 600)
-    --corrupt P           probability the first attempt has a corrupt signature
-    --probe P             probability of a WECHATPAY/SIGNTEST/ probe first (V3)
-    --stale P             probability the first attempt has a stale timestamp (V3)
-    --gbk P               probability an Alipay notification is GBK
-    --refund P            share of paid orders refunded (default 0.3)
-    --close P             share of orders closed unpaid (default 0.1)
-    --time-scale F        provider time to real time (default 0.001: 4 min = 240 ms)
-    --seed N              RNG seed (default 0)
-    --listen ADDR         query API address (default 127.0.0.1:0)
-    --keys-dir DIR        keys directory (default ./payhook-sim-keys)";
-
-const TRICKLE_HELP: &str = "payhook-sim trickle — a steady stream of demo orders until stopped
-
-USAGE:
-    payhook-sim trickle --notify-base URL [OPTIONS]
-
-Creates orders one at a time, in turn for each provider, plays them (pay; some
-refunded, some closed unpaid) and delivers their notifications, until Ctrl-C or
-SIGTERM; then waits (bounded) for deliveries in flight and prints a summary.
-
-OPTIONS:
-    --notify-base URL     payhook's receiver, e.g. http://127.0.0.1:8080
-    --rate R              orders per second (default 1)
-    --max-orders N        stop after N orders (default: no limit)
-    --providers LIST      alipay,wechat-v2,wechat-v3 (default all)
-    --duplicate P         probability a notification is sent twice at once
-    --reorder P           probability a payment is held until its refund went out
-    --refund P            share of paid orders refunded (default 0.3)
-    --close P             share of orders closed unpaid (default 0.1)
-    --time-scale F        provider time to real time (default 0.001)
-    --seed N              RNG seed (default 0)
-    --listen ADDR         query API address (default 127.0.0.1:0)
-    --keys-dir DIR        keys directory (default ./payhook-sim-keys)";
-
-const SERVE_HELP: &str = "payhook-sim serve — serve the query APIs until Ctrl-C
-
-USAGE:
-    payhook-sim serve [OPTIONS]
-
-Routes: POST /gateway.do (Alipay), GET /v3/pay/transactions/out-trade-no/{no}?mchid=,
-GET /v3/refund/domestic/refunds/{no}, GET /v3/certificates, POST /pay/orderquery; the
-control API: POST /_sim/orders, GET /_sim/orders/{provider}/{no}, POST
-/_sim/orders/{provider}/{no}/pay|refund|close|finish (used by `payhook-sim order`,
-`pay`, `refund`, `close`, `finish`).
-
-OPTIONS:
-    --listen ADDR         address (default 127.0.0.1:8090)
-    --orders N            demo orders to create and play first (default 0)
-    --notify-base URL     also deliver the demo orders' notifications there
-    --time-scale F        provider time to real time (default 1)
-    --seed N              RNG seed (default 0)
-    --keys-dir DIR        keys directory (default ./payhook-sim-keys)";
-
-const CONTROL_HELP: &str = "payhook-sim order|pay|refund|close|finish — act at the provider
-
-USAGE:
-    payhook-sim order  --provider P --order NO --amount YUAN [--sim URL]
-    payhook-sim pay    --provider P --order NO [--no-notify | --duplicate] [--delay-secs S] [--sim URL]
-    payhook-sim refund --provider P --order NO --refund NO --amount YUAN [--no-notify …] [--sim URL]
-    payhook-sim close  --provider P --order NO [--sim URL]
-    payhook-sim finish --order NO [--sim URL]                      (Alipay)
-
-Drives a running `payhook-sim serve` through its control API and prints the order as
-the provider now sees it. The notification the operation produces goes to the
-serve's --notify-base, on the provider's resend schedule, unless --no-notify (only a
-query finds the change: payhook's reconciler must) or --duplicate (the first attempt
-sent twice).
-
-OPTIONS:
-    --provider P          alipay | wechat_v2 | wechat_v3
-    --order NO            out_trade_no
-    --amount YUAN         e.g. 88.88 (exact: at most two decimals)
-    --refund NO           out_refund_no
-    --delay-secs S        wait this long (provider time) before the first attempt
-    --sim URL             the simulator (default http://127.0.0.1:8090)";
-
-/// A mistake on the command line: exit 2 with one line, like the other binaries.
-#[derive(Debug)]
-struct Usage(String);
-
-impl std::fmt::Display for Usage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl NotifyArgs {
+    fn delivery(&self) -> Delivery {
+        Delivery {
+            notify: match (self.no_notify, self.duplicate) {
+                (true, _) => Notify::Withhold,
+                (false, true) => Notify::Duplicate,
+                (false, false) => Notify::Deliver,
+            },
+            delay_secs: self.delay_secs,
+        }
     }
 }
 
-impl std::error::Error for Usage {}
+#[derive(Debug, Args)]
+struct OrderArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The amount in yuan, e.g. 88.88 (exact: at most two decimals).
+    #[arg(long, value_name = "YUAN", value_parser = yuan)]
+    amount: i64,
+}
 
-/// `--name value` pairs and bare `--flags`.
-struct Args(Vec<(String, Option<String>)>);
+#[derive(Debug, Args)]
+struct ActArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    notify: NotifyArgs,
+}
 
-impl Args {
-    fn parse(raw: impl Iterator<Item = String>) -> anyhow::Result<Self> {
-        let mut out: Vec<(String, Option<String>)> = Vec::new();
-        let mut raw = raw.peekable();
-        while let Some(arg) = raw.next() {
-            let Some(name) = arg.strip_prefix("--") else {
-                return Err(Usage(format!("unexpected argument {arg:?} (see --help)")).into());
-            };
-            let value = match raw.peek() {
-                Some(next) if !next.starts_with("--") => raw.next(),
-                _ => None,
-            };
-            out.push((name.to_owned(), value));
-        }
-        Ok(Self(out))
-    }
+#[derive(Debug, Args)]
+struct RefundArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The refund (out_refund_no).
+    #[arg(long, value_name = "NO")]
+    refund: String,
+    /// The amount in yuan, e.g. 8.88 (exact: at most two decimals).
+    #[arg(long, value_name = "YUAN", value_parser = yuan)]
+    amount: i64,
+    #[command(flatten)]
+    notify: NotifyArgs,
+}
 
-    fn flag(&self, name: &str) -> bool {
-        self.0.iter().any(|(n, _)| n == name)
-    }
+#[derive(Debug, Args)]
+struct FinishArgs {
+    /// The Alipay order (out_trade_no).
+    #[arg(long, value_name = "NO")]
+    order: String,
+    /// The simulator (`payhook-sim serve`).
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8090")]
+    sim: String,
+    #[command(flatten)]
+    notify: NotifyArgs,
+}
 
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, v)| v.as_deref())
-    }
+fn kind(text: &str) -> Result<OneShotKind, String> {
+    text.parse()
+}
 
-    fn parsed<T: std::str::FromStr>(&self, name: &str, default: T) -> anyhow::Result<T>
-    where
-        T::Err: std::fmt::Display,
-    {
-        match self.get(name) {
-            None => Ok(default),
-            Some(text) => text
-                .parse()
-                .map_err(|e| anyhow::anyhow!("--{name} {text:?}: {e}")),
-        }
-    }
-
-    fn check_known(&self, known: &[&str]) -> anyhow::Result<()> {
-        for (name, _) in &self.0 {
-            if !known.contains(&name.as_str()) && name != "help" {
-                return Err(Usage(format!("unknown option --{name} (see --help)")).into());
-            }
-        }
-        Ok(())
-    }
-
-    fn keys(&self) -> anyhow::Result<KeysDir> {
-        let dir = PathBuf::from(self.get("keys-dir").unwrap_or("payhook-sim-keys"));
-        let keys = KeysDir::load_or_generate(&dir)?;
-        eprintln!(
-            "keys: {} (payhook config: {})",
-            dir.display(),
-            dir.join(SNIPPET_FILE).display()
-        );
-        Ok(keys)
+fn provider(text: &str) -> Result<Provider, String> {
+    match text.trim() {
+        "alipay" => Ok(Provider::Alipay),
+        "wechat-v2" | "wechat_v2" => Ok(Provider::WechatV2),
+        "wechat-v3" | "wechat_v3" => Ok(Provider::WechatV3),
+        other => Err(format!("{other:?}: alipay, wechat_v2 or wechat_v3")),
     }
 }
 
-/// Exit codes: 0 ok, 1 the command failed, 2 a mistake on the command line.
+fn yuan(text: &str) -> Result<i64, String> {
+    payhook_shared::money::parse_yuan(text).map_err(|e| e.to_string())
+}
+
+/// Exit codes: 0 ok, 1 the command failed, 2 a mistake on the command line (clap).
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -225,12 +300,8 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch()) {
+    match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) if error.downcast_ref::<Usage>().is_some() => {
-            eprintln!("payhook-sim: {error}");
-            std::process::ExitCode::from(2)
-        }
         Err(error) => {
             eprintln!("payhook-sim: {error:#}");
             std::process::ExitCode::FAILURE
@@ -238,52 +309,68 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn dispatch() -> anyhow::Result<()> {
-    let mut raw = std::env::args().skip(1);
-    let command = raw.next().unwrap_or_else(|| "--help".into());
-    let args = Args::parse(raw)?;
-    match command.as_str() {
-        "send" if args.flag("help") => println!("{SEND_HELP}"),
-        "run" if args.flag("help") => println!("{RUN_HELP}"),
-        "serve" if args.flag("help") => println!("{SERVE_HELP}"),
-        "trickle" if args.flag("help") => println!("{TRICKLE_HELP}"),
-        "order" | "pay" | "refund" | "close" | "finish" if args.flag("help") => {
-            println!("{CONTROL_HELP}");
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Send(args) => send(args).await,
+        Command::Run(args) => run(args).await,
+        Command::Trickle(args) => trickle(args).await,
+        Command::Keys(args) => {
+            KeysDir::load_or_generate(&args.keys_dir)?;
+            println!(
+                "{}",
+                std::path::absolute(args.keys_dir.join(SNIPPET_FILE))?.display()
+            );
+            Ok(())
         }
-        "order" | "pay" | "refund" | "close" | "finish" => control(&command, &args).await?,
-        "trickle" => trickle(&args).await?,
-        "keys" => {
-            args.check_known(&["keys-dir"])?;
-            let dir = PathBuf::from(args.get("keys-dir").unwrap_or("payhook-sim-keys"));
-            KeysDir::load_or_generate(&dir)?;
-            println!("{}", std::path::absolute(dir.join(SNIPPET_FILE))?.display());
+        Command::Serve(args) => serve(args).await,
+        Command::Order(args) => {
+            let body = NewOrder {
+                provider: args.target.provider,
+                out_trade_no: args.target.order.clone(),
+                amount_fen: args.amount,
+            };
+            control(&args.target.sim, "_sim/orders", &body).await
         }
-        "send" => send(&args).await?,
-        "run" => run(&args).await?,
-        "serve" => serve(&args).await?,
-        "--help" | "-h" | "help" => println!("{HELP}"),
-        "--version" | "-V" => println!("payhook-sim {}", env!("CARGO_PKG_VERSION")),
-        other => return Err(Usage(format!("unknown command {other:?} (see --help)")).into()),
+        Command::Pay(args) => act(&args.target, "pay", &args.notify.delivery()).await,
+        Command::Close(args) => act(&args.target, "close", &args.notify.delivery()).await,
+        Command::Refund(args) => {
+            let body = Refund {
+                out_refund_no: args.refund,
+                amount_fen: args.amount,
+                delivery: args.notify.delivery(),
+            };
+            act(&args.target, "refund", &body).await
+        }
+        Command::Finish(args) => {
+            let target = Target {
+                provider: Provider::Alipay,
+                order: args.order,
+                sim: args.sim,
+            };
+            act(&target, "finish", &args.notify.delivery()).await
+        }
     }
-    Ok(())
 }
 
-async fn send(args: &Args) -> anyhow::Result<()> {
-    args.check_known(&["kind", "url", "amount", "out-trade-no", "keys-dir"])?;
-    let kind: OneShotKind = args
-        .get("kind")
-        .context("--kind is required (see --help)")?
-        .parse()
-        .map_err(anyhow::Error::msg)?;
-    let url = args.get("url").context("--url is required (see --help)")?;
-    let amount: i64 = args.parsed("amount", 8_888)?;
-    let fresh = format!("sim{}", uuid::Uuid::new_v4().simple());
-    let out_trade_no = args.get("out-trade-no").unwrap_or(&fresh);
-    let keys = args.keys()?;
+fn keys(dir: &Path) -> anyhow::Result<KeysDir> {
+    let keys = KeysDir::load_or_generate(dir)?;
+    eprintln!(
+        "keys: {} (payhook config: {})",
+        dir.display(),
+        dir.join(SNIPPET_FILE).display()
+    );
+    Ok(keys)
+}
+
+async fn send(args: SendArgs) -> anyhow::Result<()> {
+    let out_trade_no = args
+        .out_trade_no
+        .unwrap_or_else(|| format!("sim{}", uuid::Uuid::new_v4().simple()));
+    let keys = keys(&args.keys.keys_dir)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let request = oneshot::build(&keys.providers, kind, out_trade_no, amount, &id);
+    let request = oneshot::build(&keys.providers, args.kind, &out_trade_no, args.amount, &id);
     let mut builder = reqwest::Client::new()
-        .post(url)
+        .post(&args.url)
         .header("Content-Type", request.content_type)
         .body(request.body);
     for (name, value) in &request.headers {
@@ -292,7 +379,7 @@ async fn send(args: &Args) -> anyhow::Result<()> {
     let response = builder.send().await.context("sending")?;
     let status = response.status().as_u16();
     let body = response.bytes().await.unwrap_or_default();
-    let acked = is_ack(kind.provider(), status, &body);
+    let acked = is_ack(args.kind.provider(), status, &body);
     println!("out_trade_no: {out_trade_no}");
     println!("status: {status}");
     println!("body: {}", String::from_utf8_lossy(&body));
@@ -303,72 +390,41 @@ async fn send(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn providers(list: &str) -> anyhow::Result<Vec<Provider>> {
-    list.split(',')
-        .map(|name| match name.trim() {
-            "alipay" => Ok(Provider::Alipay),
-            "wechat-v2" | "wechat_v2" => Ok(Provider::WechatV2),
-            "wechat-v3" | "wechat_v3" => Ok(Provider::WechatV3),
-            other => bail!("unknown provider {other:?}"),
-        })
-        .collect()
+/// A simulator configured from the common scenario arguments.
+fn configured(play: &Play) -> anyhow::Result<payhook_sim::SimConfig> {
+    let keys = keys(&play.keys.keys_dir)?;
+    let mut config = keys.sim_config();
+    config.notify_base = Some(play.notify_base.clone());
+    config.time_scale = play.time_scale;
+    config.seed = play.seed;
+    config.listen = play.listen;
+    config.fault_rates.duplicate = play.duplicate;
+    config.fault_rates.reorder = play.reorder;
+    Ok(config)
 }
 
-async fn run(args: &Args) -> anyhow::Result<()> {
-    args.check_known(&[
-        "notify-base",
-        "orders",
-        "providers",
-        "drop",
-        "duplicate",
-        "reorder",
-        "delay",
-        "max-delay-secs",
-        "corrupt",
-        "probe",
-        "stale",
-        "gbk",
-        "refund",
-        "close",
-        "time-scale",
-        "seed",
-        "listen",
-        "keys-dir",
-    ])?;
-    let notify_base = args
-        .get("notify-base")
-        .context("--notify-base is required (see --help)")?;
-    let keys = args.keys()?;
-    let mut config = keys.sim_config();
-    config.notify_base = Some(notify_base.to_owned());
-    config.time_scale = args.parsed("time-scale", 0.001)?;
-    config.seed = args.parsed("seed", 0)?;
-    config.listen = args.parsed("listen", SocketAddr::from(([127, 0, 0, 1], 0)))?;
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let play = &args.play;
+    let mut config = configured(play)?;
     let rates = &mut config.fault_rates;
-    rates.drop = args.parsed("drop", 0.0)?;
-    rates.duplicate = args.parsed("duplicate", 0.0)?;
-    rates.reorder = args.parsed("reorder", 0.0)?;
-    rates.delay = args.parsed("delay", 0.0)?;
-    rates.max_delay = Duration::from_secs(args.parsed("max-delay-secs", 600)?);
-    rates.corrupt = args.parsed("corrupt", 0.0)?;
-    rates.sign_test_probe = args.parsed("probe", 0.0)?;
-    rates.stale_timestamp = args.parsed("stale", 0.0)?;
-    rates.gbk = args.parsed("gbk", 0.0)?;
+    rates.drop = args.drop;
+    rates.delay = args.delay;
+    rates.max_delay = Duration::from_secs(args.max_delay_secs);
+    rates.corrupt = args.corrupt;
+    rates.sign_test_probe = args.probe;
+    rates.stale_timestamp = args.stale;
+    rates.gbk = args.gbk;
     let scale = schedule::TimeScale(config.time_scale);
-    let seed = config.seed;
     let sim = Simulator::start(config).await?;
     eprintln!("query API: {}", sim.base_url());
     let scenario = Scenario {
-        orders: args.parsed("orders", 10)?,
-        providers: providers(
-            args.get("providers")
-                .unwrap_or("alipay,wechat-v2,wechat-v3"),
-        )?,
+        orders: args.orders,
+        providers: play.providers.clone(),
         order_prefix: format!("sim{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
-        refund_rate: args.parsed("refund", 0.3)?,
-        close_rate: args.parsed("close", 0.1)?,
+        refund_rate: play.refund,
+        close_rate: play.close,
         finish_rate: 0.1,
-        seed,
+        seed: play.seed,
     };
     scenario::play(&sim, &scenario)?;
     // The longest a notification can take: the longest schedule plus the largest
@@ -384,64 +440,33 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn trickle(args: &Args) -> anyhow::Result<()> {
-    args.check_known(&[
-        "notify-base",
-        "rate",
-        "max-orders",
-        "providers",
-        "duplicate",
-        "reorder",
-        "refund",
-        "close",
-        "time-scale",
-        "seed",
-        "listen",
-        "keys-dir",
-    ])?;
-    let notify_base = args
-        .get("notify-base")
-        .context("--notify-base is required (see --help)")?;
-    let rate: f64 = args.parsed("rate", 1.0)?;
-    if !(rate > 0.0 && rate <= 10_000.0) {
+async fn trickle(args: TrickleArgs) -> anyhow::Result<()> {
+    if !(args.rate > 0.0 && args.rate <= 10_000.0) {
         bail!("--rate must be in (0, 10000]");
     }
-    let max_orders: u64 = args.parsed("max-orders", u64::MAX)?;
-    let keys = args.keys()?;
-    let mut config = keys.sim_config();
-    config.notify_base = Some(notify_base.to_owned());
-    config.time_scale = args.parsed("time-scale", 0.001)?;
-    config.seed = args.parsed("seed", 0)?;
-    config.listen = args.parsed("listen", SocketAddr::from(([127, 0, 0, 1], 0)))?;
-    config.fault_rates.duplicate = args.parsed("duplicate", 0.0)?;
-    config.fault_rates.reorder = args.parsed("reorder", 0.0)?;
-    let seed = config.seed;
-    let providers = providers(
-        args.get("providers")
-            .unwrap_or("alipay,wechat-v2,wechat-v3"),
-    )?;
-    let (refund_rate, close_rate) = (args.parsed("refund", 0.3)?, args.parsed("close", 0.1)?);
-    let sim = Simulator::start(config).await?;
+    let play = &args.play;
+    let sim = Simulator::start(configured(play)?).await?;
     eprintln!("query API: {}", sim.base_url());
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(payhook_shared::telemetry::on_shutdown_signal(stop.clone()));
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
+    let max_orders = args.max_orders.unwrap_or(u64::MAX);
     let mut played = 0_u64;
     while played < max_orders {
         tokio::select! {
             () = stop.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        let provider = providers[usize::try_from(played).unwrap_or(0) % providers.len()];
+        let index = usize::try_from(played).unwrap_or(0) % play.providers.len();
         let scenario = Scenario {
             orders: 1,
-            providers: vec![provider],
+            providers: vec![play.providers[index]],
             order_prefix: format!("demo{run}-{played}"),
-            refund_rate,
-            close_rate,
+            refund_rate: play.refund,
+            close_rate: play.close,
             finish_rate: 0.1,
-            seed: seed.wrapping_add(played),
+            seed: play.seed.wrapping_add(played),
         };
         scenario::play(&sim, &scenario)?;
         played += 1;
@@ -462,83 +487,27 @@ async fn trickle(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `order`, `pay`, `refund`, `close`, `finish`: the control API's client.
-async fn control(command: &str, args: &Args) -> anyhow::Result<()> {
-    use payhook_sim::server::control::{Delivery, NewOrder, Notify, Refund};
-    args.check_known(&[
-        "provider",
-        "order",
-        "amount",
-        "refund",
-        "no-notify",
-        "duplicate",
-        "delay-secs",
-        "sim",
-    ])?;
-    let usage = |what: &str| {
-        Usage(format!(
-            "{what} is required (see `payhook-sim {command} --help`)"
-        ))
-    };
-    let provider = match (command, args.get("provider")) {
-        ("finish", None) => Provider::Alipay,
-        (_, None) => return Err(usage("--provider").into()),
-        (_, Some(p)) => match p {
-            "alipay" => Provider::Alipay,
-            "wechat_v2" => Provider::WechatV2,
-            "wechat_v3" => Provider::WechatV3,
-            other => {
-                return Err(Usage(format!(
-                    "--provider {other:?}: alipay, wechat_v2 or wechat_v3"
-                ))
-                .into());
-            }
-        },
-    };
-    let order = args
-        .get("order")
-        .ok_or_else(|| usage("--order"))?
-        .to_owned();
-    let amount = || -> anyhow::Result<i64> {
-        let text = args.get("amount").ok_or_else(|| usage("--amount"))?;
-        payhook_shared::money::parse_yuan(text)
-            .map_err(|e| Usage(format!("--amount {text:?}: {e}")).into())
-    };
-    let delivery = Delivery {
-        notify: match (args.flag("no-notify"), args.flag("duplicate")) {
-            (true, true) => return Err(Usage("--no-notify or --duplicate, not both".into()).into()),
-            (true, false) => Notify::Withhold,
-            (false, true) => Notify::Duplicate,
-            (false, false) => Notify::Deliver,
-        },
-        delay_secs: args.parsed("delay-secs", 0)?,
-    };
-    let base = args
-        .get("sim")
-        .unwrap_or("http://127.0.0.1:8090")
-        .trim_end_matches('/')
-        .to_owned();
-    let path = format!("{base}/_sim/orders/{}/{order}", provider.as_str());
-    let client = reqwest::Client::new();
-    let request = match command {
-        "order" => client.post(format!("{base}/_sim/orders")).json(&NewOrder {
-            provider,
-            out_trade_no: order.clone(),
-            amount_fen: amount()?,
-        }),
-        "refund" => client.post(format!("{path}/refund")).json(&Refund {
-            out_refund_no: args
-                .get("refund")
-                .ok_or_else(|| usage("--refund"))?
-                .to_owned(),
-            amount_fen: amount()?,
-            delivery,
-        }),
-        other => client.post(format!("{path}/{other}")).json(&delivery),
-    };
-    let answer = request.send().await.with_context(|| {
-        format!("the simulator at {base} did not answer (is `payhook-sim serve` running?)")
-    })?;
+/// `pay`, `refund`, `close`, `finish` of one order.
+async fn act(target: &Target, operation: &str, body: &impl serde::Serialize) -> anyhow::Result<()> {
+    let path = format!(
+        "_sim/orders/{}/{}/{operation}",
+        target.provider.as_str(),
+        target.order
+    );
+    control(&target.sim, &path, body).await
+}
+
+/// One request to the control API of the simulator at `base`; prints its answer.
+async fn control(base: &str, path: &str, body: &impl serde::Serialize) -> anyhow::Result<()> {
+    let base = base.trim_end_matches('/');
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/{path}"))
+        .json(body)
+        .send()
+        .await
+        .with_context(|| {
+            format!("the simulator at {base} did not answer (is `payhook-sim serve` running?)")
+        })?;
     let status = answer.status();
     let body: serde_json::Value = answer.json().await.unwrap_or_default();
     if !status.is_success() {
@@ -551,29 +520,19 @@ async fn control(command: &str, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(args: &Args) -> anyhow::Result<()> {
-    args.check_known(&[
-        "listen",
-        "orders",
-        "notify-base",
-        "time-scale",
-        "seed",
-        "keys-dir",
-    ])?;
-    let keys = args.keys()?;
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let keys = keys(&args.keys.keys_dir)?;
     let mut config = keys.sim_config();
-    config.listen = args.parsed("listen", SocketAddr::from(([127, 0, 0, 1], 8090)))?;
-    config.notify_base = args.get("notify-base").map(str::to_owned);
-    config.time_scale = args.parsed("time-scale", 1.0)?;
-    config.seed = args.parsed("seed", 0)?;
-    let seed = config.seed;
+    config.listen = args.listen;
+    config.notify_base = args.notify_base;
+    config.time_scale = args.time_scale;
+    config.seed = args.seed;
     let sim = Simulator::start(config).await?;
-    let orders: usize = args.parsed("orders", 0)?;
-    if orders > 0 {
+    if args.orders > 0 {
         let scenario = Scenario {
-            orders,
+            orders: args.orders,
             order_prefix: "demo".into(),
-            seed,
+            seed: args.seed,
             ..Scenario::default()
         };
         scenario::play(&sim, &scenario)?;

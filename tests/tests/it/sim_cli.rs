@@ -131,7 +131,7 @@ async fn every_command_has_help() {
     assert_eq!(out.status.code(), Some(2), "a mistake on the command line");
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        said.contains("unknown command") && !said.contains("backtrace"),
+        said.contains("unrecognized subcommand") && !said.contains("backtrace"),
         "{said}"
     );
     let out = sim(vec!["send".into(), "--bogus".into(), "x".into()]).await;

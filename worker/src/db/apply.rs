@@ -16,8 +16,12 @@
 //! READ COMMITTED is enough: the row lock of step 2 orders everything that touches
 //! one payment, and every insert is guarded by its unique key.
 //!
-//! This file decides; [`super::facts`] computes the payment's next facts and
-//! [`super::rows`] holds the SQL that writes them.
+//! Every envelope walks the same three stages, in one direction: **lock** (steps 1–2:
+//! [`rows::record_and_lock_payment`], or [`bulk::record_and_lock_payments`] for a
+//! batch), **decide** ([`decide`]: a pure function of the locked row and the envelope
+//! that returns the [`Effects`]; [`super::facts`] computes the payment's next facts)
+//! and **write** ([`write`], or one statement for a batch's transitions in
+//! [`super::bulk`]; the SQL is in [`super::rows`]).
 
 use payhook_shared::config::Settings;
 use payhook_shared::event::{
@@ -273,6 +277,7 @@ async fn apply_bulk(
         })
         .collect();
     let found = bulk::record_and_lock_payments(conn, &recordings).await?;
+    let now = OffsetDateTime::now_utc();
     let mut outcomes = vec![ApplyOutcome::Duplicate; items.len()];
     // (input index, payment, new payment?, next facts, event) of each transition.
     let mut pending = Vec::new();
@@ -286,25 +291,27 @@ async fn apply_bulk(
             bulk::Found::Locked(payment) => (payment, false),
             bulk::Found::New(payment) => (payment, true),
         };
-        let outcome = match decide(envelope, expect, plan, out_trade_no, &payment)? {
-            Step::Transition { next, event } => {
-                pending.push((i, payment, new_payment, next, event));
-                continue;
+        let effects = decide(envelope, expect, plan, out_trade_no, &payment, now)?;
+        let Effects::Transition { next, event } = effects else {
+            // Its own statements need the payment row: a new one is created here.
+            let payment = if new_payment {
+                match rows::create_payment(conn, envelope, out_trade_no).await? {
+                    Some(created) => created,
+                    // Another transaction created it since this one looked: what was
+                    // decided may be wrong for it. Start over envelope by envelope.
+                    None => return Ok(None),
+                }
+            } else {
+                payment
+            };
+            let outcome = write(conn, envelope, plan, &payment, effects, emitted).await?;
+            if outcome.label() != plan.expected_label() {
+                rows::set_outcome(conn, &envelope.event_id, outcome.label()).await?;
             }
-            Step::Aside(aside) if !new_payment => {
-                apply_aside(conn, envelope, plan, out_trade_no, &payment, aside, emitted).await?
-            }
-            // Its own statements need the payment row: create it as step 1 of the
-            // one-envelope path does, and decide again on what that found.
-            Step::Aside(_) => {
-                let payment = rows::upsert_payment(conn, envelope, out_trade_no).await?;
-                apply_new(conn, envelope, expect, plan, out_trade_no, payment, emitted).await?
-            }
+            outcomes[i] = outcome;
+            continue;
         };
-        if outcome.label() != plan.expected_label() {
-            rows::set_outcome(conn, &envelope.event_id, outcome.label()).await?;
-        }
-        outcomes[i] = outcome;
+        pending.push((i, payment, new_payment, next, event));
     }
     if pending.is_empty() {
         return Ok(Some(outcomes));
@@ -375,22 +382,23 @@ async fn apply_in(
         );
     };
     let expected = plan.expected_label();
+    // Lock: the audit row, then the payment row (created if needed) until commit.
     let Some(payment) =
         rows::record_and_lock_payment(conn, envelope, out_trade_no, expected).await?
     else {
         // Already recorded: nothing was written.
         return Ok(ApplyOutcome::Duplicate);
     };
-    let outcome = apply_new(
-        conn,
+    // Decide, from the locked row alone; then write what was decided.
+    let effects = decide(
         envelope,
         expect,
         &plan,
         out_trade_no,
-        payment,
-        emitted,
-    )
-    .await?;
+        &payment,
+        OffsetDateTime::now_utc(),
+    )?;
+    let outcome = write(conn, envelope, &plan, &payment, effects, emitted).await?;
     if outcome.label() != expected {
         rows::set_outcome(conn, &envelope.event_id, outcome.label()).await?;
     }
@@ -398,7 +406,7 @@ async fn apply_in(
 }
 
 /// What the envelope asks for, decided before touching the database.
-struct Plan<'a> {
+pub(super) struct Plan<'a> {
     /// The payment it names; `None`: no payment, the audit row is all there is.
     out_trade_no: Option<&'a str>,
     /// The transition it makes, if any: the event kind and the ledger key.
@@ -406,7 +414,7 @@ struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    fn of(envelope: &'a Envelope) -> Self {
+    pub(super) fn of(envelope: &'a Envelope) -> Self {
         let f = &envelope.fields;
         let out_trade_no = payment_of(envelope);
         let key = envelope
@@ -476,96 +484,119 @@ fn check(envelope: &Envelope) -> Result<(), ApplyError> {
     Ok(())
 }
 
-/// What a notification seen for the first time does to its locked payment.
-enum Step {
+/// What a notification seen for the first time does to its locked payment: what
+/// [`decide`] returns and [`write`] executes.
+pub(super) enum Effects {
     /// A transition: the payment's next facts and the event announcing them.
     Transition { next: Next, event: Box<Emitted> },
-    /// Anything else: statements of its own ([`apply_aside`]).
-    Aside(Aside),
+    /// A paid notification that must not be applied as paid: a ledger row of its own
+    /// (`<key>:QUARANTINED`, once), the payment marked, the event announcing it.
+    Quarantine {
+        key: String,
+        reason: String,
+        event: Box<Emitted>,
+    },
+    /// No transition: the audit row is all, plus the refund row of a refund in
+    /// progress.
+    Record { refund_in_progress: bool },
 }
 
-enum Aside {
-    /// No transition: the audit row is all (plus the refund row of a refund in
-    /// progress).
-    Record,
-    /// A paid notification that must not be applied as paid.
-    Quarantine(String),
-}
-
-/// Decides [`Step`] (no database access).
-fn decide(
+/// Decides the [`Effects`] of `envelope` on its locked `payment`: a pure function of
+/// the two (and the clock reading `now` for the event's time), no database access.
+pub(super) fn decide(
     envelope: &Envelope,
     expect: &Expectations,
     plan: &Plan<'_>,
     out_trade_no: &str,
     payment: &Payment,
-) -> Result<Step, ApplyError> {
+    now: OffsetDateTime,
+) -> Result<Effects, ApplyError> {
     let Some((kind, key)) = &plan.transition else {
-        return Ok(Step::Aside(Aside::Record));
+        return Ok(Effects::Record {
+            refund_in_progress: envelope.status == Status::RefundProcessing,
+        });
     };
     if envelope.status == Status::Paid
         && let Some(reason) = mismatch(payment, envelope, expect)
     {
-        return Ok(Step::Aside(Aside::Quarantine(reason)));
+        let key = format!("{key}:QUARANTINED");
+        let unchanged = Next::unchanged(payment);
+        let data = facts::event_data(
+            envelope,
+            out_trade_no,
+            &key,
+            &payment.currency,
+            &unchanged,
+            Some(reason.clone()),
+        );
+        let event = CloudEvent::new(EventKind::PaymentQuarantined, data, now)
+            .continuing(envelope.traceparent.as_deref());
+        return Ok(Effects::Quarantine {
+            key,
+            reason,
+            event: Box::new(emitted_of(&event)?),
+        });
     }
     let next = facts::next_facts(payment, envelope)?;
     let data = facts::event_data(envelope, out_trade_no, key, &payment.currency, &next, None);
-    let event = CloudEvent::new(*kind, data, OffsetDateTime::now_utc())
-        .continuing(envelope.traceparent.as_deref());
-    Ok(Step::Transition {
+    let event = CloudEvent::new(*kind, data, now).continuing(envelope.traceparent.as_deref());
+    Ok(Effects::Transition {
         next,
         event: Box::new(emitted_of(&event)?),
     })
 }
 
-/// Steps 3–4 for a notification seen for the first time, its payment locked.
-async fn apply_new(
-    conn: &mut PgConnection,
-    envelope: &Envelope,
-    expect: &Expectations,
-    plan: &Plan<'_>,
-    out_trade_no: &str,
-    payment: Payment,
-    emitted: &mut Vec<Emitted>,
-) -> Result<ApplyOutcome, ApplyError> {
-    let (next, event) = match decide(envelope, expect, plan, out_trade_no, &payment)? {
-        Step::Transition { next, event } => (next, event),
-        Step::Aside(aside) => {
-            return apply_aside(conn, envelope, plan, out_trade_no, &payment, aside, emitted).await;
-        }
-    };
-    let transition = rows::Transition {
-        key: plan.transition_key(),
-        payment: &payment,
-        envelope,
-        next: &next,
-        event: &event,
-    };
-    if rows::apply_transition(conn, &transition).await?.is_none() {
-        return Ok(ApplyOutcome::DuplicateTransition);
-    }
-    let events = vec![event.routing_key.clone()];
-    emitted.push(*event);
-    Ok(ApplyOutcome::Applied { events })
-}
-
-/// An [`Aside`]: its own statements.
-async fn apply_aside(
+/// Writes the [`Effects`] [`decide`] returned for `payment` (locked by this
+/// transaction), once: every insert is guarded by its unique key, and a transition
+/// another notification already applied ends here as
+/// [`ApplyOutcome::DuplicateTransition`] with nothing else written.
+async fn write(
     conn: &mut PgConnection,
     envelope: &Envelope,
     plan: &Plan<'_>,
-    out_trade_no: &str,
     payment: &Payment,
-    aside: Aside,
+    effects: Effects,
     emitted: &mut Vec<Emitted>,
 ) -> Result<ApplyOutcome, ApplyError> {
-    match aside {
-        Aside::Quarantine(reason) => {
-            let key = plan.transition_key();
-            quarantine(conn, payment, envelope, out_trade_no, key, reason, emitted).await
+    match effects {
+        Effects::Transition { next, event } => {
+            let transition = rows::Transition {
+                key: plan.transition_key(),
+                payment,
+                envelope,
+                next: &next,
+                event: &event,
+            };
+            if rows::apply_transition(conn, &transition).await?.is_none() {
+                return Ok(ApplyOutcome::DuplicateTransition);
+            }
+            let events = vec![event.routing_key.clone()];
+            emitted.push(*event);
+            Ok(ApplyOutcome::Applied { events })
         }
-        Aside::Record => {
-            if envelope.status == Status::RefundProcessing {
+        Effects::Quarantine { key, reason, event } => {
+            let Some(transition_id) =
+                rows::insert_transition(conn, &key, payment, "quarantine", envelope, payment.state)
+                    .await?
+            else {
+                return Ok(ApplyOutcome::DuplicateTransition);
+            };
+            rows::mark_quarantined(conn, payment.id, &reason).await?;
+            rows::insert_outbox(conn, transition_id, &event).await?;
+            emitted.push(*event);
+            tracing::warn!(
+                alert = true,
+                provider = %envelope.provider,
+                merchant = %envelope.merchant,
+                out_trade_no = plan.out_trade_no.unwrap_or_default(),
+                event_id = %envelope.event_id,
+                %reason,
+                "paid notification quarantined: not applied as paid"
+            );
+            Ok(ApplyOutcome::Quarantined { reason })
+        }
+        Effects::Record { refund_in_progress } => {
+            if refund_in_progress {
                 rows::note_refund_in_progress(conn, payment.id, envelope).await?;
             }
             Ok(ApplyOutcome::Recorded)
@@ -623,53 +654,6 @@ fn mismatch(payment: &Payment, envelope: &Envelope, expect: &Expectations) -> Op
 /// The event serialized once, as the outbox row and the publish both take it.
 fn emitted_of(event: &CloudEvent) -> Result<Emitted, ApplyError> {
     Emitted::of(event).map_err(|e| ApplyError::Permanent(format!("event document: {e}")))
-}
-
-/// Records a mismatch as its own transition (`<key>:QUARANTINED`), once.
-async fn quarantine(
-    conn: &mut PgConnection,
-    payment: &Payment,
-    envelope: &Envelope,
-    out_trade_no: &str,
-    key: &str,
-    reason: String,
-    emitted: &mut Vec<Emitted>,
-) -> Result<ApplyOutcome, ApplyError> {
-    let key = format!("{key}:QUARANTINED");
-    let Some(transition_id) =
-        rows::insert_transition(conn, &key, payment, "quarantine", envelope, payment.state).await?
-    else {
-        return Ok(ApplyOutcome::DuplicateTransition);
-    };
-    rows::mark_quarantined(conn, payment.id, &reason).await?;
-    let unchanged = Next::unchanged(payment);
-    let data = facts::event_data(
-        envelope,
-        out_trade_no,
-        &key,
-        &payment.currency,
-        &unchanged,
-        Some(reason.clone()),
-    );
-    let event = CloudEvent::new(
-        EventKind::PaymentQuarantined,
-        data,
-        OffsetDateTime::now_utc(),
-    )
-    .continuing(envelope.traceparent.as_deref());
-    let event = emitted_of(&event)?;
-    rows::insert_outbox(conn, transition_id, &event).await?;
-    emitted.push(event);
-    tracing::warn!(
-        alert = true,
-        provider = %envelope.provider,
-        merchant = %envelope.merchant,
-        out_trade_no,
-        event_id = %envelope.event_id,
-        %reason,
-        "paid notification quarantined: not applied as paid"
-    );
-    Ok(ApplyOutcome::Quarantined { reason })
 }
 
 #[cfg(test)]

@@ -126,20 +126,28 @@ pub(super) async fn record_and_lock_payment(
         .await
 }
 
-/// Creates the payment row if needed and locks it (the payment half of
-/// [`record_and_lock_payment`], for an envelope whose audit row is already written).
-pub(super) async fn upsert_payment(
+/// Creates the payment row and thereby locks it, for an envelope whose audit row is
+/// already written (the batch path's payment nobody knew). `None` when another
+/// transaction created it meanwhile: nothing was written.
+pub(super) async fn create_payment(
     conn: &mut PgConnection,
     envelope: &Envelope,
     out_trade_no: &str,
-) -> Result<Payment, sqlx::Error> {
-    sqlx::query_as(upsert_payment!("VALUES ($1, $2, $3, $4)"))
-        .bind(envelope.provider.as_str())
-        .bind(&envelope.merchant)
-        .bind(out_trade_no)
-        .bind(&envelope.fields.currency)
-        .fetch_one(conn)
-        .await
+) -> Result<Option<Payment>, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO payments (provider, merchant, out_trade_no, currency)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (provider, merchant, out_trade_no) DO NOTHING
+         RETURNING id, state, registered, expected_amount, currency, expected_app_id,
+                   expected_mch_id, expected_payee, total_amount, paid_amount,
+                   refunded_amount, provider_trade_no, paid_at, closed_at",
+    )
+    .bind(envelope.provider.as_str())
+    .bind(&envelope.merchant)
+    .bind(out_trade_no)
+    .bind(&envelope.fields.currency)
+    .fetch_optional(conn)
+    .await
 }
 
 /// The ledger row; `None` when the transition was already applied.

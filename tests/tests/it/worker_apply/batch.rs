@@ -198,10 +198,12 @@ async fn a_batch_of_different_orders_writes_what_applying_them_one_by_one_writes
             ..Normalized::default()
         },
     );
-    let mut cumulative = refunded(Provider::Alipay, &o[10], &o[10], 200);
-    cumulative.fields.refund_amount_cumulative = true;
-    let mut wrong_app = paid(Provider::Alipay, &o[11], 100);
-    wrong_app.fields.app_id = Some("2021000000000999".into());
+    let cumulative = changed(&refunded(Provider::Alipay, &o[10], &o[10], 200), |e| {
+        e.fields.refund_amount_cumulative = true;
+    });
+    let wrong_app = changed(&paid(Provider::Alipay, &o[11], 100), |e| {
+        e.fields.app_id = Some("2021000000000999".into());
+    });
     let batch: Vec<(Envelope, &Expectations)> = vec![
         (refunded(Provider::Alipay, &o[0], &unique("r"), 100), &none),
         (resent(&resend_of), &none),

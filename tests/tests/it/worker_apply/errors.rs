@@ -5,8 +5,9 @@ use super::*;
 #[tokio::test]
 async fn unknown_schema_version_is_permanent() {
     let db = TestDb::new().await;
-    let mut envelope = paid(Provider::Alipay, &unique("o"), 100);
-    envelope.schema_version = SCHEMA_VERSION + 1;
+    let envelope = changed(&paid(Provider::Alipay, &unique("o"), 100), |e| {
+        e.schema_version = SCHEMA_VERSION + 1;
+    });
 
     let result = db::apply(&db.pool, &envelope, &Expectations::default()).await;
 

@@ -62,8 +62,7 @@ async fn paid_with_identity(
 ) -> (ApplyOutcome, PaymentState) {
     let db = TestDb::new().await;
     let order = unique("o");
-    let mut envelope = paid(provider, &order, 100);
-    set(&mut envelope.fields);
+    let envelope = changed(&paid(provider, &order, 100), |e| set(&mut e.fields));
     let outcome = apply_expecting(&db, &envelope, &expect).await;
     let state = history(&db, provider, &order).await.payment.state;
     (outcome, state)

@@ -19,8 +19,8 @@ use payhook_shared::alipay;
 use payhook_shared::clock::SystemClock;
 use payhook_shared::config::{PostgresSettings, Secret, Settings};
 use payhook_shared::event::{
-    Envelope, Kind, Normalized, Provider, RawNotification, SCHEMA_VERSION, Source, Status,
-    transition_key,
+    Envelope, EnvelopeData, Kind, Normalized, Provider, RawNotification, SCHEMA_VERSION, Source,
+    Status, transition_key,
 };
 use payhook_shared::wechat_v3::{self, V3Headers};
 use payhook_sim::signer::alipay::AlipaySigner;
@@ -39,7 +39,7 @@ const MERCHANT: &str = Providers::MERCHANT;
 
 /// An envelope as the receiver would publish it, with `fields` as normalized.
 fn envelope(provider: Provider, kind: Kind, status: Status, fields: Normalized) -> Envelope {
-    Envelope {
+    Envelope::from_data(EnvelopeData {
         schema_version: SCHEMA_VERSION,
         event_id: format!("{provider}:{MERCHANT}:{}", unique("n")),
         transition_key: transition_key(provider, MERCHANT, status, &fields),
@@ -57,7 +57,7 @@ fn envelope(provider: Provider, kind: Kind, status: Status, fields: Normalized) 
             body_base64: None,
             headers: vec![],
         },
-    }
+    })
 }
 
 fn paid(provider: Provider, order: &str, total: i64) -> Envelope {
@@ -98,10 +98,16 @@ fn closed(provider: Provider, order: &str) -> Envelope {
 /// The same notification content under a new notification id (a provider resend
 /// or a reconciliation result).
 fn resent(original: &Envelope) -> Envelope {
-    Envelope {
-        event_id: format!("{}:{MERCHANT}:{}", original.provider, unique("n")),
-        ..original.clone()
-    }
+    changed(original, |e| {
+        e.event_id = format!("{}:{MERCHANT}:{}", e.provider, unique("n"));
+    })
+}
+
+/// `original` with `change` made to its content.
+fn changed(original: &Envelope, change: impl FnOnce(&mut EnvelopeData)) -> Envelope {
+    let mut data = original.clone().into_data();
+    change(&mut data);
+    Envelope::from_data(data)
 }
 
 async fn apply(db: &TestDb, envelope: &Envelope) -> ApplyOutcome {

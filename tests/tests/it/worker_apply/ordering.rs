@@ -220,8 +220,10 @@ async fn wechat_v3_payment_and_two_partial_refunds_end_refunded_in_any_order() {
 async fn refund_before_its_payment_lands_and_the_payment_still_emits_succeeded_once() {
     let db = TestDb::new().await;
     let order = unique("o");
-    let mut refund = refunded(Provider::WechatV3, &order, &format!("{order}-a"), 4000);
-    refund.fields.total_amount = Some(10000);
+    let refund = changed(
+        &refunded(Provider::WechatV3, &order, &format!("{order}-a"), 4000),
+        |e| e.fields.total_amount = Some(10000),
+    );
 
     assert_eq!(
         apply(&db, &refund).await,

@@ -1,17 +1,19 @@
-//! The state machine over generated payment histories: whatever order the distinct
-//! transitions of one payment arrive in, the payment ends in the same state with the
-//! same amounts, and no step lowers its state (docs/design.md invariant 4).
+//! The state machine over generated payment histories, through the apply path's pure
+//! [`decide`]: whatever order the distinct transitions of one payment arrive in, the
+//! payment ends in the same state with the same amounts, and no step lowers its state
+//! (docs/design.md invariant 4).
 
 use payhook_shared::event::{
-    Envelope, Kind, Normalized, Provider, RawNotification, SCHEMA_VERSION, Source, Status,
+    Envelope, EnvelopeData, Kind, Normalized, Provider, RawNotification, SCHEMA_VERSION, Source,
+    Status,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
 use time::OffsetDateTime;
 
+use super::super::apply::{Effects, Expectations, Plan, decide};
 use super::super::locked::Payment;
 use super::super::state::PaymentState;
-use super::next_facts;
 
 /// One payment's history: its total, how it was refunded, and which notifications
 /// exist. Every transition is distinct (the ledger's unique key lets each through once).
@@ -75,7 +77,7 @@ fn envelope(provider: Provider, status: Status, fields: Normalized, n: usize) ->
         Status::Closed => Kind::Close,
         _ => Kind::Refund,
     };
-    Envelope {
+    Envelope::from_data(EnvelopeData {
         schema_version: SCHEMA_VERSION,
         event_id: format!("{}:m1:notification-{n}", provider.as_str()),
         transition_key: Some(format!("transition-{n}")),
@@ -97,7 +99,7 @@ fn envelope(provider: Provider, status: Status, fields: Normalized, n: usize) ->
             body_base64: None,
             headers: Vec::new(),
         },
-    }
+    })
 }
 
 /// The notifications the history produces: Alipay's refund notifications carry the
@@ -161,12 +163,28 @@ fn new_payment() -> Payment {
     }
 }
 
-/// Applies the notifications in the given order as the apply path does (facts read
-/// from the locked row, written back), checking that no step lowers the state.
+/// Applies the notifications in the given order as the apply path does (decided from
+/// the locked row, the facts written back), checking that each is a transition and
+/// that no step lowers the state.
 fn replay(order: &[Envelope]) -> Result<Payment, TestCaseError> {
     let mut p = new_payment();
     for envelope in order {
-        let next = next_facts(&p, envelope).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+        let plan = Plan::of(envelope);
+        let effects = decide(
+            envelope,
+            &Expectations::default(),
+            &plan,
+            "order-1",
+            &p,
+            OffsetDateTime::UNIX_EPOCH,
+        )
+        .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+        let Effects::Transition { next, .. } = effects else {
+            return Err(TestCaseError::fail(format!(
+                "{:?} decided as no transition",
+                envelope.status
+            )));
+        };
         prop_assert!(
             next.state >= p.state,
             "{:?} lowered {:?}",
