@@ -18,6 +18,7 @@
 
 pub mod alipay;
 pub mod amqp;
+pub mod bills;
 pub mod clock;
 pub mod config;
 pub mod crypto;

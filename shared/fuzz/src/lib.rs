@@ -251,3 +251,33 @@ pub fn config_toml(data: &[u8]) {
         let _ = Merchants::build(&settings);
     }
 }
+
+/// A WeChat Pay `ALL` trade bill (a download URL's content): every line a trade, a
+/// refund, the summary or an error; the summary checked. Never a panic, whatever the
+/// bytes.
+pub fn wechat_bill(data: &[u8]) {
+    let mut lines = 0_usize;
+    let result = payhook_shared::bills::wechat::read(
+        data,
+        payhook_shared::event::Provider::WechatV3,
+        |_| lines += 1,
+    );
+    if let Ok(totals) = result {
+        assert_eq!(
+            u64::try_from(lines).unwrap_or(u64::MAX),
+            totals.payments + totals.refunds
+        );
+    }
+}
+
+/// An Alipay trade bill's detail CSV (GBK, a download URL's content), as
+/// [`wechat_bill`].
+pub fn alipay_bill(data: &[u8]) {
+    let mut lines = 0_usize;
+    if let Ok(totals) = payhook_shared::bills::alipay::read(data, |_| lines += 1) {
+        assert_eq!(
+            u64::try_from(lines).unwrap_or(u64::MAX),
+            totals.payments + totals.refunds
+        );
+    }
+}

@@ -51,3 +51,43 @@ fn wechat_v3_notify_inputs_never_panic() {
 fn config_toml_inputs_never_panic() {
     replay("config_toml", fuzz::config_toml);
 }
+
+#[test]
+fn wechat_bill_inputs_never_panic() {
+    replay("wechat_bill", fuzz::wechat_bill);
+}
+
+#[test]
+fn alipay_bill_inputs_never_panic() {
+    replay("alipay_bill", fuzz::alipay_bill);
+}
+
+/// The bill seeds are bills the parsers accept, so that fuzzing starts from inside
+/// the format rather than at its first check.
+#[test]
+fn the_bill_seeds_are_accepted_bills() {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fuzz/seeds");
+    for (target, read) in [
+        (
+            "wechat_bill",
+            (|data: &[u8]| {
+                payhook_shared::bills::wechat::read(
+                    data,
+                    payhook_shared::event::Provider::WechatV3,
+                    |_| {},
+                )
+                .map(|_| ())
+            }) as fn(&[u8]) -> Result<(), payhook_shared::bills::BillError>,
+        ),
+        ("alipay_bill", |data: &[u8]| {
+            payhook_shared::bills::alipay::read(data, |_| {}).map(|_| ())
+        }),
+    ] {
+        let entries = std::fs::read_dir(seeds.join(target)).expect("seeds committed");
+        for entry in entries {
+            let path = entry.expect("seed").path();
+            let data = std::fs::read(&path).expect("seed readable");
+            assert_eq!(read(&data), Ok(()), "{}", path.display());
+        }
+    }
+}
