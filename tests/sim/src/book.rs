@@ -235,7 +235,11 @@ impl Book {
 }
 
 /// Checks and applies a payment.
-pub(crate) fn pay(order: &mut OrderTruth, trade_no: String) -> Result<(), SimError> {
+pub(crate) fn pay(
+    order: &mut OrderTruth,
+    trade_no: String,
+    at: OffsetDateTime,
+) -> Result<(), SimError> {
     if order.state != OrderState::Pending {
         return Err(SimError::Refused(format!(
             "cannot pay {} in state {}",
@@ -245,7 +249,7 @@ pub(crate) fn pay(order: &mut OrderTruth, trade_no: String) -> Result<(), SimErr
     }
     order.state = OrderState::Paid;
     order.provider_trade_no = Some(trade_no);
-    order.paid_at = Some(OffsetDateTime::now_utc());
+    order.paid_at = Some(at);
     Ok(())
 }
 
@@ -255,6 +259,7 @@ pub(crate) fn refund(
     out_refund_no: &str,
     refund_id: String,
     amount_fen: i64,
+    at: OffsetDateTime,
 ) -> Result<RefundTruth, SimError> {
     if !matches!(
         order.state,
@@ -292,7 +297,7 @@ pub(crate) fn refund(
         refund_id,
         amount_fen,
         cumulative_fen: order.refunded_fen,
-        created_at: OffsetDateTime::now_utc(),
+        created_at: at,
     };
     order.refunds.push(refund.clone());
     Ok(refund)
@@ -326,15 +331,15 @@ mod tests {
     fn refunds_move_the_state_and_never_exceed_the_total() {
         let mut book = book_with_order();
         let order = book.order_mut(Provider::Alipay, "o1").expect("order");
-        pay(order, "t".into()).expect("paid");
-        refund(order, "r1", "x".into(), 400).expect("partial");
+        pay(order, "t".into(), OffsetDateTime::now_utc()).expect("paid");
+        refund(order, "r1", "x".into(), 400, OffsetDateTime::now_utc()).expect("partial");
         assert_eq!(order.state, OrderState::PartiallyRefunded);
-        assert!(refund(order, "r2", "x".into(), 601).is_err());
+        assert!(refund(order, "r2", "x".into(), 601, OffsetDateTime::now_utc()).is_err());
         assert!(
-            refund(order, "r1", "x".into(), 1).is_err(),
+            refund(order, "r1", "x".into(), 1, OffsetDateTime::now_utc()).is_err(),
             "same refund number"
         );
-        let last = refund(order, "r2", "x".into(), 600).expect("rest");
+        let last = refund(order, "r2", "x".into(), 600, OffsetDateTime::now_utc()).expect("rest");
         assert_eq!(
             (order.state, last.cumulative_fen),
             (OrderState::Refunded, 1000)
@@ -345,9 +350,9 @@ mod tests {
     fn a_paid_order_cannot_be_closed_nor_paid_twice() {
         let mut book = book_with_order();
         let order = book.order_mut(Provider::Alipay, "o1").expect("order");
-        pay(order, "t".into()).expect("paid");
+        pay(order, "t".into(), OffsetDateTime::now_utc()).expect("paid");
         assert!(close(order).is_err());
-        assert!(pay(order, "t".into()).is_err());
+        assert!(pay(order, "t".into(), OffsetDateTime::now_utc()).is_err());
     }
 
     #[test]
@@ -356,8 +361,8 @@ mod tests {
         book.create(Provider::WechatV3, "m1", "o1", 500)
             .expect("created");
         let order = book.order_mut(Provider::WechatV3, "o1").expect("order");
-        pay(order, "t".into()).expect("paid");
-        refund(order, "r9", "id".into(), 100).expect("refund");
+        pay(order, "t".into(), OffsetDateTime::now_utc()).expect("paid");
+        refund(order, "r9", "id".into(), 100, OffsetDateTime::now_utc()).expect("refund");
         assert!(book.refund(Provider::WechatV3, "r9").is_some());
         assert!(book.refund(Provider::Alipay, "r9").is_none());
     }

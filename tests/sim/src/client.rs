@@ -104,6 +104,31 @@ pub fn wechat_v2_orderquery(merchant: &V2Signer, out_trade_no: &str) -> Vec<u8> 
     V2Signer::xml(&params)
 }
 
+/// A V2 `downloadbill` body (`bill_type=ALL`), MD5-signed with the merchant's API key.
+pub fn wechat_v2_downloadbill(
+    merchant: &V2Signer,
+    bill_date: &str,
+    tar_type: Option<&str>,
+) -> Vec<u8> {
+    let mut params: Vec<(String, String)> = vec![
+        ("appid".into(), merchant.appid.clone()),
+        ("mch_id".into(), merchant.mch_id.clone()),
+        ("bill_date".into(), bill_date.to_owned()),
+        ("bill_type".into(), "ALL".into()),
+        ("nonce_str".into(), random_ascii(32)),
+    ];
+    if let Some(tar_type) = tar_type {
+        params.push(("tar_type".into(), tar_type.to_owned()));
+    }
+    let signature = sign(
+        &params,
+        &merchant.api_key,
+        payhook_shared::wechat_v2::SignType::Md5,
+    );
+    params.push(("sign".into(), signature));
+    V2Signer::xml(&params)
+}
+
 /// Adds the query credentials of the test keys to the merchants of
 /// [`Providers::register`]: the Alipay app private key
 /// ([`keys::ALIPAY_APP_SLOT`]) and the WeChat merchant private key
@@ -225,6 +250,52 @@ impl QueryClient {
             .body(wechat_v2_orderquery(&self.wechat_v2, out_trade_no));
         answer(request).await
     }
+}
+
+impl QueryClient {
+    /// A signed V3 `GET` of a full URL the API handed out (a bill's `download_url`);
+    /// the status and the body's bytes.
+    pub async fn wechat_v3_download(&self, url: &str) -> (u16, Vec<u8>) {
+        let path_and_query = url.strip_prefix(&self.base_url).unwrap_or(url);
+        let authorization = wechat_v3_authorization(
+            &self.wechat_mchid,
+            &self.wechat_serial,
+            self.wechat_key,
+            "GET",
+            path_and_query,
+            "",
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+            &random_ascii(32),
+        );
+        bytes(self.http.get(url).header("Authorization", authorization)).await
+    }
+
+    /// `POST /pay/downloadbill` for `bill_date` (`YYYYMMDD`); the status and the
+    /// body's bytes (the bill, gzip'd with `tar_type` `GZIP`, or an XML error).
+    pub async fn wechat_v2_downloadbill(
+        &self,
+        bill_date: &str,
+        tar_type: Option<&str>,
+    ) -> (u16, Vec<u8>) {
+        let request = self
+            .http
+            .post(format!("{}/pay/downloadbill", self.base_url))
+            .header("Content-Type", "text/xml")
+            .body(wechat_v2_downloadbill(&self.wechat_v2, bill_date, tar_type));
+        bytes(request).await
+    }
+
+    /// A plain `GET` (Alipay's `bill_download_url`); the status and the body's bytes.
+    pub async fn fetch(&self, url: &str) -> (u16, Vec<u8>) {
+        bytes(self.http.get(url)).await
+    }
+}
+
+async fn bytes(request: reqwest::RequestBuilder) -> (u16, Vec<u8>) {
+    let response = request.send().await.expect("simulator answers");
+    let status = response.status().as_u16();
+    let body = response.bytes().await.expect("answer body");
+    (status, body.to_vec())
 }
 
 async fn answer(request: reqwest::RequestBuilder) -> RawAnswer {

@@ -42,6 +42,7 @@
 //! # }
 //! ```
 
+pub mod bills;
 pub mod book;
 pub mod client;
 mod delivery;
@@ -230,6 +231,13 @@ struct State {
     rates: FaultRates,
     order_faults: HashMap<(u8, String), Faults>,
     signals: HashMap<(u8, String), watch::Sender<u32>>,
+    /// Added to the wall clock for the times the book records (paid, refunded):
+    /// negative to play a past day, whose bill is then available.
+    book_offset: time::Duration,
+    /// Differences put into days' bills.
+    bill_tweaks: HashMap<(u8, time::Date), Vec<bills::BillTweak>>,
+    /// Bill files served by token (APIv3 `download_url`, Alipay's ZIP URL).
+    bill_files: HashMap<String, Vec<u8>>,
 }
 
 /// Delivery totals, for the CLI summary and quick assertions.
@@ -263,6 +271,46 @@ impl Inner {
 
     fn stats(&self) -> MutexGuard<'_, QueryStats> {
         self.stats.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn bill(
+        &self,
+        provider: Provider,
+        day: time::Date,
+    ) -> Vec<payhook_shared::bills::BillRecord> {
+        let state = self.lock();
+        let tweaks = state
+            .bill_tweaks
+            .get(&(book::key(provider), day))
+            .map_or(&[][..], Vec::as_slice);
+        bills::records(&state.book, provider, day, tweaks)
+    }
+
+    pub(crate) fn set_book_offset(&self, offset: time::Duration) {
+        self.lock().book_offset = offset;
+    }
+
+    pub(crate) fn tweak_bill(&self, provider: Provider, day: time::Date, tweak: bills::BillTweak) {
+        self.lock()
+            .bill_tweaks
+            .entry((book::key(provider), day))
+            .or_default()
+            .push(tweak);
+    }
+
+    /// Keeps a bill file for download; returns its URL.
+    pub(crate) fn offer_bill_file(&self, path: &str, bytes: Vec<u8>) -> String {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        self.lock().bill_files.insert(token.clone(), bytes);
+        format!("http://127.0.0.1:{}{path}?token={token}", self.port)
+    }
+
+    pub(crate) fn bill_file(&self, token: &str) -> Option<Vec<u8>> {
+        self.lock().bill_files.get(token).cloned()
+    }
+
+    pub(crate) fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
     }
 
     /// Consumes one "spoil the next response signature" token.
@@ -325,6 +373,9 @@ impl Simulator {
                 rates: config.fault_rates,
                 order_faults: HashMap::new(),
                 signals: HashMap::new(),
+                book_offset: time::Duration::ZERO,
+                bill_tweaks: HashMap::new(),
+                bill_files: HashMap::new(),
             }),
             stats: Mutex::new(QueryStats::default()),
             bad_responses: AtomicU32::new(0),
@@ -426,6 +477,28 @@ impl Simulator {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         true
+    }
+
+    /// The trades and refunds `provider`'s bill of `day` (China Standard Time)
+    /// states, tweaks applied: what a bill download serves.
+    pub fn bill(
+        &self,
+        provider: Provider,
+        day: time::Date,
+    ) -> Vec<payhook_shared::bills::BillRecord> {
+        self.inner.bill(provider, day)
+    }
+
+    /// Records the times of the payments and refunds made from now on `offset` away
+    /// from the wall clock (negative: they happen on a past day, whose bill the
+    /// providers have already generated).
+    pub fn set_book_offset(&self, offset: time::Duration) {
+        self.inner.set_book_offset(offset);
+    }
+
+    /// Puts a difference into `provider`'s bill of `day`.
+    pub fn tweak_bill(&self, provider: Provider, day: time::Date, tweak: bills::BillTweak) {
+        self.inner.tweak_bill(provider, day, tweak);
     }
 
     /// Query counters.

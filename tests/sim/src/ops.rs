@@ -2,6 +2,7 @@
 //! the notification each one produces (recorded in the truth, then delivered).
 
 use std::sync::Arc;
+use time::OffsetDateTime;
 
 use payhook_shared::event::Provider;
 use rand::RngExt as _;
@@ -131,8 +132,9 @@ impl Inner {
             Provider::Alipay => crate::signer::alipay::trade_no(out_trade_no),
             _ => Inner::wechat_id(state, "4200", 24),
         };
+        let book_now = OffsetDateTime::now_utc() + state.book_offset;
         let order = state.book.order_mut(provider, out_trade_no)?;
-        book::pay(order, trade_no)?;
+        book::pay(order, trade_no, book_now)?;
         let order = order.clone();
         let id = inner.emit(
             state,
@@ -167,8 +169,9 @@ impl Inner {
             Provider::WechatV2 => Inner::wechat_id(state, "5000", 25),
             Provider::WechatV3 => Inner::wechat_id(state, "5030", 25),
         };
+        let book_now = OffsetDateTime::now_utc() + state.book_offset;
         let order = state.book.order_mut(provider, out_trade_no)?;
-        let refund = book::refund(order, out_refund_no, refund_id, amount_fen)?;
+        let refund = book::refund(order, out_refund_no, refund_id, amount_fen, book_now)?;
         let order = order.clone();
         let id = inner.emit(
             state,

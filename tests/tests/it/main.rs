@@ -19,6 +19,7 @@ mod receiver_edge;
 mod receiver_hostile;
 mod reconcile_e2e;
 mod retention;
+mod sim_bills;
 mod sim_cli;
 mod sim_delivery;
 mod sim_e2e;

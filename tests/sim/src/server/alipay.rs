@@ -41,6 +41,7 @@ pub(super) async fn gateway(inner: Shared, body: Bytes) -> HttpResponse {
     let api_name = match method.as_str() {
         api::ALIPAY_TRADE_QUERY => api::ALIPAY_TRADE_QUERY,
         api::ALIPAY_REFUND_QUERY => api::ALIPAY_REFUND_QUERY,
+        api::ALIPAY_BILL_URL => api::ALIPAY_BILL_URL,
         _ => api::ALIPAY_OTHER,
     };
 
@@ -120,6 +121,7 @@ pub(super) async fn gateway(inner: Shared, body: Bytes) -> HttpResponse {
             let out_request_no = biz_str("out_request_no");
             refund(order.as_ref(), &out_trade_no, &out_request_no)
         }
+        api::ALIPAY_BILL_URL => bill_url(&inner, &biz_str("bill_type"), &biz_str("bill_date")),
         _ => (
             error(
                 "40004",
@@ -132,6 +134,117 @@ pub(super) async fn gateway(inner: Shared, body: Bytes) -> HttpResponse {
     };
     inner.count(api_name, outcome);
     signed(&inner, &node, &value)
+}
+
+/// `alipay.data.dataservice.bill.downloadurl.query`: the URL of the day's ZIP, or
+/// `isp.bill_not_exist` before the day is over. A day without trades has a bill with
+/// no lines.
+fn bill_url(inner: &Shared, bill_type: &str, bill_date: &str) -> (Value, &'static str) {
+    let day = crate::bills::parse_day(bill_date).filter(|_| bill_date.len() == 10);
+    let (Some(day), "trade") = (day, bill_type) else {
+        return (
+            error(
+                "40002",
+                "Invalid Arguments",
+                "isv.invalid-parameter",
+                "参数无效",
+            ),
+            result::BAD_REQUEST,
+        );
+    };
+    if !crate::bills::generated(day, inner.now()) {
+        return (
+            error(
+                "40004",
+                "Business Failed",
+                "isp.bill_not_exist",
+                "账单不存在",
+            ),
+            result::NO_BILL,
+        );
+    }
+    let records = inner.bill(payhook_shared::event::Provider::Alipay, day);
+    match bill_zip(&inner.providers.alipay.seller_id, day, records) {
+        Ok(zip) => {
+            let url = inner.offer_bill_file("/_sim/billfile/alipay", zip);
+            (
+                json!({"code": "10000", "msg": "Success", "bill_download_url": url}),
+                result::OK,
+            )
+        }
+        Err(_) => (
+            error(
+                "20000",
+                "Service Currently Unavailable",
+                "isp.unknown-error",
+                "系统繁忙",
+            ),
+            result::BAD_REQUEST,
+        ),
+    }
+}
+
+/// The ZIP Alipay serves: the detail CSV and its summary CSV (GBK).
+fn bill_zip(
+    account: &str,
+    day: time::Date,
+    records: Vec<payhook_shared::bills::BillRecord>,
+) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let date = format!(
+        "{:04}{:02}{:02}",
+        day.year(),
+        u8::from(day.month()),
+        day.day()
+    );
+    let dashed = format!(
+        "{:04}-{:02}-{:02}",
+        day.year(),
+        u8::from(day.month()),
+        day.day()
+    );
+    let mut detail = Vec::new();
+    let totals = payhook_shared::bills::alipay::write(&mut detail, account, &dashed, records)?;
+    let summary_text = format!(
+        "#支付宝业务汇总查询\r\n#账号：[{account}]\r\n#起始日期：[{dashed} 00:00:00]   终止日期：[{dashed} 23:59:59]\r\n门店编号,门店名称,交易订单总笔数,退款订单总笔数,订单金额（元）,商家实收（元）\r\n合计,,{},{},{},{}\r\n#导出时间：[{dashed} 09:00:00]\r\n",
+        totals.payments,
+        totals.refunds,
+        payhook_shared::money::format_yuan(totals.payment_fen),
+        payhook_shared::money::format_yuan(totals.payment_fen - totals.refund_fen),
+    );
+    let (summary, _, _) = encoding_rs::GBK.encode(&summary_text);
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default();
+    zip.start_file(format!("{account}_{date}_业务明细.csv"), options)
+        .map_err(std::io::Error::other)?;
+    zip.write_all(&detail)?;
+    zip.start_file(format!("{account}_{date}_业务明细(汇总).csv"), options)
+        .map_err(std::io::Error::other)?;
+    zip.write_all(&summary)?;
+    Ok(zip.finish().map_err(std::io::Error::other)?.into_inner())
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct DownloadQuery {
+    token: Option<String>,
+}
+
+/// The GET behind `bill_download_url` (no signature, as Alipay's: the URL is the
+/// secret, valid for a short while).
+pub(super) async fn bill_download(
+    inner: Shared,
+    query: actix_web::web::Query<DownloadQuery>,
+) -> HttpResponse {
+    match query.token.as_deref().and_then(|t| inner.bill_file(t)) {
+        Some(zip) => {
+            inner.count(api::ALIPAY_BILL_DOWNLOAD, result::OK);
+            HttpResponse::Ok().content_type("application/zip").body(zip)
+        }
+        None => {
+            inner.count(api::ALIPAY_BILL_DOWNLOAD, result::NOT_FOUND);
+            HttpResponse::NotFound().finish()
+        }
+    }
 }
 
 fn error(code: &str, msg: &str, sub_code: &str, sub_msg: &str) -> Value {

@@ -87,7 +87,43 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/_sim/orders/{provider}/{out_trade_no}/finish",
             web::post().to(finish),
-        );
+        )
+        .route(
+            "/_sim/bills/{provider}/{date}/tweaks",
+            web::post().to(tweak),
+        )
+        .route("/_sim/clock", web::post().to(clock));
+}
+
+/// `POST /_sim/bills/{provider}/{YYYY-MM-DD}/tweaks` with a [`BillTweak`]: a
+/// difference in that day's bill.
+async fn tweak(
+    inner: web::Data<Arc<Inner>>,
+    path: web::Path<(String, String)>,
+    body: web::Json<crate::bills::BillTweak>,
+) -> HttpResponse {
+    let (provider_name, date) = path.into_inner();
+    let Some(provider) = provider(&provider_name) else {
+        return unknown_provider(&provider_name);
+    };
+    let Some(day) = crate::bills::parse_day(&date) else {
+        return HttpResponse::BadRequest().json(json!({"error": "the date is YYYY-MM-DD"}));
+    };
+    inner.tweak_bill(provider, day, body.into_inner());
+    HttpResponse::NoContent().finish()
+}
+
+/// The body of `POST /_sim/clock`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Clock {
+    /// Added to the wall clock for the payments and refunds made from now on
+    /// (`-86400`: they happen yesterday, whose bill is available).
+    pub book_offset_secs: i64,
+}
+
+async fn clock(inner: web::Data<Arc<Inner>>, body: web::Json<Clock>) -> HttpResponse {
+    inner.set_book_offset(time::Duration::seconds(body.book_offset_secs));
+    HttpResponse::NoContent().finish()
 }
 
 fn provider(text: &str) -> Option<Provider> {

@@ -21,12 +21,18 @@ use super::{Inner, SimError};
 pub mod api {
     pub const ALIPAY_TRADE_QUERY: &str = "alipay.trade.query";
     pub const ALIPAY_REFUND_QUERY: &str = "alipay.trade.fastpay.refund.query";
+    pub const ALIPAY_BILL_URL: &str = "alipay.data.dataservice.bill.downloadurl.query";
+    /// The GET of the ZIP behind `bill_download_url`.
+    pub const ALIPAY_BILL_DOWNLOAD: &str = "alipay.billdownload";
     /// Any other gateway method (answered with an error).
     pub const ALIPAY_OTHER: &str = "alipay.other";
     pub const WECHAT_V3_TRANSACTION: &str = "wechat_v3.transaction";
     pub const WECHAT_V3_REFUND: &str = "wechat_v3.refund";
     pub const WECHAT_V3_CERTIFICATES: &str = "wechat_v3.certificates";
     pub const WECHAT_V2_ORDERQUERY: &str = "wechat_v2.orderquery";
+    pub const WECHAT_V3_TRADEBILL: &str = "wechat_v3.tradebill";
+    pub const WECHAT_V3_BILL_DOWNLOAD: &str = "wechat_v3.billdownload";
+    pub const WECHAT_V2_DOWNLOADBILL: &str = "wechat_v2.downloadbill";
 }
 
 /// The result names used by the counters.
@@ -40,6 +46,8 @@ pub mod result {
     pub const BAD_SIGNATURE: &str = "bad_signature";
     /// Malformed or for another app / merchant.
     pub const BAD_REQUEST: &str = "bad_request";
+    /// A bill not generated yet, or of a day without trades.
+    pub const NO_BILL: &str = "no_bill";
 }
 
 /// What the query APIs served.
@@ -86,6 +94,10 @@ pub(crate) fn spawn(inner: Arc<Inner>, listener: TcpListener) -> Result<(), SimE
             .app_data(web::PayloadConfig::new(1 << 20))
             .route("/gateway.do", web::post().to(alipay::gateway))
             .route(
+                "/_sim/billfile/alipay",
+                web::get().to(alipay::bill_download),
+            )
+            .route(
                 "/v3/pay/transactions/out-trade-no/{out_trade_no}",
                 web::get().to(wechat_v3::transaction),
             )
@@ -95,6 +107,12 @@ pub(crate) fn spawn(inner: Arc<Inner>, listener: TcpListener) -> Result<(), SimE
             )
             .route("/v3/certificates", web::get().to(wechat_v3::certificates))
             .route("/pay/orderquery", web::post().to(wechat_v2::orderquery))
+            .route("/v3/bill/tradebill", web::get().to(wechat_v3::tradebill))
+            .route(
+                "/v3/billdownload/file",
+                web::get().to(wechat_v3::bill_download),
+            )
+            .route("/pay/downloadbill", web::post().to(wechat_v2::downloadbill))
             .configure(control::routes)
     })
     .workers(1)

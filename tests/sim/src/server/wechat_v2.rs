@@ -96,6 +96,74 @@ pub(super) async fn orderquery(inner: Shared, body: Bytes) -> HttpResponse {
     xml(V2Signer::xml(&out))
 }
 
+/// `POST /pay/downloadbill` (`bill_date=YYYYMMDD`, `bill_type=ALL`, optionally
+/// `tar_type=GZIP`), signed like `orderquery`: the bill as text (or gzip), or an XML
+/// error — `No Bill Exist` (`error_code` 20002) for a day not over yet or without trades.
+pub(super) async fn downloadbill(inner: Shared, body: Bytes) -> HttpResponse {
+    let v2 = &inner.providers.wechat_v2;
+    let name = api::WECHAT_V2_DOWNLOADBILL;
+    let Ok(params) = parse_xml(&body) else {
+        inner.count(name, result::BAD_REQUEST);
+        return fail("XML格式错误");
+    };
+    let field = |key: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or("", |(_, v)| v.as_str())
+    };
+    let Ok(sign_type) = SignType::from_field(Some(field("sign_type")).filter(|s| !s.is_empty()))
+    else {
+        inner.count(name, result::BAD_REQUEST);
+        return fail("签名类型错误");
+    };
+    let expected = sign(&params, &v2.api_key, sign_type);
+    if !ct_eq(expected.as_bytes(), field("sign").as_bytes()) {
+        inner.count(name, result::BAD_SIGNATURE);
+        return fail("签名错误");
+    }
+    if field("mch_id") != v2.mch_id || field("appid") != v2.appid {
+        inner.count(name, result::BAD_REQUEST);
+        return fail("mch_id 或 appid 错误");
+    }
+    let gzip = match field("tar_type") {
+        "" => false,
+        "GZIP" => true,
+        _ => {
+            inner.count(name, result::BAD_REQUEST);
+            return fail("tar_type 错误");
+        }
+    };
+    let day = crate::bills::parse_day(field("bill_date")).filter(|_| field("bill_date").len() == 8);
+    let (Some(day), "ALL") = (day, field("bill_type")) else {
+        inner.count(name, result::BAD_REQUEST);
+        return fail("bill_date 或 bill_type 错误");
+    };
+    let records = inner.bill(Provider::WechatV2, day);
+    if !crate::bills::generated(day, inner.now()) || records.is_empty() {
+        inner.count(name, result::NO_BILL);
+        return xml(V2Signer::xml(&[
+            ("return_code".to_owned(), "FAIL".to_owned()),
+            ("return_msg".to_owned(), "No Bill Exist".to_owned()),
+            ("error_code".to_owned(), "20002".to_owned()),
+        ]));
+    }
+    let mut text = Vec::new();
+    if payhook_shared::bills::wechat::write(&mut text, (&v2.appid, &v2.mch_id), records).is_err() {
+        return fail("账单生成失败");
+    }
+    inner.count(name, result::OK);
+    if gzip {
+        HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            .body(super::wechat_v3::gzipped(&text))
+    } else {
+        HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(text)
+    }
+}
+
 /// `return_code=FAIL`, unsigned (as WeChat answers a bad request).
 fn fail(message: &str) -> HttpResponse {
     xml(payhook_shared::wechat_v2::fail_answer(message).into_bytes())

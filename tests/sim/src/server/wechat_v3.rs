@@ -130,6 +130,110 @@ pub(super) async fn refund(
     signed(&inner, StatusCode::OK, &value)
 }
 
+#[derive(Debug, Deserialize)]
+pub(super) struct BillQuery {
+    bill_date: Option<String>,
+    bill_type: Option<String>,
+    tar_type: Option<String>,
+}
+
+/// `GET /v3/bill/tradebill?bill_date=YYYY-MM-DD&bill_type=ALL[&tar_type=GZIP]`: the
+/// bill's `download_url` with its SHA-1, or `NO_STATEMENT_EXIST` for a day not over
+/// yet or without trades.
+pub(super) async fn tradebill(
+    inner: Shared,
+    req: HttpRequest,
+    query: Query<BillQuery>,
+    body: Bytes,
+) -> HttpResponse {
+    if let Some(response) = refusal(&inner, api::WECHAT_V3_TRADEBILL, &req, &body) {
+        return response;
+    }
+    let day = query.bill_date.as_deref().and_then(crate::bills::parse_day);
+    let gzip = match query.tar_type.as_deref() {
+        None => false,
+        Some("GZIP") => true,
+        Some(_) => return bill_param_error(&inner, "tar_type 只能是 GZIP"),
+    };
+    let (Some(day), Some("ALL")) = (day, query.bill_type.as_deref()) else {
+        return bill_param_error(&inner, "bill_date 或 bill_type 格式错误");
+    };
+    let records = inner.bill(Provider::WechatV3, day);
+    if !crate::bills::generated(day, inner.now()) || records.is_empty() {
+        inner.count(api::WECHAT_V3_TRADEBILL, result::NO_BILL);
+        return signed(
+            &inner,
+            StatusCode::BAD_REQUEST,
+            &json!({"code": "NO_STATEMENT_EXIST", "message": "要下载的账单不存在"}),
+        );
+    }
+    let v3 = &inner.providers.wechat_v3;
+    let mut text = Vec::new();
+    if payhook_shared::bills::wechat::write(&mut text, (&v3.appid, &v3.mch_id), records).is_err() {
+        return bill_param_error(&inner, "账单生成失败");
+    }
+    let file = if gzip { gzipped(&text) } else { text };
+    let hash = {
+        use sha1::Digest as _;
+        hex::encode(sha1::Sha1::digest(&file))
+    };
+    let url = inner.offer_bill_file("/v3/billdownload/file", file);
+    inner.count(api::WECHAT_V3_TRADEBILL, result::OK);
+    signed(
+        &inner,
+        StatusCode::OK,
+        &json!({"hash_type": "SHA1", "hash_value": hash, "download_url": url}),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct DownloadQuery {
+    token: Option<String>,
+}
+
+/// `GET /v3/billdownload/file?token=…` (a signed request): the bill file, unsigned (its
+/// SHA-1 came with the `download_url`).
+pub(super) async fn bill_download(
+    inner: Shared,
+    req: HttpRequest,
+    query: Query<DownloadQuery>,
+    body: Bytes,
+) -> HttpResponse {
+    if let Some(response) = refusal(&inner, api::WECHAT_V3_BILL_DOWNLOAD, &req, &body) {
+        return response;
+    }
+    let Some(file) = query.token.as_deref().and_then(|t| inner.bill_file(t)) else {
+        inner.count(api::WECHAT_V3_BILL_DOWNLOAD, result::NOT_FOUND);
+        return signed(
+            &inner,
+            StatusCode::NOT_FOUND,
+            &json!({"code": "RESOURCE_NOT_EXISTS", "message": "下载链接无效"}),
+        );
+    };
+    inner.count(api::WECHAT_V3_BILL_DOWNLOAD, result::OK);
+    HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .body(file)
+}
+
+fn bill_param_error(inner: &Shared, message: &str) -> HttpResponse {
+    inner.count(api::WECHAT_V3_TRADEBILL, result::BAD_REQUEST);
+    signed(
+        inner,
+        StatusCode::BAD_REQUEST,
+        &json!({"code": "PARAM_ERROR", "message": message}),
+    )
+}
+
+/// `bytes` gzip-compressed (`tar_type=GZIP`).
+pub(super) fn gzipped(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing to a Vec cannot fail.
+    let _ = encoder.write_all(bytes);
+    encoder.finish().unwrap_or_default()
+}
+
 pub(super) async fn certificates(inner: Shared, req: HttpRequest, body: Bytes) -> HttpResponse {
     if let Some(response) = refusal(&inner, api::WECHAT_V3_CERTIFICATES, &req, &body) {
         return response;
