@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bills;
 pub mod certificates;
 pub mod cli;
 pub mod consumer;

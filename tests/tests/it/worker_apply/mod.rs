@@ -60,7 +60,7 @@ fn envelope(provider: Provider, kind: Kind, status: Status, fields: Normalized) 
     })
 }
 
-fn paid(provider: Provider, order: &str, total: i64) -> Envelope {
+pub(crate) fn paid(provider: Provider, order: &str, total: i64) -> Envelope {
     let fields = Normalized {
         out_trade_no: Some(order.into()),
         provider_trade_no: Some(format!("T{order}")),
@@ -73,7 +73,7 @@ fn paid(provider: Provider, order: &str, total: i64) -> Envelope {
     envelope(provider, Kind::Payment, Status::Paid, fields)
 }
 
-fn refunded(provider: Provider, order: &str, refund_no: &str, amount: i64) -> Envelope {
+pub(crate) fn refunded(provider: Provider, order: &str, refund_no: &str, amount: i64) -> Envelope {
     let fields = Normalized {
         out_trade_no: Some(order.into()),
         provider_status: "SUCCESS".into(),
@@ -85,7 +85,7 @@ fn refunded(provider: Provider, order: &str, refund_no: &str, amount: i64) -> En
     envelope(provider, Kind::Refund, Status::RefundSucceeded, fields)
 }
 
-fn closed(provider: Provider, order: &str) -> Envelope {
+pub(crate) fn closed(provider: Provider, order: &str) -> Envelope {
     let fields = Normalized {
         out_trade_no: Some(order.into()),
         provider_status: "CLOSED".into(),
@@ -110,7 +110,7 @@ fn changed(original: &Envelope, change: impl FnOnce(&mut EnvelopeData)) -> Envel
     Envelope::from_data(data)
 }
 
-async fn apply(db: &TestDb, envelope: &Envelope) -> ApplyOutcome {
+pub(crate) async fn apply(db: &TestDb, envelope: &Envelope) -> ApplyOutcome {
     apply_expecting(db, envelope, &Expectations::default()).await
 }
 
