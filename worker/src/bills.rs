@@ -62,12 +62,83 @@ pub struct RunReport {
 pub enum RunError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The bill itself was refused (see `payhook_shared::bills::BillError`).
+    #[error("bill refused: {0}")]
+    Bill(String),
 }
 
 /// The instants `[start, end)` of `day` in China Standard Time.
 pub fn day_bounds(day: Date) -> (OffsetDateTime, OffsetDateTime) {
     let start = day.with_time(Time::MIDNIGHT).assume_offset(CST);
     (start, start + time::Duration::days(1))
+}
+
+/// Which parser a bill file needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Alipay's detail CSV (GBK).
+    Alipay,
+    /// WeChat Pay's `ALL` trade bill, from APIv2 or APIv3.
+    Wechat(Provider),
+}
+
+/// The bill's identity in a run: whose, which day, which file.
+#[derive(Debug, Clone, Copy)]
+pub struct Bill<'a> {
+    pub provider: Provider,
+    pub merchant: &'a str,
+    pub day: Date,
+    /// SHA-256 of the file, hex.
+    pub sha256: &'a str,
+}
+
+/// Reconciles the bill file `reader` (in `format`) with the ledger. The file is parsed
+/// on a blocking thread and its lines copied to PostgreSQL as they come, a few chunks
+/// in flight: memory does not grow with the bill. A bill the parser refuses (a
+/// truncated download, a summary that does not add up) fails the run and writes
+/// nothing but the failure.
+pub async fn reconcile_file<R>(
+    pool: &PgPool,
+    bill: Bill<'_>,
+    format: Format,
+    reader: R,
+) -> Result<RunReport, RunError>
+where
+    R: std::io::BufRead + Send + 'static,
+{
+    let (sender, chunks) = tokio::sync::mpsc::channel::<Vec<BillRecord>>(4);
+    let parser = tokio::task::spawn_blocking(move || {
+        let mut chunk = Vec::with_capacity(CHUNK_LINES);
+        let mut on_record = |record| {
+            chunk.push(record);
+            if chunk.len() == CHUNK_LINES {
+                // A closed channel means the run ended: the rest is not needed.
+                let _ = sender.blocking_send(std::mem::take(&mut chunk));
+            }
+        };
+        let result = match format {
+            Format::Alipay => payhook_shared::bills::alipay::read(reader, &mut on_record),
+            Format::Wechat(provider) => {
+                payhook_shared::bills::wechat::read(reader, provider, &mut on_record)
+            }
+        };
+        if result.is_ok() && !chunk.is_empty() {
+            let _ = sender.blocking_send(chunk);
+        }
+        result
+    });
+    let verdict = async move {
+        match parser.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(join) => Err(format!("the parser stopped: {join}")),
+        }
+    };
+    let result = run(pool, bill, chunks, verdict).await;
+    if let Err(error) = &result {
+        record_failure(pool, bill, error).await;
+    }
+    result
 }
 
 /// Reconciles `records`, the bill of `provider` for `merchant` on `day` (SHA-256
@@ -81,6 +152,60 @@ pub async fn reconcile(
     bill_sha256: &str,
     records: impl IntoIterator<Item = BillRecord>,
 ) -> Result<RunReport, RunError> {
+    let records: Vec<BillRecord> = records.into_iter().collect();
+    let chunks: Vec<Vec<BillRecord>> = records.chunks(CHUNK_LINES).map(<[_]>::to_vec).collect();
+    let (sender, receiver) = tokio::sync::mpsc::channel(chunks.len().max(1));
+    for chunk in chunks {
+        // The channel holds every chunk: this cannot fail.
+        let _ = sender.try_send(chunk);
+    }
+    drop(sender);
+    let bill = Bill {
+        provider,
+        merchant,
+        day,
+        sha256: bill_sha256,
+    };
+    run(pool, bill, receiver, std::future::ready(Ok(()))).await
+}
+
+/// Records a failed run (its transaction rolled back): state `failed` and why.
+async fn record_failure(pool: &PgPool, bill: Bill<'_>, error: &RunError) {
+    let result = sqlx::query(
+        "INSERT INTO bill_runs (provider, merchant, bill_date, state, attempts, bill_sha256,
+             error, finished_at)
+         VALUES ($1, $2, $3, 'failed', 1, $4, $5, now())
+         ON CONFLICT (provider, merchant, bill_date) DO UPDATE
+             SET state = 'failed', attempts = bill_runs.attempts + 1,
+                 bill_sha256 = EXCLUDED.bill_sha256, error = EXCLUDED.error,
+                 finished_at = now()",
+    )
+    .bind(bill.provider.as_str())
+    .bind(bill.merchant)
+    .bind(bill.day)
+    .bind(bill.sha256)
+    .bind(error.to_string())
+    .execute(pool)
+    .await;
+    if let Err(db) = result {
+        tracing::error!(error = %db, "bill run: recording the failure failed");
+    }
+}
+
+/// One run: the lines from `chunks`, committed only when `verdict` (the parser's) is
+/// `Ok` once they have all come.
+async fn run(
+    pool: &PgPool,
+    bill: Bill<'_>,
+    mut chunks: tokio::sync::mpsc::Receiver<Vec<BillRecord>>,
+    verdict: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<RunReport, RunError> {
+    let Bill {
+        provider,
+        merchant,
+        day,
+        sha256: bill_sha256,
+    } = bill;
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
         .bind(format!("payhook-bill:{provider}:{merchant}:{day}"))
@@ -115,20 +240,21 @@ pub async fn reconcile(
              FROM STDIN (FORMAT csv)",
         )
         .await?;
-    let mut chunk = String::new();
-    let mut in_chunk = 0;
-    for (line, record) in records.into_iter().enumerate() {
-        bill.add(&record);
-        csv_line(&mut chunk, run_id, line + 1, &record);
-        in_chunk += 1;
-        if in_chunk == CHUNK_LINES {
-            copy.send(chunk.as_bytes()).await?;
-            chunk.clear();
-            in_chunk = 0;
+    let mut line = 0;
+    let mut text = String::new();
+    while let Some(chunk) = chunks.recv().await {
+        text.clear();
+        for record in &chunk {
+            line += 1;
+            bill.add(record);
+            csv_line(&mut text, run_id, line, record);
         }
+        copy.send(text.as_bytes()).await?;
     }
-    if !chunk.is_empty() {
-        copy.send(chunk.as_bytes()).await?;
+    if let Err(reason) = verdict.await {
+        // The COPY aborted and the transaction dropped: the run is rolled back.
+        copy.abort("the bill was refused").await?;
+        return Err(RunError::Bill(reason));
     }
     copy.finish().await?;
 

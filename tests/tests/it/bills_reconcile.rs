@@ -205,3 +205,65 @@ async fn a_missing_trade_applied_since_is_settled_by_the_next_run() {
             .expect("difference");
     assert_eq!(status, "settled");
 }
+
+fn bill_file(records: Vec<BillRecord>) -> Vec<u8> {
+    let mut text = Vec::new();
+    payhook_shared::bills::wechat::write(&mut text, ("wx1", "1900000110"), records).expect("write");
+    text
+}
+
+fn file_bill(day: Date) -> bills::Bill<'static> {
+    bills::Bill {
+        provider: PROVIDER,
+        merchant: MERCHANT,
+        day,
+        sha256: "sha-of-the-file",
+    }
+}
+
+#[tokio::test]
+async fn a_bill_file_streams_through_the_parser_and_a_refused_one_fails_the_run_whole() {
+    let db = TestDb::new().await;
+    ledger(&db).await;
+    let records = vec![
+        payment("O1", 8_888),
+        payment("O2", 100),
+        payment("O3", 500),
+        payment("O4", 300),
+        refund("O1", "R1", 888),
+    ];
+    let file = bill_file(records);
+
+    // Cut before its summary: refused, nothing but the failure recorded.
+    let cut = file[..file.len() - 60].to_vec();
+    let refused = bills::reconcile_file(
+        &db.pool,
+        file_bill(today()),
+        bills::Format::Wechat(PROVIDER),
+        std::io::Cursor::new(cut),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(bills::RunError::Bill(_))),
+        "{refused:?}"
+    );
+    let (state, error): (String, Option<String>) =
+        sqlx::query_as("SELECT state, error FROM bill_runs")
+            .fetch_one(&db.pool)
+            .await
+            .expect("the failed run is recorded");
+    assert_eq!(state, "failed");
+    assert!(error.is_some_and(|e| e.contains("bill refused")));
+    assert!(open(&db).await.is_empty(), "a refused bill finds nothing");
+
+    let report = bills::reconcile_file(
+        &db.pool,
+        file_bill(today()),
+        bills::Format::Wechat(PROVIDER),
+        std::io::Cursor::new(file),
+    )
+    .await
+    .expect("the whole file reconciles");
+    assert_eq!(report.bill.payments, 4);
+    assert_eq!(open(&db).await, vec![row("missing_in_payhook", "O3", "")]);
+}
