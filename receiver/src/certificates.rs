@@ -92,25 +92,20 @@ impl Certificates {
 
 async fn follow(state: Arc<State>, config: FollowerConfig, cancel: CancellationToken) {
     // On a lost stream the keys held stay in use; they were read before.
-    let supervisor = Supervisor::new(
+    Supervisor::new(
         config.connector.clone(),
         "payhook-receiver-certificates",
         (config.reconnect_min, config.reconnect_max),
-    );
-    let result = supervisor
-        .run(&cancel, |connection| {
-            let (state, names, cancel) = (state.clone(), config.names.clone(), cancel.clone());
-            async move {
-                read(&state, &names, &connection, &cancel)
-                    .await
-                    .map_err(|e| format!("certificates stream: {e:#}"))
-            }
-        })
-        .await;
-    if let Err(error) = result {
-        // The publisher's connection reports it and stops the receiver.
-        tracing::error!(%error, "certificates stream: broker TLS refused");
-    }
+    )
+    .follow_stream("certificates", &cancel, |connection| {
+        let (state, names, cancel) = (state.clone(), config.names.clone(), cancel.clone());
+        async move {
+            read(&state, &names, &connection, &cancel)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        }
+    })
+    .await;
 }
 
 /// Reads the stream from its start until `cancel` fires (`Ok`) or the connection

@@ -263,6 +263,33 @@ impl Supervisor {
     }
 }
 
+impl Supervisor {
+    /// Keeps a stream reader going (the certificate and rejected-sample readers): `read`
+    /// on each connection until `cancel`. Its failures are logged under `stream`; a
+    /// TLS set-up refused at start is logged too and ends the reader — the process's
+    /// main connection reports it and stops the process.
+    pub async fn follow_stream<E, F, Fut>(
+        &self,
+        stream: &str,
+        cancel: &tokio_util::sync::CancellationToken,
+        mut read: F,
+    ) where
+        E: std::fmt::Display,
+        F: FnMut(std::sync::Arc<Connection>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>>,
+    {
+        let result = self
+            .run(cancel, |connection| {
+                let reading = read(connection);
+                async move { reading.await.map_err(|e| format!("{stream} stream: {e}")) }
+            })
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, stream, "stream reader: broker TLS refused");
+        }
+    }
+}
+
 /// Deliveries in flight to a stream reader before it acknowledges (a stream consumer
 /// needs credit).
 pub const STREAM_PREFETCH: u16 = 64;

@@ -107,21 +107,16 @@ pub async fn follow(
     reconnect: (Duration, Duration),
     cancel: CancellationToken,
 ) {
-    let supervisor = Supervisor::new(connector, "payhook-worker-rejected", reconnect);
-    let result = supervisor
-        .run(&cancel, |connection| {
+    Supervisor::new(connector, "payhook-worker-rejected", reconnect)
+        .follow_stream("rejected", &cancel, |connection| {
             let (samples, names, cancel) = (samples.clone(), names.clone(), cancel.clone());
             async move {
                 read(&samples, &names, &connection, &cancel)
                     .await
-                    .map_err(|e| format!("rejected stream: {e:#}"))
+                    .map_err(|e| format!("{e:#}"))
             }
         })
         .await;
-    if let Err(error) = result {
-        // The worker's main connection reports it and stops the worker.
-        tracing::error!(%error, "rejected stream: broker TLS refused");
-    }
 }
 
 async fn read(
