@@ -455,6 +455,150 @@ impl QueryClient {
     }
 }
 
+/// A downloaded bill: a file in the directory the caller named, removed when dropped.
+#[derive(Debug)]
+pub struct BillFile {
+    path: std::path::PathBuf,
+    gzip: bool,
+    /// SHA-256 of the file as downloaded, hex (recorded with the run).
+    pub sha256: String,
+}
+
+impl BillFile {
+    /// The bill's text, decompressed when the download was gzip'd.
+    pub fn reader(&self) -> std::io::Result<Box<dyn std::io::BufRead + Send>> {
+        let file = std::fs::File::open(&self.path)?;
+        Ok(if self.gzip {
+            Box::new(std::io::BufReader::new(flate2::read::GzDecoder::new(file)))
+        } else {
+            Box::new(std::io::BufReader::new(file))
+        })
+    }
+}
+
+impl Drop for BillFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// What a bill download gave.
+#[derive(Debug)]
+pub enum BillDownload {
+    File(BillFile),
+    /// The provider has no bill for the day (yet): a normal answer, retried later.
+    NoBill(String),
+}
+
+/// Bill files larger than this are refused (a million-line bill is ~200 MiB of text,
+/// a fifth of that gzip'd).
+pub const BILL_MAX_BYTES: u64 = 1 << 30;
+
+impl QueryClient {
+    /// WeChat Pay APIv3: the `ALL` trade bill of `day`, downloaded gzip'd into `dir`
+    /// (streamed, never whole in memory) and checked against the SHA-1 the signed
+    /// answer gave. The download is a signed `GET` sent to `reconcile.wechat_base`
+    /// only: a `download_url` on another host is refused.
+    pub async fn wechat_tradebill(
+        &self,
+        q: &V3Querier,
+        day: time::Date,
+        dir: &std::path::Path,
+    ) -> Result<BillDownload, QueryError> {
+        let a = self.v3_get(q, &api::tradebill_path(day)).await?;
+        let ready = api::interpret_tradebill(
+            &q.merchant,
+            a.status,
+            &a.v3_headers(),
+            &a.body,
+            self.clock.as_ref(),
+        )?;
+        let (url, sha1) = match ready {
+            api::TradeBill::NotReady(code) => return Ok(BillDownload::NoBill(code)),
+            api::TradeBill::Ready { download_url, sha1 } => (download_url, sha1),
+        };
+        let path = url
+            .strip_prefix(&self.wechat_base)
+            .filter(|rest| rest.starts_with('/'))
+            .ok_or_else(|| {
+                QueryError::Transport("download_url is not on reconcile.wechat_base".into())
+            })?
+            .to_owned();
+        let timestamp = self.clock.now().unix_timestamp();
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let authorization = api::authorization(
+            &q.merchant.mch_id,
+            &q.serial,
+            &q.key,
+            "GET",
+            &path,
+            "",
+            timestamp,
+            &nonce,
+        )
+        .map_err(|e| QueryError::Transport(format!("signing: {e}")))?;
+        let response = self
+            .http
+            .get(format!("{}{path}", self.wechat_base))
+            .header(reqwest::header::AUTHORIZATION, authorization)
+            .send()
+            .await
+            .map_err(|e| QueryError::Transport(without_url(&e)))?;
+        if !response.status().is_success() {
+            return Err(QueryError::Transport(format!(
+                "bill download: HTTP {}",
+                response.status().as_u16()
+            )));
+        }
+        let file = download(response, dir, true).await?;
+        if file.1 != sha1 {
+            return Err(QueryError::Transport(
+                "bill download: the file's SHA-1 is not the one the answer gave".into(),
+            ));
+        }
+        Ok(BillDownload::File(file.0))
+    }
+}
+
+/// Streams `response` into a new file in `dir`, hashing it (SHA-256 kept, SHA-1
+/// returned) and refusing more than [`BILL_MAX_BYTES`].
+async fn download(
+    mut response: reqwest::Response,
+    dir: &std::path::Path,
+    gzip: bool,
+) -> Result<(BillFile, String), QueryError> {
+    use sha1::Digest as _;
+    use std::io::Write as _;
+    let io = |e: std::io::Error| QueryError::Transport(format!("bill file: {e}"));
+    let path = dir.join(format!("payhook-bill-{}", uuid::Uuid::new_v4().simple()));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io)?);
+    // From here on the file is removed with `file` if anything fails.
+    let mut file = BillFile {
+        path,
+        gzip,
+        sha256: String::new(),
+    };
+    let (mut sha1, mut sha256, mut size) = (sha1::Sha1::new(), sha2::Sha256::new(), 0_u64);
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| QueryError::Transport(without_url(&e)))?
+    {
+        size += chunk.len() as u64;
+        if size > BILL_MAX_BYTES {
+            return Err(QueryError::Transport(format!(
+                "bill download: larger than {BILL_MAX_BYTES} bytes"
+            )));
+        }
+        sha1.update(&chunk);
+        sha256.update(&chunk);
+        out.write_all(&chunk).map_err(io)?;
+    }
+    out.flush().map_err(io)?;
+    file.sha256 = hex::encode(sha256.finalize());
+    Ok((file, hex::encode(sha1.finalize())))
+}
+
 /// A reqwest error without its URL (which carries an order number in the path).
 fn without_url(e: &reqwest::Error) -> String {
     use std::error::Error as _;

@@ -302,6 +302,55 @@ pub fn open_and_describe(
     Ok((keys, described))
 }
 
+/// `GET /v3/bill/tradebill` for `day` (China Standard Time): every trade and refund
+/// (`bill_type=ALL`), gzip'd.
+pub fn tradebill_path(day: time::Date) -> String {
+    format!("/v3/bill/tradebill?bill_date={day}&bill_type=ALL&tar_type=GZIP")
+}
+
+/// What a verified `tradebill` answer says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TradeBill {
+    /// The file's (signed-download) URL and its SHA-1, hex.
+    Ready { download_url: String, sha1: String },
+    /// No bill (yet): `NO_STATEMENT_EXIST` — not generated, or no trades that day.
+    NotReady(String),
+}
+
+/// Verifies and interprets the answer to [`tradebill_path`].
+pub fn interpret_tradebill(
+    merchant: &V3Merchant,
+    status: u16,
+    headers: &V3Headers<'_>,
+    body: &[u8],
+    clock: &dyn Clock,
+) -> Result<TradeBill, AnswerError> {
+    #[derive(Deserialize)]
+    struct Ready {
+        hash_type: String,
+        hash_value: String,
+        download_url: String,
+    }
+    match verified(&merchant.keys, status, headers, body, clock)? {
+        Ok(body) => {
+            let ready: Ready = serde_json::from_slice(body).map_err(|_| {
+                VerifyError::Malformed("tradebill answer without its fields".into())
+            })?;
+            if !ready.hash_type.eq_ignore_ascii_case("SHA1") {
+                return Err(
+                    VerifyError::Malformed("tradebill hash_type is not SHA1".into()).into(),
+                );
+            }
+            Ok(TradeBill::Ready {
+                download_url: ready.download_url,
+                sha1: ready.hash_value.to_ascii_lowercase(),
+            })
+        }
+        Err(code) if status == 400 && code == "NO_STATEMENT_EXIST" => Ok(TradeBill::NotReady(code)),
+        Err(code) => Err(provider_error(status, code)),
+    }
+}
+
 /// Decrypts and checks the answer to [`CERTIFICATES_PATH`], returning the platform
 /// keys it lists (to be merged with the configured ones) and the sealed entries.
 ///

@@ -8,6 +8,7 @@ mod admin_auth;
 mod admin_cli;
 mod alerts_live;
 mod backend_tls;
+mod bills_download;
 mod bills_reconcile;
 mod chaos;
 mod demo;
