@@ -560,6 +560,78 @@ impl QueryClient {
     }
 }
 
+impl QueryClient {
+    /// WeChat Pay APIv2 `downloadbill`: the `ALL` bill of `day`, gzip'd, streamed into
+    /// `dir`. The answer is the file, or an (unsigned) XML error: `No Bill Exist` is no
+    /// bill (yet); any other error fails.
+    pub async fn wechat_v2_downloadbill(
+        &self,
+        q: &V2Querier,
+        day: time::Date,
+        dir: &std::path::Path,
+    ) -> Result<BillDownload, QueryError> {
+        let bill_date = format!(
+            "{:04}{:02}{:02}",
+            day.year(),
+            u8::from(day.month()),
+            day.day()
+        );
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let body = orderquery::downloadbill_request(&q.appid, &q.merchant, &bill_date, &nonce);
+        let response = self
+            .http
+            .post(format!(
+                "{}{}",
+                self.wechat_base,
+                orderquery::DOWNLOADBILL_PATH
+            ))
+            .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=utf-8")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| QueryError::Transport(without_url(&e)))?;
+        if !response.status().is_success() {
+            return Err(QueryError::Transport(format!(
+                "bill download: HTTP {}",
+                response.status().as_u16()
+            )));
+        }
+        let (file, _) = download(response, dir, true).await?;
+        // A gzip file starts 1f 8b; an error is a short XML document.
+        let mut head = [0_u8; 2];
+        let is_gzip = std::io::Read::read_exact(
+            &mut std::fs::File::open(&file.path)
+                .map_err(|e| QueryError::Transport(format!("bill file: {e}")))?,
+            &mut head,
+        )
+        .is_ok()
+            && head == [0x1f, 0x8b];
+        if is_gzip {
+            return Ok(BillDownload::File(file));
+        }
+        let text = std::fs::read(&file.path)
+            .map_err(|e| QueryError::Transport(format!("bill file: {e}")))?;
+        let fields = crate::wechat_v2::parse_xml(&text).map_err(|_| {
+            QueryError::Transport("downloadbill: neither a gzip'd bill nor an XML answer".into())
+        })?;
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        if field("return_msg").eq_ignore_ascii_case("No Bill Exist") {
+            return Ok(BillDownload::NoBill("No Bill Exist".into()));
+        }
+        Err(QueryError::Transport(format!(
+            "downloadbill refused: {} {} {}",
+            field("return_code"),
+            field("error_code"),
+            field("return_msg")
+        )))
+    }
+}
+
 /// Streams `response` into a new file in `dir`, hashing it (SHA-256 kept, SHA-1
 /// returned) and refusing more than [`BILL_MAX_BYTES`].
 async fn download(

@@ -29,15 +29,47 @@ pub fn orderquery_request(
     out_trade_no: &str,
     nonce: &str,
 ) -> Vec<u8> {
-    let mut params: Vec<(String, String)> = [
-        ("appid", appid),
-        ("mch_id", merchant.mch_id.as_str()),
-        ("out_trade_no", out_trade_no),
-        ("nonce_str", nonce),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    signed_request(
+        merchant,
+        &[
+            ("appid", appid),
+            ("mch_id", merchant.mch_id.as_str()),
+            ("out_trade_no", out_trade_no),
+            ("nonce_str", nonce),
+        ],
+    )
+}
+
+/// `POST /pay/downloadbill`: the whole day's trade bill.
+pub const DOWNLOADBILL_PATH: &str = "/pay/downloadbill";
+
+/// The `downloadbill` request body for `bill_date` (`YYYYMMDD`, China Standard Time):
+/// every trade and refund (`bill_type=ALL`), gzip'd, MD5-signed with the API key.
+pub fn downloadbill_request(
+    appid: &str,
+    merchant: &V2Merchant,
+    bill_date: &str,
+    nonce: &str,
+) -> Vec<u8> {
+    signed_request(
+        merchant,
+        &[
+            ("appid", appid),
+            ("mch_id", merchant.mch_id.as_str()),
+            ("bill_date", bill_date),
+            ("bill_type", "ALL"),
+            ("tar_type", "GZIP"),
+            ("nonce_str", nonce),
+        ],
+    )
+}
+
+/// `fields` and their MD5 `sign`, as APIv2 XML.
+fn signed_request(merchant: &V2Merchant, fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut params: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     let signature = sign(&params, merchant.api_key.expose_secret(), SignType::Md5);
     params.push(("sign".into(), signature));
     let mut xml = String::from("<xml>");

@@ -1,7 +1,6 @@
 //! Bill downloads from the provider (the simulator), as payhook's worker makes them:
-//! WeChat Pay APIv3's signed `tradebill` answer, then the signed download checked
-//! against its SHA-1, streamed to a file and read back gunzipped — the day's bill the
-//! simulator's book holds; "no bill yet" is an answer, not an error.
+//! signed requests, the file streamed to disk with its hashes, gunzipped on reading —
+//! the day's bill the simulator's book holds; "no bill yet" is an answer, not an error.
 
 use std::sync::Arc;
 
@@ -13,57 +12,85 @@ use payhook_shared::merchants::Merchants;
 use payhook_shared::query::{BillDownload, Queriers, QueryClient};
 use payhook_sim::{SimConfig, Simulator};
 use payhook_testkit::harness::Providers;
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 
-#[tokio::test]
-async fn wechat_v3_tradebill_is_downloaded_checked_and_reads_as_the_days_book() {
+/// A simulator whose book has, for `provider`, order D1 paid yesterday (88.88) and
+/// refunded 8.88 (DR1); payhook's query client and merchants pointed at it.
+struct Played {
+    sim: Simulator,
+    settings: Settings,
+    queriers: Queriers,
+    client: QueryClient,
+    today: Date,
+    yesterday: Date,
+}
+
+async fn played(provider: Provider) -> Played {
     let sim = Simulator::start(SimConfig::default())
         .await
         .expect("simulator starts");
     sim.set_book_offset(time::Duration::days(-1));
-    sim.create_order(Provider::WechatV3, "D1", 8_888)
-        .expect("created");
-    sim.pay(Provider::WechatV3, "D1").expect("paid");
-    sim.refund(Provider::WechatV3, "D1", "DR1", 888)
-        .expect("refunded");
+    sim.create_order(provider, "D1", 8_888).expect("created");
+    sim.pay(provider, "D1").expect("paid");
+    sim.refund(provider, "D1", "DR1", 888).expect("refunded");
     let today = OffsetDateTime::now_utc().to_offset(CST).date();
     let yesterday = today.previous_day().expect("a day before");
-
     let mut settings = Settings::from_toml("").expect("defaults");
-    Providers::new().register(&mut settings);
+    sim.providers().register(&mut settings);
     payhook_sim::client::register_query_credentials(&mut settings);
     settings.reconcile.wechat_base = sim.base_url();
+    settings.reconcile.alipay_gateway = format!("{}/gateway.do", sim.base_url());
     let merchants = Merchants::build(&settings).expect("merchants");
     let queriers = Queriers::build(&settings, &merchants).expect("queriers");
     let client = QueryClient::new(&settings.reconcile, Arc::new(SystemClock)).expect("client");
-    let querier = &queriers.wechat_v3[Providers::MERCHANT];
-    let dir = std::env::temp_dir();
+    Played {
+        sim,
+        settings,
+        queriers,
+        client,
+        today,
+        yesterday,
+    }
+}
 
-    let BillDownload::File(file) = client
-        .wechat_tradebill(querier, yesterday, &dir)
-        .await
-        .expect("the download succeeds")
-    else {
-        panic!("yesterday has a bill");
+/// The records of a downloaded bill.
+fn read_back(provider: Provider, download: BillDownload) -> Vec<BillRecord> {
+    let BillDownload::File(file) = download else {
+        panic!("yesterday has a bill: {download:?}");
     };
     assert_eq!(file.sha256.len(), 64);
     let mut records = Vec::new();
-    let totals = bills::wechat::read(
-        file.reader().expect("the file opens"),
-        Provider::WechatV3,
-        |r| records.push(r),
-    )
+    let reader = file.reader().expect("the file opens");
+    match provider {
+        Provider::Alipay => bills::alipay::read(reader, |r| records.push(r)),
+        other => bills::wechat::read(reader, other, |r| records.push(r)),
+    }
     .expect("the downloaded bill parses");
-    assert_eq!(records, sim.bill(Provider::WechatV3, yesterday));
-    assert_eq!((totals.payments, totals.refunds), (1, 1));
-    assert!(matches!(&records[1], BillRecord::Refund(r) if r.out_refund_no == "DR1"));
+    records
+}
+
+#[tokio::test]
+async fn wechat_v3_tradebill_is_downloaded_checked_and_reads_as_the_days_book() {
+    let p = played(Provider::WechatV3).await;
+    let querier = &p.queriers.wechat_v3[Providers::MERCHANT];
+    let dir = std::env::temp_dir();
+    let download = p
+        .client
+        .wechat_tradebill(querier, p.yesterday, &dir)
+        .await
+        .expect("the download succeeds");
+    let records = read_back(Provider::WechatV3, download);
+    assert_eq!(records, p.sim.bill(Provider::WechatV3, p.yesterday));
+    assert!(
+        matches!(&records[..], [BillRecord::Payment(_), BillRecord::Refund(r)] if r.out_refund_no == "DR1")
+    );
 
     // A download_url on another host than reconcile.wechat_base is never followed.
-    let mut elsewhere = settings.reconcile.clone();
-    elsewhere.wechat_base = sim.base_url().replace("127.0.0.1", "localhost");
+    let mut elsewhere = p.settings.reconcile.clone();
+    elsewhere.wechat_base = p.sim.base_url().replace("127.0.0.1", "localhost");
     let refused = QueryClient::new(&elsewhere, Arc::new(SystemClock))
         .expect("client")
-        .wechat_tradebill(querier, yesterday, &dir)
+        .wechat_tradebill(querier, p.yesterday, &dir)
         .await;
     assert!(
         refused
@@ -72,12 +99,38 @@ async fn wechat_v3_tradebill_is_downloaded_checked_and_reads_as_the_days_book() 
         "{refused:?}"
     );
 
-    let not_yet = client
-        .wechat_tradebill(querier, today, &dir)
+    let not_yet = p
+        .client
+        .wechat_tradebill(querier, p.today, &dir)
         .await
         .expect("an answer");
     assert!(
         matches!(&not_yet, BillDownload::NoBill(code) if code == "NO_STATEMENT_EXIST"),
+        "{not_yet:?}"
+    );
+}
+
+#[tokio::test]
+async fn wechat_v2_downloadbill_is_downloaded_gzipped_and_reads_as_the_days_book() {
+    let p = played(Provider::WechatV2).await;
+    let querier = &p.queriers.wechat_v2[Providers::MERCHANT];
+    let dir = std::env::temp_dir();
+    let download = p
+        .client
+        .wechat_v2_downloadbill(querier, p.yesterday, &dir)
+        .await
+        .expect("the download succeeds");
+    assert_eq!(
+        read_back(Provider::WechatV2, download),
+        p.sim.bill(Provider::WechatV2, p.yesterday)
+    );
+    let not_yet = p
+        .client
+        .wechat_v2_downloadbill(querier, p.today, &dir)
+        .await
+        .expect("an answer");
+    assert!(
+        matches!(&not_yet, BillDownload::NoBill(reason) if reason == "No Bill Exist"),
         "{not_yet:?}"
     );
 }
