@@ -632,6 +632,101 @@ impl QueryClient {
     }
 }
 
+impl QueryClient {
+    /// Alipay: the trade bill of `day` — its URL asked with a signed
+    /// `alipay.data.dataservice.bill.downloadurl.query`, the ZIP streamed into `dir`,
+    /// and the detail CSV (`…_业务明细.csv`, not the summary) extracted beside it.
+    pub async fn alipay_bill(
+        &self,
+        q: &AlipayQuerier,
+        day: time::Date,
+        dir: &std::path::Path,
+    ) -> Result<BillDownload, QueryError> {
+        let biz = gateway::bill_url_biz_content(day);
+        let body = self.alipay_call(q, gateway::BILL_URL_QUERY, &biz).await?;
+        let url = match gateway::interpret_bill_url(&q.app, &body)? {
+            gateway::BillUrl::NotReady(code) => return Ok(BillDownload::NoBill(code)),
+            gateway::BillUrl::Ready(url) => url,
+        };
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| QueryError::Transport(without_url(&e)))?;
+        if !response.status().is_success() {
+            return Err(QueryError::Transport(format!(
+                "bill download: HTTP {}",
+                response.status().as_u16()
+            )));
+        }
+        let (zip, _) = download(response, dir, false).await?;
+        let dir = dir.to_owned();
+        tokio::task::spawn_blocking(move || detail_csv(&zip, &dir))
+            .await
+            .map_err(|e| QueryError::Transport(format!("bill unzip: {e}")))?
+            .map(BillDownload::File)
+    }
+}
+
+/// The detail CSV of an Alipay bill ZIP, extracted into `dir` (at most
+/// [`BILL_MAX_BYTES`] inflated). Entry names may be GBK without the UTF-8 flag: the
+/// detail is the entry whose name ends in `业务明细.csv` in either encoding and is not
+/// the summary.
+fn detail_csv(zip: &BillFile, dir: &std::path::Path) -> Result<BillFile, QueryError> {
+    use std::io::{Read as _, Write as _};
+    let fail = |what: &str| QueryError::Transport(format!("bill unzip: {what}"));
+    let file = std::fs::File::open(&zip.path).map_err(|e| fail(&e.to_string()))?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|_| fail("not a ZIP file"))?;
+    let name_of = |raw: &[u8]| -> String {
+        match std::str::from_utf8(raw) {
+            Ok(text) => text.to_owned(),
+            Err(_) => encoding_rs::GBK
+                .decode_without_bom_handling(raw)
+                .0
+                .into_owned(),
+        }
+    };
+    let index = (0..archive.len())
+        .find(|&i| {
+            archive.by_index_raw(i).is_ok_and(|entry| {
+                let name = name_of(entry.name_raw());
+                name.ends_with("业务明细.csv") && !name.contains("汇总")
+            })
+        })
+        .ok_or_else(|| fail("no detail CSV in the ZIP"))?;
+    let mut entry = archive
+        .by_index(index)
+        .map_err(|_| fail("unreadable entry"))?;
+    let path = dir.join(format!(
+        "payhook-bill-{}.csv",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let mut out =
+        std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| fail(&e.to_string()))?);
+    // The run records the ZIP's hash: what was downloaded.
+    let detail = BillFile {
+        path,
+        gzip: false,
+        sha256: zip.sha256.clone(),
+    };
+    let (mut buffer, mut size) = (vec![0_u8; 64 * 1024], 0_u64);
+    loop {
+        let read = entry.read(&mut buffer).map_err(|_| fail("corrupt entry"))?;
+        if read == 0 {
+            break;
+        }
+        size += read as u64;
+        if size > BILL_MAX_BYTES {
+            return Err(fail("the detail CSV inflates beyond the limit"));
+        }
+        out.write_all(&buffer[..read])
+            .map_err(|e| fail(&e.to_string()))?;
+    }
+    out.flush().map_err(|e| fail(&e.to_string()))?;
+    Ok(detail)
+}
+
 /// Streams `response` into a new file in `dir`, hashing it (SHA-256 kept, SHA-1
 /// returned) and refusing more than [`BILL_MAX_BYTES`].
 async fn download(

@@ -117,6 +117,50 @@ fn yuan(key: &'static str, value: &Option<String>) -> Result<Option<i64>, Verify
         .transpose()
 }
 
+/// The method that answers the URL of a day's bill.
+pub const BILL_URL_QUERY: &str = "alipay.data.dataservice.bill.downloadurl.query";
+const BILL_URL_NODE: &str = "alipay_data_dataservice_bill_downloadurl_query_response";
+/// The sub-code of a bill not generated (yet).
+pub const BILL_NOT_EXIST: &str = "isp.bill_not_exist";
+
+/// The `biz_content` of [`BILL_URL_QUERY`]: the trade bill of `day` (China Standard
+/// Time).
+pub fn bill_url_biz_content(day: time::Date) -> String {
+    serde_json::json!({ "bill_type": "trade", "bill_date": day.to_string() }).to_string()
+}
+
+/// What a verified [`BILL_URL_QUERY`] answer says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BillUrl {
+    /// Where the day's ZIP is (a short-lived URL).
+    Ready(String),
+    /// No bill (yet): [`BILL_NOT_EXIST`].
+    NotReady(String),
+}
+
+/// Verifies and interprets the answer to [`BILL_URL_QUERY`].
+pub fn interpret_bill_url(app: &AlipayApp, body: &str) -> Result<BillUrl, QueryAnswerError> {
+    #[derive(serde::Deserialize)]
+    struct Node {
+        code: Option<String>,
+        sub_code: Option<String>,
+        bill_download_url: Option<String>,
+    }
+    let node: Node = verified_node(app, body, BILL_URL_NODE)?;
+    let code = node.code.unwrap_or_default();
+    let sub_code = node.sub_code.unwrap_or_default();
+    if code != CODE_SUCCESS {
+        if sub_code == BILL_NOT_EXIST {
+            return Ok(BillUrl::NotReady(sub_code));
+        }
+        return Err(QueryAnswerError::Provider { code, sub_code });
+    }
+    node.bill_download_url
+        .filter(|url| url.starts_with("https://") || url.starts_with("http://"))
+        .map(BillUrl::Ready)
+        .ok_or_else(|| VerifyError::Malformed("bill answer without an http(s) URL".into()).into())
+}
+
 /// The `biz_content` of `alipay.trade.fastpay.refund.query` for one refund request.
 pub fn refund_query_biz_content(out_trade_no: &str, out_request_no: &str) -> String {
     serde_json::json!({ "out_trade_no": out_trade_no, "out_request_no": out_request_no })

@@ -1,5 +1,5 @@
 //! Bill downloads from the provider (the simulator), as payhook's worker makes them:
-//! signed requests, the file streamed to disk with its hashes, gunzipped on reading —
+//! signed requests, the file streamed to disk with its hashes, gunzipped or unzipped —
 //! the day's bill the simulator's book holds; "no bill yet" is an answer, not an error.
 
 use std::sync::Arc;
@@ -131,6 +131,31 @@ async fn wechat_v2_downloadbill_is_downloaded_gzipped_and_reads_as_the_days_book
         .expect("an answer");
     assert!(
         matches!(&not_yet, BillDownload::NoBill(reason) if reason == "No Bill Exist"),
+        "{not_yet:?}"
+    );
+}
+
+#[tokio::test]
+async fn alipay_bill_url_is_asked_signed_and_the_zip_gives_the_gbk_detail() {
+    let p = played(Provider::Alipay).await;
+    let querier = &p.queriers.alipay[Providers::MERCHANT];
+    let dir = std::env::temp_dir();
+    let download = p
+        .client
+        .alipay_bill(querier, p.yesterday, &dir)
+        .await
+        .expect("the download succeeds");
+    assert_eq!(
+        read_back(Provider::Alipay, download),
+        p.sim.bill(Provider::Alipay, p.yesterday)
+    );
+    let not_yet = p
+        .client
+        .alipay_bill(querier, p.today, &dir)
+        .await
+        .expect("an answer");
+    assert!(
+        matches!(&not_yet, BillDownload::NoBill(code) if code == "isp.bill_not_exist"),
         "{not_yet:?}"
     );
 }
