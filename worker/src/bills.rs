@@ -65,6 +65,12 @@ pub enum RunError {
     /// The bill itself was refused (see `payhook_shared::bills::BillError`).
     #[error("bill refused: {0}")]
     Bill(String),
+    /// The provider's bill could not be fetched (transport, signature, hash).
+    #[error("bill download failed: {0}")]
+    Download(String),
+    /// No query credentials are configured for the merchant.
+    #[error("no query credentials for {0}")]
+    NotQueryable(String),
 }
 
 /// The instants `[start, end)` of `day` in China Standard Time.
@@ -139,6 +145,93 @@ where
         record_failure(pool, bill, error).await;
     }
     result
+}
+
+/// How a day's run ended.
+#[derive(Debug)]
+pub enum DayOutcome {
+    Reconciled(RunReport),
+    /// The provider has no bill for the day (yet): recorded as `no_bill`, to be tried
+    /// again later.
+    NoBill(String),
+}
+
+/// One merchant's day, whole: the bill downloaded from the provider into `dir` (the
+/// file removed afterwards), then reconciled. A download that fails is recorded as a
+/// failed run.
+pub async fn run_day(
+    pool: &PgPool,
+    client: &payhook_shared::query::QueryClient,
+    queriers: &payhook_shared::query::Queriers,
+    provider: Provider,
+    merchant: &str,
+    day: Date,
+    dir: &std::path::Path,
+) -> Result<DayOutcome, RunError> {
+    use payhook_shared::query::BillDownload;
+    let missing = || RunError::NotQueryable(format!("{provider} merchant {merchant}"));
+    let downloaded = match provider {
+        Provider::Alipay => {
+            let q = queriers.alipay.get(merchant).ok_or_else(missing)?;
+            client.alipay_bill(q, day, dir).await
+        }
+        Provider::WechatV2 => {
+            let q = queriers.wechat_v2.get(merchant).ok_or_else(missing)?;
+            client.wechat_v2_downloadbill(q, day, dir).await
+        }
+        Provider::WechatV3 => {
+            let q = queriers.wechat_v3.get(merchant).ok_or_else(missing)?;
+            client.wechat_tradebill(q, day, dir).await
+        }
+    };
+    let no_file = Bill {
+        provider,
+        merchant,
+        day,
+        sha256: "",
+    };
+    let file = match downloaded {
+        Ok(BillDownload::File(file)) => file,
+        Ok(BillDownload::NoBill(reason)) => {
+            sqlx::query(
+                "INSERT INTO bill_runs (provider, merchant, bill_date, state, attempts, error,
+                     finished_at)
+                 VALUES ($1, $2, $3, 'no_bill', 1, $4, now())
+                 ON CONFLICT (provider, merchant, bill_date) DO UPDATE
+                     SET state = 'no_bill', attempts = bill_runs.attempts + 1,
+                         error = EXCLUDED.error, finished_at = now()
+                     WHERE bill_runs.state <> 'reconciled'",
+            )
+            .bind(provider.as_str())
+            .bind(merchant)
+            .bind(day)
+            .bind(&reason)
+            .execute(pool)
+            .await?;
+            return Ok(DayOutcome::NoBill(reason));
+        }
+        Err(error) => {
+            let error = RunError::Download(error.to_string());
+            record_failure(pool, no_file, &error).await;
+            return Err(error);
+        }
+    };
+    let reader = file
+        .reader()
+        .map_err(|e| RunError::Download(format!("bill file: {e}")))?;
+    let format = match provider {
+        Provider::Alipay => Format::Alipay,
+        wechat => Format::Wechat(wechat),
+    };
+    let bill = Bill {
+        provider,
+        merchant,
+        day,
+        sha256: &file.sha256,
+    };
+    reconcile_file(pool, bill, format, reader)
+        .await
+        .map(DayOutcome::Reconciled)
 }
 
 /// Reconciles `records`, the bill of `provider` for `merchant` on `day` (SHA-256

@@ -159,3 +159,55 @@ async fn alipay_bill_url_is_asked_signed_and_the_zip_gives_the_gbk_detail() {
         "{not_yet:?}"
     );
 }
+
+/// A merchant's day, whole: downloaded from the provider and reconciled against an
+/// (empty) ledger — the paid trade and the refund are found missing in payhook, the
+/// trade handed to the reconciler; today has no bill yet and is recorded so.
+#[tokio::test]
+async fn a_days_run_downloads_and_reconciles_and_records_a_missing_bill() {
+    use payhook_worker::bills::{self as runs, DayOutcome};
+    let p = played(Provider::WechatV3).await;
+    let db = payhook_testkit::db::TestDb::new().await;
+    let dir = std::env::temp_dir();
+    let outcome = runs::run_day(
+        &db.pool,
+        &p.client,
+        &p.queriers,
+        Provider::WechatV3,
+        Providers::MERCHANT,
+        p.yesterday,
+        &dir,
+    )
+    .await
+    .expect("the day runs");
+    let DayOutcome::Reconciled(report) = outcome else {
+        panic!("yesterday has a bill: {outcome:?}");
+    };
+    assert_eq!(report.open.get("missing_in_payhook"), Some(&1));
+    assert_eq!(report.open.get("refund_mismatch"), Some(&1));
+    assert_eq!(report.queries_requested, 1);
+    let sha: String = sqlx::query_scalar("SELECT bill_sha256 FROM bill_runs")
+        .fetch_one(&db.pool)
+        .await
+        .expect("run");
+    assert_eq!(sha.len(), 64, "the downloaded file's SHA-256 is recorded");
+
+    let today = runs::run_day(
+        &db.pool,
+        &p.client,
+        &p.queriers,
+        Provider::WechatV3,
+        Providers::MERCHANT,
+        p.today,
+        &dir,
+    )
+    .await
+    .expect("an answer");
+    assert!(matches!(today, DayOutcome::NoBill(_)), "{today:?}");
+    let state: String = sqlx::query_scalar("SELECT state FROM bill_runs WHERE bill_date = $1")
+        .bind(p.today)
+        .fetch_one(&db.pool)
+        .await
+        .expect("run");
+    assert_eq!(state, "no_bill");
+}
