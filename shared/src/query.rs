@@ -537,26 +537,17 @@ impl QueryClient {
             &nonce,
         )
         .map_err(|e| QueryError::Transport(format!("signing: {e}")))?;
-        let response = self
+        let request = self
             .http
             .get(format!("{}{path}", self.wechat_base))
-            .header(reqwest::header::AUTHORIZATION, authorization)
-            .send()
-            .await
-            .map_err(|e| QueryError::Transport(without_url(&e)))?;
-        if !response.status().is_success() {
-            return Err(QueryError::Transport(format!(
-                "bill download: HTTP {}",
-                response.status().as_u16()
-            )));
-        }
-        let file = download(response, dir, true).await?;
-        if file.1 != sha1 {
+            .header(reqwest::header::AUTHORIZATION, authorization);
+        let (file, digest) = fetch_to_file(request, dir, true).await?;
+        if digest != sha1 {
             return Err(QueryError::Transport(
                 "bill download: the file's SHA-1 is not the one the answer gave".into(),
             ));
         }
-        Ok(BillDownload::File(file.0))
+        Ok(BillDownload::File(file))
     }
 }
 
@@ -578,7 +569,7 @@ impl QueryClient {
         );
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         let body = orderquery::downloadbill_request(&q.appid, &q.merchant, &bill_date, &nonce);
-        let response = self
+        let request = self
             .http
             .post(format!(
                 "{}{}",
@@ -586,17 +577,8 @@ impl QueryClient {
                 orderquery::DOWNLOADBILL_PATH
             ))
             .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=utf-8")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| QueryError::Transport(without_url(&e)))?;
-        if !response.status().is_success() {
-            return Err(QueryError::Transport(format!(
-                "bill download: HTTP {}",
-                response.status().as_u16()
-            )));
-        }
-        let (file, _) = download(response, dir, true).await?;
+            .body(body);
+        let (file, _) = fetch_to_file(request, dir, true).await?;
         // A gzip file starts 1f 8b; an error is a short XML document.
         let mut head = [0_u8; 2];
         let is_gzip = std::io::Read::read_exact(
@@ -648,19 +630,7 @@ impl QueryClient {
             gateway::BillUrl::NotReady(code) => return Ok(BillDownload::NoBill(code)),
             gateway::BillUrl::Ready(url) => url,
         };
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| QueryError::Transport(without_url(&e)))?;
-        if !response.status().is_success() {
-            return Err(QueryError::Transport(format!(
-                "bill download: HTTP {}",
-                response.status().as_u16()
-            )));
-        }
-        let (zip, _) = download(response, dir, false).await?;
+        let (zip, _) = fetch_to_file(self.http.get(&url), dir, false).await?;
         let dir = dir.to_owned();
         tokio::task::spawn_blocking(move || detail_csv(&zip, &dir))
             .await
@@ -725,6 +695,26 @@ fn detail_csv(zip: &BillFile, dir: &std::path::Path) -> Result<BillFile, QueryEr
     }
     out.flush().map_err(|e| fail(&e.to_string()))?;
     Ok(detail)
+}
+
+/// Sends `request` and streams a successful answer's body into a new file in `dir`
+/// (see [`download`]); any other status is a failure.
+async fn fetch_to_file(
+    request: reqwest::RequestBuilder,
+    dir: &std::path::Path,
+    gzip: bool,
+) -> Result<(BillFile, String), QueryError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| QueryError::Transport(without_url(&e)))?;
+    if !response.status().is_success() {
+        return Err(QueryError::Transport(format!(
+            "bill download: HTTP {}",
+            response.status().as_u16()
+        )));
+    }
+    download(response, dir, gzip).await
 }
 
 /// Streams `response` into a new file in `dir`, hashing it (SHA-256 kept, SHA-1
